@@ -1,0 +1,199 @@
+//! [`AlignedBuf`]: a zeroed heap buffer that meets the `O_DIRECT` rule.
+#![allow(unsafe_code)]
+
+use std::alloc::{self, Layout};
+use std::fmt;
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+
+use crate::driver::ALIGN;
+
+/// One [`ALIGN`]-sized, [`ALIGN`]-aligned page; its only use is to get a
+/// well-aligned dangling pointer for the empty buffer.
+#[repr(C, align(4096))]
+struct Page([u8; ALIGN]);
+
+// The `align(4096)` literal above must track `ALIGN` (checked at compile time).
+const _: () = assert!(std::mem::align_of::<Page>() == ALIGN);
+
+/// A zero-initialised byte buffer whose address is a multiple of [`ALIGN`]
+/// and whose length is a multiple of [`ALIGN`], so it (and any sub-slice
+/// starting and ending on an [`ALIGN`] boundary) can be handed to
+/// [`IoFile::read_at`](crate::IoFile::read_at) and
+/// [`IoFile::write_at`](crate::IoFile::write_at) on a direct file.
+///
+/// ```
+/// use holt_backend_sync::{AlignedBuf, ALIGN};
+///
+/// let mut buf = AlignedBuf::new(2 * ALIGN)?;
+/// assert_eq!(buf.len(), 2 * ALIGN);
+/// assert_eq!(buf.as_ptr() as usize % ALIGN, 0);
+/// assert!(buf.iter().all(|&b| b == 0));
+/// buf[..5].copy_from_slice(b"hello");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct AlignedBuf {
+    /// Start of the allocation (dangling but aligned when `len == 0`).
+    ptr: NonNull<u8>,
+    /// Length in bytes; a multiple of [`ALIGN`].
+    len: usize,
+}
+
+// SAFETY: `AlignedBuf` owns its allocation exclusively, like `Box<[u8]>`;
+// moving it to another thread moves that ownership.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared access only hands out `&[u8]`, which is `Sync`; mutation
+// needs `&mut self`.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// Allocates `len` zeroed bytes at an [`ALIGN`]-aligned address.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::InvalidInput`] if `len` is not a multiple of
+    /// [`ALIGN`] (zero is allowed), [`io::ErrorKind::OutOfMemory`] if the
+    /// allocation fails.
+    pub fn new(len: usize) -> io::Result<Self> {
+        if len % ALIGN != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("AlignedBuf length {len} is not a multiple of {ALIGN}"),
+            ));
+        }
+        if len == 0 {
+            return Ok(Self {
+                ptr: NonNull::<Page>::dangling().cast(),
+                len: 0,
+            });
+        }
+        let layout = Self::layout(len)?;
+        // SAFETY: `layout` has a non-zero size (`len > 0` was checked above).
+        let raw = unsafe { alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(raw).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("cannot allocate an aligned buffer of {len} bytes"),
+            )
+        })?;
+        Ok(Self { ptr, len })
+    }
+
+    /// The allocation layout for `len` bytes at [`ALIGN`].
+    fn layout(len: usize) -> io::Result<Layout> {
+        Layout::from_size_align(len, ALIGN).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("AlignedBuf length {len} is too large"),
+            )
+        })
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        // `new` built this very layout successfully, so it cannot fail now.
+        if let Ok(layout) = Self::layout(self.len) {
+            // SAFETY: `ptr` came from `alloc_zeroed` with this same layout
+            // (same `len`, same `ALIGN`) and is freed only here, once.
+            unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
+        }
+    }
+}
+
+impl Deref for AlignedBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr` is non-null, aligned, and valid for reads of `len`
+        // initialised (zeroed at allocation) bytes owned by `self`; for
+        // `len == 0` a dangling aligned pointer is valid. The borrow of
+        // `self` keeps the allocation alive and unaliased by `&mut`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`, and `&mut self` guarantees no other
+        // reference into the buffer exists for the returned lifetime.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl AsMut<[u8]> for AlignedBuf {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
+impl fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("addr", &self.ptr)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeroed_and_aligned() {
+        for pages in [1, 2, 128] {
+            let buf = AlignedBuf::new(pages * ALIGN).unwrap();
+            assert_eq!(buf.len(), pages * ALIGN);
+            assert_eq!(buf.as_ptr() as usize % ALIGN, 0);
+            assert!(buf.iter().all(|&b| b == 0));
+        }
+    }
+
+    #[test]
+    fn empty_buffer_is_aligned() {
+        let mut buf = AlignedBuf::new(0).unwrap();
+        assert!(buf.is_empty());
+        assert_eq!(buf.as_ptr() as usize % ALIGN, 0);
+        assert!(buf.as_mut().is_empty());
+    }
+
+    #[test]
+    fn writes_stick() {
+        let mut buf = AlignedBuf::new(ALIGN).unwrap();
+        buf[ALIGN - 3..].copy_from_slice(b"end");
+        buf[0] = 7;
+        assert_eq!(&buf[ALIGN - 3..], b"end");
+        assert_eq!(buf.as_ref()[0], 7);
+    }
+
+    #[test]
+    fn unaligned_length_is_rejected() {
+        for len in [1, ALIGN - 1, ALIGN + 512] {
+            let err = AlignedBuf::new(len).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        }
+    }
+
+    #[test]
+    fn absurd_length_is_an_error_not_a_panic() {
+        let len = usize::MAX - (ALIGN - 1); // a multiple of ALIGN
+        let err = AlignedBuf::new(len).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<AlignedBuf>();
+    }
+}

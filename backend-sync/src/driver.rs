@@ -1,0 +1,195 @@
+//! The I/O driver contract: [`IoDriver`] (files and directories by path)
+//! and [`IoFile`] (positioned whole-buffer I/O on one open file).
+//!
+//! Both traits are object safe and used as `Arc<dyn IoDriver>` /
+//! `Arc<dyn IoFile>`, so a test can wrap a real driver to fail the N-th
+//! call, tear a write, or keep a "durable" image apart from the "live" one
+//! and drop everything unsynced at a simulated crash. Keep them small:
+//! every method added here is a method every wrapper must forward.
+
+use std::fmt::Debug;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Alignment, in bytes, of buffer address, length and file offset that
+/// `O_DIRECT` I/O requires. 4096 covers every logical block size holt
+/// runs on (512 and 4096 byte sectors).
+pub const ALIGN: usize = 4096;
+
+/// [`ALIGN`] as a file offset.
+const ALIGN_U64: u64 = ALIGN as u64;
+
+/// How [`IoDriver::open`] opens a file. Files are always opened for reading
+/// and writing and never truncated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Create the file if it does not exist. Without it a missing file is
+    /// an error of kind [`io::ErrorKind::NotFound`].
+    pub create: bool,
+    /// Try `O_DIRECT`. A filesystem that refuses it (tmpfs answers
+    /// `EINVAL`) gets buffered I/O instead; [`IoFile::is_direct`] tells
+    /// which one the caller got.
+    pub direct: bool,
+}
+
+/// Files and directories, named by path. See the crate documentation for
+/// what an implementation must guarantee.
+pub trait IoDriver: Send + Sync + Debug {
+    /// Opens (and with `opts.create`, creates) the file at `path` for
+    /// reading and writing. A newly created file's directory entry is
+    /// durable only after [`IoDriver::sync_dir`] on its parent.
+    fn open(&self, path: &Path, opts: OpenOptions) -> io::Result<Arc<dyn IoFile>>;
+
+    /// Atomically replaces `to` with `from` (POSIX `rename`). Durable only
+    /// after [`IoDriver::sync_dir`] on the parent directory (both parents
+    /// when they differ).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Removes the file at `path`. Durable only after
+    /// [`IoDriver::sync_dir`] on its parent.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+
+    /// Makes the directory's entries (creations, renames, removals) durable:
+    /// opens it `O_RDONLY | O_DIRECTORY` and fsyncs it.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+
+    /// The entries of `dir` (files and subdirectories, not `.`/`..`) as
+    /// full paths (`dir` joined with the entry name), sorted.
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+
+    /// Creates `dir` and any missing parents; succeeds if it exists.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+
+    /// Short name of the driver for stats and logs, e.g. `"sync"`.
+    fn name(&self) -> &'static str;
+}
+
+/// One open file: positioned, whole-buffer reads and writes. Every method
+/// takes `&self`; concurrent calls on disjoint byte ranges are allowed.
+pub trait IoFile: Send + Sync + Debug {
+    /// Reads exactly `buf.len()` bytes starting at `offset`. Reaching end
+    /// of file first is an error of kind [`io::ErrorKind::UnexpectedEof`];
+    /// the contents of `buf` are then unspecified. On a direct file the
+    /// buffer address, its length and `offset` must be multiples of
+    /// [`ALIGN`] (see [`check_direct_alignment`]).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// Writes all of `buf` at `offset`, growing the file if needed. Not
+    /// durable until [`IoFile::sync_data`] or [`IoFile::sync_all`] returns
+    /// `Ok`. Same alignment rule as [`IoFile::read_at`].
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+
+    /// Writes each `(offset, bytes)` pair, in order. On a direct file every
+    /// entry's alignment is checked before anything is written, so a
+    /// misaligned batch writes nothing. After an I/O error some prefix of
+    /// the batch may have been written. Drivers that can submit many writes
+    /// at once (`io_uring`) override this.
+    fn write_batch(&self, writes: &[(u64, &[u8])]) -> io::Result<()> {
+        if self.is_direct() {
+            for &(offset, buf) in writes {
+                check_direct_alignment(buf, offset)?;
+            }
+        }
+        for &(offset, buf) in writes {
+            self.write_at(buf, offset)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the file's data (and the metadata needed to read it back, such
+    /// as a grown length) durable: `fdatasync`. After an error the state of
+    /// unsynced writes is unknown; do not assume a retry recovers them.
+    fn sync_data(&self) -> io::Result<()>;
+
+    /// Like [`IoFile::sync_data`] but also flushes all metadata: `fsync`.
+    fn sync_all(&self) -> io::Result<()>;
+
+    /// Current length of the file in bytes.
+    fn len(&self) -> io::Result<u64>;
+
+    /// Whether the file is empty. Provided: `len() == 0`.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Truncates or extends (with zeros) the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+
+    /// Reserves disk blocks for `offset..offset + len`, extending the file
+    /// if that range ends past its end, so later writes there do not fail
+    /// for lack of space. Where the filesystem cannot preallocate, only the
+    /// length is extended.
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()>;
+
+    /// Whether the file was opened with `O_DIRECT` (and the alignment rule
+    /// applies).
+    fn is_direct(&self) -> bool;
+
+    /// The path the file was opened by (not updated by a rename).
+    fn path(&self) -> &Path;
+}
+
+/// Checks the `O_DIRECT` rule for one I/O: buffer address, buffer length
+/// and file offset must all be multiples of [`ALIGN`]. Returns an error of
+/// kind [`io::ErrorKind::InvalidInput`] naming all three otherwise, so a
+/// bad call fails before reaching the kernel (which would answer a bare
+/// `EINVAL`). Drivers call it for every I/O on a direct file.
+pub fn check_direct_alignment(buf: &[u8], offset: u64) -> io::Result<()> {
+    let addr = buf.as_ptr() as usize;
+    if addr % ALIGN == 0 && buf.len() % ALIGN == 0 && offset % ALIGN_U64 == 0 {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "O_DIRECT I/O must be {ALIGN}-aligned: offset {offset} len {} addr {addr:#x}",
+            buf.len()
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AlignedBuf;
+
+    #[test]
+    fn aligned_io_passes() {
+        let buf = AlignedBuf::new(2 * ALIGN).unwrap();
+        check_direct_alignment(&buf, 0).unwrap();
+        check_direct_alignment(&buf, 7 * ALIGN_U64).unwrap();
+        check_direct_alignment(&buf[ALIGN..], ALIGN_U64).unwrap();
+    }
+
+    #[test]
+    fn each_misalignment_is_rejected_with_all_three_numbers() {
+        let buf = AlignedBuf::new(2 * ALIGN).unwrap();
+        let cases: [(&[u8], u64); 3] = [
+            (&buf[..], 512),        // offset
+            (&buf[..ALIGN - 1], 0), // length
+            (&buf[1..=ALIGN], 0),   // address
+        ];
+        for (slice, offset) in cases {
+            let err = check_direct_alignment(slice, offset).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with("O_DIRECT I/O must be 4096-aligned"),
+                "{msg}"
+            );
+            assert!(msg.contains(&format!("offset {offset} ")), "{msg}");
+            assert!(msg.contains(&format!("len {} ", slice.len())), "{msg}");
+            assert!(
+                msg.contains(&format!("addr {:#x}", slice.as_ptr() as usize)),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn traits_are_object_safe() {
+        fn takes(_: Option<Arc<dyn IoDriver>>, _: Option<Arc<dyn IoFile>>) {}
+        takes(None, None);
+    }
+}

@@ -1,0 +1,104 @@
+//! [`TreeBuilder`]: fluent construction of a [`Tree`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::api::config::{CheckpointConfig, Storage, TreeConfig};
+use crate::api::errors::Result;
+use crate::api::tree::Tree;
+use crate::store::Backend;
+
+/// Fluent builder for a [`Tree`]; a thin layer over [`TreeConfig`].
+///
+/// Persistent storage is the default; call [`memory`](Self::memory) for an
+/// in-RAM tree.
+///
+/// ```
+/// use holt::TreeBuilder;
+///
+/// let tree = TreeBuilder::new("ignored").memory().open()?;
+/// assert_eq!(tree.put(b"etc/hosts", b"127.0.0.1")?, None);
+/// assert_eq!(tree.get(b"etc/hosts")?, Some(b"127.0.0.1".to_vec()));
+/// # Ok::<(), holt::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a TreeBuilder does nothing until .open() is called"]
+pub struct TreeBuilder {
+    cfg: TreeConfig,
+}
+
+impl TreeBuilder {
+    /// Starts a builder for a persistent tree in `data_dir`.
+    pub fn new<P: Into<PathBuf>>(data_dir: P) -> Self {
+        Self {
+            cfg: TreeConfig::new(data_dir),
+        }
+    }
+
+    /// Keeps the tree in RAM instead; the directory given to
+    /// [`new`](Self::new) is ignored.
+    pub fn memory(mut self) -> Self {
+        self.cfg.storage = Storage::Memory;
+        self
+    }
+
+    /// Sets the buffer-pool capacity in 512 KiB frames.
+    pub fn buffer_pool_size(mut self, n: usize) -> Self {
+        self.cfg.buffer_pool_size = n;
+        self
+    }
+
+    /// Sets whether each mutation syncs the WAL before returning.
+    pub fn wal_sync_on_commit(mut self, on: bool) -> Self {
+        self.cfg.wal_sync_on_commit = on;
+        self
+    }
+
+    /// Sets the background checkpointer policy.
+    pub fn checkpoint(mut self, cfg: CheckpointConfig) -> Self {
+        self.cfg.checkpoint = cfg;
+        self
+    }
+
+    /// Opens the tree; same as [`Tree::open`] with the built configuration.
+    ///
+    /// # Errors
+    /// Whatever [`Tree::open`] returns.
+    pub fn open(self) -> Result<Tree> {
+        Tree::open(self.cfg)
+    }
+
+    /// Opens the tree on a caller-supplied backend, without a WAL; same as
+    /// [`Tree::open_with_backend`].
+    ///
+    /// # Errors
+    /// Whatever [`Tree::open_with_backend`] returns.
+    pub fn open_with_backend(self, backend: Arc<dyn Backend>) -> Result<Tree> {
+        Tree::open_with_backend(self.cfg, backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn setters_reach_config() {
+        let b = TreeBuilder::new("/data")
+            .buffer_pool_size(8)
+            .wal_sync_on_commit(true)
+            .checkpoint(CheckpointConfig {
+                idle_interval: Duration::from_millis(5),
+                ..CheckpointConfig::enabled()
+            });
+        assert!(!b.cfg.is_memory());
+        assert_eq!(b.cfg.buffer_pool_size, 8);
+        assert!(b.cfg.wal_sync_on_commit);
+        assert!(b.cfg.checkpoint.enabled);
+        assert_eq!(b.cfg.checkpoint.idle_interval, Duration::from_millis(5));
+        let b = b.memory();
+        assert!(b.cfg.is_memory());
+        assert!(format!("{b:?}").starts_with("TreeBuilder { cfg: TreeConfig {"));
+    }
+}

@@ -1,0 +1,70 @@
+//! Statistics returned by [`Tree::stats`](crate::Tree::stats).
+
+use crate::store::BlobGuid;
+
+/// Figures for one blob frame.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobStats {
+    /// The frame's GUID.
+    pub guid: BlobGuid,
+    /// Bytes of the frame in use, header included.
+    pub space_used: u32,
+    /// Free bytes inside the used area (fragmentation).
+    pub gap_space: u32,
+    /// High-water mark of node slots.
+    pub num_slots: u16,
+    /// Number of links from this frame to child frames.
+    pub num_ext_blobs: u16,
+    /// How many times this frame has been compacted.
+    pub compact_times: u32,
+    /// Kept for compatibility; always 0 because deletes are physical.
+    pub tombstone_leaf_cnt: u32,
+}
+
+/// Tree-wide figures, gathered by a breadth-first walk from the root.
+#[derive(Debug, Clone)]
+pub struct TreeStats {
+    /// Frames reachable from the root; equals `blobs.len()`.
+    pub blob_count: u32,
+    /// Sum of [`BlobStats::space_used`].
+    pub total_space_used: u64,
+    /// Sum of [`BlobStats::gap_space`].
+    pub total_gap_space: u64,
+    /// Sum of [`BlobStats::num_slots`].
+    pub total_slots: u64,
+    /// Sum of [`BlobStats::compact_times`].
+    pub total_compactions: u64,
+    /// Sum of [`BlobStats::tombstone_leaf_cnt`] (always 0).
+    pub total_tombstones: u64,
+    /// Per-frame figures in breadth-first order from the root.
+    pub blobs: Vec<BlobStats>,
+    /// Cached frames changed and not yet written to the backend.
+    pub bm_dirty_count: usize,
+    /// Frame deletes queued for the next checkpoint.
+    pub bm_pending_delete_count: usize,
+    /// Cumulative buffer-manager cache hits.
+    pub bm_cache_hits: u64,
+    /// Cumulative buffer-manager cache misses.
+    pub bm_cache_misses: u64,
+    /// Cumulative optimistic-read restarts.
+    pub bm_optimistic_restarts: u64,
+    /// Background checkpointer counters; `Some` iff it is running.
+    pub checkpointer: Option<CheckpointerStats>,
+}
+
+/// Cumulative counters of the background checkpointer.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointerStats {
+    /// Rounds started.
+    pub rounds_attempted: u64,
+    /// Rounds that completed without error.
+    pub rounds_succeeded: u64,
+    /// Frames written to the backend.
+    pub blobs_flushed: u64,
+    /// Child frames folded back into their parents.
+    pub merges_total: u64,
+    /// Times the WAL was released after a checkpoint.
+    pub truncates: u64,
+    /// Cold frames evicted from the cache.
+    pub evictions: u64,
+}

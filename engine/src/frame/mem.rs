@@ -1,0 +1,337 @@
+//! Frame memory: 512 KiB as an array of atomic words.
+//!
+//! Optimistic readers read a frame while a writer may be changing it (see
+//! `crate::latch`), so every access is a relaxed atomic load or store of a
+//! 64-bit word: racy but defined behaviour. Multi-byte fields are
+//! little-endian and may straddle two words. Every read is bounds-checked
+//! against the frame and returns [`Corrupt`] instead of panicking, because
+//! an optimistic reader may follow a torn offset anywhere.
+//!
+//! Stores are only made by the holder of the frame's exclusive latch, so a
+//! partial-word store may load, merge and store the word without a CAS.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::store::FRAME_SIZE;
+
+/// Number of 64-bit words in a frame.
+pub(crate) const WORDS: usize = FRAME_SIZE / 8;
+
+/// A frame decoding failure: the bytes do not form a valid frame. For an
+/// optimistic reader this may be a torn read (validate, then restart); for
+/// a stable image it is corruption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Corrupt(pub(crate) &'static str);
+
+pub(crate) type FResult<T> = Result<T, Corrupt>;
+
+/// 512 KiB of frame bytes, accessed through atomics.
+pub(crate) struct AtomicFrame {
+    words: Box<[AtomicU64]>,
+}
+
+impl std::fmt::Debug for AtomicFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AtomicFrame({} B)", FRAME_SIZE)
+    }
+}
+
+#[inline]
+fn check(off: usize, len: usize) -> FResult<()> {
+    match off.checked_add(len) {
+        Some(end) if end <= FRAME_SIZE => Ok(()),
+        _ => Err(Corrupt("offset outside frame")),
+    }
+}
+
+impl AtomicFrame {
+    /// An all-zero frame.
+    pub(crate) fn zeroed() -> Self {
+        let words: Box<[AtomicU64]> = std::iter::repeat_with(|| AtomicU64::new(0))
+            .take(WORDS)
+            .collect();
+        Self { words }
+    }
+
+    /// A frame holding a copy of `image` (exactly `FRAME_SIZE` bytes).
+    pub(crate) fn from_image(image: &[u8]) -> FResult<Self> {
+        if image.len() != FRAME_SIZE {
+            return Err(Corrupt("frame image has the wrong size"));
+        }
+        let words: Box<[AtomicU64]> = image
+            .chunks_exact(8)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                AtomicU64::new(u64::from_le_bytes(b))
+            })
+            .collect();
+        Ok(Self { words })
+    }
+
+    /// Copies the whole frame into `dst` (exactly `FRAME_SIZE` bytes).
+    pub(crate) fn copy_to(&self, dst: &mut [u8]) {
+        for (w, c) in self.words.iter().zip(dst.chunks_exact_mut(8)) {
+            c.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+    }
+
+    /// Overwrites the whole frame from `src` (exactly `FRAME_SIZE` bytes).
+    /// Exclusive latch required.
+    pub(crate) fn store_image(&self, src: &[u8]) {
+        for (w, c) in self.words.iter().zip(src.chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            w.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
+    fn word(&self, i: usize) -> u64 {
+        // `i < WORDS` is established by every caller through `check`.
+        self.words.get(i).map_or(0, |w| w.load(Ordering::Relaxed))
+    }
+
+    /// Reads `n <= 8` little-endian bytes at `off`.
+    #[inline]
+    fn read_le(&self, off: usize, n: usize) -> FResult<u64> {
+        check(off, n)?;
+        let wi = off >> 3;
+        let shift = (off & 7) * 8;
+        let lo = self.word(wi) >> shift;
+        let v = if shift + n * 8 <= 64 {
+            lo
+        } else {
+            lo | (self.word(wi + 1) << (64 - shift))
+        };
+        Ok(if n == 8 { v } else { v & ((1u64 << (n * 8)) - 1) })
+    }
+
+    #[inline]
+    pub(crate) fn u8(&self, off: usize) -> FResult<u8> {
+        self.read_le(off, 1).map(|v| v as u8)
+    }
+    #[inline]
+    pub(crate) fn u16(&self, off: usize) -> FResult<u16> {
+        self.read_le(off, 2).map(|v| v as u16)
+    }
+    #[inline]
+    pub(crate) fn u32(&self, off: usize) -> FResult<u32> {
+        self.read_le(off, 4).map(|v| v as u32)
+    }
+    #[inline]
+    pub(crate) fn u64(&self, off: usize) -> FResult<u64> {
+        self.read_le(off, 8)
+    }
+
+    /// Appends `len` bytes at `off` to `out`.
+    pub(crate) fn read_into(&self, off: usize, len: usize, out: &mut Vec<u8>) -> FResult<()> {
+        check(off, len)?;
+        out.reserve(len);
+        let mut pos = off;
+        let end = off + len;
+        // Leading partial word.
+        while pos < end && pos & 7 != 0 {
+            out.push((self.word(pos >> 3) >> ((pos & 7) * 8)) as u8);
+            pos += 1;
+        }
+        while pos + 8 <= end {
+            out.extend_from_slice(&self.word(pos >> 3).to_le_bytes());
+            pos += 8;
+        }
+        while pos < end {
+            out.push((self.word(pos >> 3) >> ((pos & 7) * 8)) as u8);
+            pos += 1;
+        }
+        Ok(())
+    }
+
+    /// Fills `dst` from the bytes at `off`.
+    pub(crate) fn read_exact(&self, off: usize, dst: &mut [u8]) -> FResult<()> {
+        check(off, dst.len())?;
+        for (i, b) in dst.iter_mut().enumerate() {
+            let p = off + i;
+            *b = (self.word(p >> 3) >> ((p & 7) * 8)) as u8;
+        }
+        Ok(())
+    }
+
+    /// Length of the common prefix of the `len` bytes at `off` and `other`
+    /// (compares at most `min(len, other.len())` bytes).
+    pub(crate) fn common_prefix(&self, off: usize, len: usize, other: &[u8]) -> FResult<usize> {
+        check(off, len)?;
+        let n = len.min(other.len());
+        let mut i = 0;
+        while i < n {
+            let p = off + i;
+            if p & 7 == 0 && i + 8 <= n {
+                let w = self.word(p >> 3);
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&other[i..i + 8]);
+                let o = u64::from_le_bytes(b);
+                let x = w ^ o;
+                if x != 0 {
+                    return Ok(i + (x.trailing_zeros() / 8) as usize);
+                }
+                i += 8;
+            } else {
+                if (self.word(p >> 3) >> ((p & 7) * 8)) as u8 != other[i] {
+                    return Ok(i);
+                }
+                i += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Compares the `len` frame bytes at `off` with `other`
+    /// lexicographically.
+    pub(crate) fn compare(
+        &self,
+        off: usize,
+        len: usize,
+        other: &[u8],
+    ) -> FResult<std::cmp::Ordering> {
+        let c = self.common_prefix(off, len, other)?;
+        if c < len && c < other.len() {
+            Ok(self.u8(off + c)?.cmp(&other[c]))
+        } else {
+            Ok(len.cmp(&other.len()))
+        }
+    }
+
+    #[inline]
+    fn write_le(&self, off: usize, n: usize, v: u64) -> FResult<()> {
+        check(off, n)?;
+        let wi = off >> 3;
+        let shift = (off & 7) * 8;
+        let mask = if n == 8 { u64::MAX } else { (1u64 << (n * 8)) - 1 };
+        let v = v & mask;
+        let w0 = &self.words[wi];
+        let old = w0.load(Ordering::Relaxed);
+        w0.store((old & !(mask << shift)) | (v << shift), Ordering::Relaxed);
+        if shift + n * 8 > 64 {
+            let spill = 64 - shift;
+            let w1 = &self.words[wi + 1];
+            let old = w1.load(Ordering::Relaxed);
+            let m1 = mask >> spill;
+            w1.store((old & !m1) | (v >> spill), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    pub(crate) fn set_u8(&self, off: usize, v: u8) -> FResult<()> {
+        self.write_le(off, 1, u64::from(v))
+    }
+    #[inline]
+    pub(crate) fn set_u16(&self, off: usize, v: u16) -> FResult<()> {
+        self.write_le(off, 2, u64::from(v))
+    }
+    #[inline]
+    pub(crate) fn set_u32(&self, off: usize, v: u32) -> FResult<()> {
+        self.write_le(off, 4, u64::from(v))
+    }
+    #[inline]
+    pub(crate) fn set_u64(&self, off: usize, v: u64) -> FResult<()> {
+        self.write_le(off, 8, v)
+    }
+
+    /// Stores `src` at `off`. Exclusive latch required.
+    pub(crate) fn write(&self, off: usize, src: &[u8]) -> FResult<()> {
+        check(off, src.len())?;
+        let mut i = 0;
+        while i < src.len() {
+            let p = off + i;
+            if p & 7 == 0 && i + 8 <= src.len() {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&src[i..i + 8]);
+                self.words[p >> 3].store(u64::from_le_bytes(b), Ordering::Relaxed);
+                i += 8;
+            } else {
+                self.write_le(p, 1, u64::from(src[i]))?;
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `len` bytes inside the frame from `from` to `to` (regions may
+    /// not overlap). Exclusive latch required.
+    pub(crate) fn copy_within(&self, from: usize, to: usize, len: usize) -> FResult<()> {
+        let mut tmp = Vec::with_capacity(len);
+        self.read_into(from, len, &mut tmp)?;
+        self.write(to, &tmp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unaligned_fields_round_trip_across_word_boundaries() {
+        let f = AtomicFrame::zeroed();
+        for off in 0..24 {
+            f.set_u32(100 + off, 0xDEAD_BEEF).unwrap();
+            assert_eq!(f.u32(100 + off).unwrap(), 0xDEAD_BEEF);
+            f.set_u16(200 + off, 0xBEEF).unwrap();
+            assert_eq!(f.u16(200 + off).unwrap(), 0xBEEF);
+            f.set_u64(300 + off, 0x0102_0304_0506_0708).unwrap();
+            assert_eq!(f.u64(300 + off).unwrap(), 0x0102_0304_0506_0708);
+        }
+        // Neighbours untouched by a 1-byte store.
+        f.set_u64(1000, u64::MAX).unwrap();
+        f.set_u8(1003, 0).unwrap();
+        assert_eq!(f.u64(1000).unwrap(), 0xFFFF_FFFF_00FF_FFFF);
+    }
+
+    #[test]
+    fn out_of_bounds_reads_are_errors_not_panics() {
+        let f = AtomicFrame::zeroed();
+        assert!(f.u8(FRAME_SIZE).is_err());
+        assert!(f.u32(FRAME_SIZE - 3).is_err());
+        assert!(f.u64(usize::MAX - 2).is_err());
+        let mut v = Vec::new();
+        assert!(f.read_into(FRAME_SIZE - 4, 5, &mut v).is_err());
+        assert!(f.common_prefix(usize::MAX, 4, b"abcd").is_err());
+        assert!(f.set_u32(FRAME_SIZE - 2, 1).is_err());
+    }
+
+    #[test]
+    fn bulk_write_read_compare() {
+        let f = AtomicFrame::zeroed();
+        let data: Vec<u8> = (0..100u8).collect();
+        for off in [0usize, 3, 8, 13] {
+            f.write(5000 + off, &data).unwrap();
+            let mut out = Vec::new();
+            f.read_into(5000 + off, 100, &mut out).unwrap();
+            assert_eq!(out, data);
+            assert_eq!(f.common_prefix(5000 + off, 100, &data).unwrap(), 100);
+            let mut other = data.clone();
+            other[57] = 0xFF;
+            assert_eq!(f.common_prefix(5000 + off, 100, &other).unwrap(), 57);
+            assert_eq!(
+                f.compare(5000 + off, 100, &other).unwrap(),
+                std::cmp::Ordering::Less
+            );
+            assert_eq!(
+                f.compare(5000 + off, 10, &data).unwrap(),
+                std::cmp::Ordering::Less
+            );
+        }
+    }
+
+    #[test]
+    fn image_round_trip() {
+        let mut img = vec![0u8; FRAME_SIZE];
+        for (i, b) in img.iter_mut().enumerate() {
+            *b = (i * 7) as u8;
+        }
+        let f = AtomicFrame::from_image(&img).unwrap();
+        let mut out = vec![0u8; FRAME_SIZE];
+        f.copy_to(&mut out);
+        assert_eq!(out, img);
+        assert!(AtomicFrame::from_image(&img[..100]).is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! Deliberate-bug switches for the loom model checks.
+//!
+//! Every switch is `false` here, so the compiler removes the broken branch
+//! from the engine. The `holt-loom-tests` crate compiles the real latch and
+//! buffer-manager files a second time next to its own copy of this module
+//! with one switch set, and asserts that loom finds the bug. A model that
+//! passes with its switch on is a defect in the model.
+
+/// Exclusive release restores the old version instead of bumping it, so an
+/// optimistic reader that overlapped a write still validates.
+pub(crate) const LATCH_SKIP_VERSION_BUMP: bool = false;
+/// Optimistic validation drops its acquire fence, so the version re-check
+/// may be ordered before the data reads it is meant to follow.
+pub(crate) const LATCH_WEAK_VALIDATE: bool = false;
+/// A shared acquire ignores an exclusive holder.
+pub(crate) const LATCH_SHARED_IGNORES_WRITER: bool = false;
+/// Restoring a failed checkpoint's drained dirty entries overwrites the
+/// fresh marks instead of keeping the minimum seq (breaks I3).
+pub(crate) const DIRTY_RESTORE_OVERWRITES: bool = false;
+/// Eviction ignores the dirty map (breaks I1).
+pub(crate) const EVICT_IGNORES_DIRTY: bool = false;

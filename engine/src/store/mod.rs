@@ -1,0 +1,136 @@
+//! Storage seam: the [`Backend`] trait that moves whole blob frames to and
+//! from storage, the frame-sized [`AlignedBlobBuf`], and the two built-in
+//! backends ([`MemoryBackend`], [`PersistentBackend`]).
+
+mod aligned;
+mod error;
+mod memory;
+mod persistent;
+
+pub use aligned::AlignedBlobBuf;
+pub use error::{AllocError, FreeError};
+pub use memory::MemoryBackend;
+pub use persistent::PersistentBackend;
+
+use crate::api::errors::Result;
+
+/// Size in bytes of one blob frame (512 KiB); every backend read and write
+/// moves exactly this many bytes.
+pub const FRAME_SIZE: usize = 524_288;
+
+/// 16-byte identifier of a blob frame. The root frame is `[0u8; 16]`.
+pub type BlobGuid = [u8; 16];
+
+/// Where blob frames live. The engine reaches storage only through this
+/// trait, so wrappers (fault injection, tracing, remote stores) can be
+/// slotted in with [`Tree::open_with_backend`](crate::Tree::open_with_backend).
+///
+/// Contract:
+/// - reads and writes always move one whole 512 KiB frame;
+/// - a blob write is atomic: a later read sees the old frame or the new one;
+/// - deleting a missing guid is a no-op;
+/// - [`flush`](Backend::flush) makes every earlier write and delete durable.
+///
+/// The trait is object-safe and is normally used as `Arc<dyn Backend>`.
+pub trait Backend: Send + Sync {
+    /// Copies the frame stored under `guid` into `dst`.
+    ///
+    /// # Errors
+    /// [`Error::BackendIo`](crate::Error::BackendIo) with
+    /// [`io::ErrorKind::NotFound`](std::io::ErrorKind::NotFound) when no
+    /// such blob exists, or any I/O failure of the storage.
+    fn read_blob(&self, guid: BlobGuid, dst: &mut AlignedBlobBuf) -> Result<()>;
+
+    /// Stores `src` under `guid`, replacing any earlier frame atomically.
+    ///
+    /// # Errors
+    /// Any I/O failure of the storage.
+    fn write_blob(&self, guid: BlobGuid, src: &AlignedBlobBuf) -> Result<()>;
+
+    /// Removes the frame stored under `guid`; a missing guid is not an error.
+    ///
+    /// # Errors
+    /// Any I/O failure of the storage.
+    fn delete_blob(&self, guid: BlobGuid) -> Result<()>;
+
+    /// Lists the guids of all stored frames.
+    ///
+    /// # Errors
+    /// Any I/O failure of the storage.
+    fn list_blobs(&self) -> Result<Vec<BlobGuid>>;
+
+    /// Makes every earlier write and delete durable.
+    ///
+    /// # Errors
+    /// Any I/O failure of the storage.
+    fn flush(&self) -> Result<()>;
+
+    /// Tells whether a frame is stored under `guid`. The default scans
+    /// [`list_blobs`](Backend::list_blobs); backends with an index should
+    /// override it.
+    ///
+    /// # Errors
+    /// Any I/O failure of the storage.
+    fn has_blob(&self, guid: BlobGuid) -> Result<bool> {
+        self.list_blobs().map(|v| v.contains(&guid))
+    }
+
+    /// Stores several frames, in order. The default calls
+    /// [`write_blob`](Backend::write_blob) for each and stops at the first
+    /// error; backends that can batch I/O should override it.
+    ///
+    /// # Errors
+    /// The first error returned by a write; frames before it may be stored.
+    fn write_blobs(&self, blobs: &[(BlobGuid, &AlignedBlobBuf)]) -> Result<()> {
+        for (guid, buf) in blobs {
+            self.write_blob(*guid, buf)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn backend_is_object_safe_and_default_methods_work() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let mut a = AlignedBlobBuf::zeroed();
+        a.as_mut_slice()[0] = 1;
+        let mut b = AlignedBlobBuf::zeroed();
+        b.as_mut_slice()[0] = 2;
+        let ga = [1u8; 16];
+        let gb = [2u8; 16];
+        assert!(backend.write_blobs(&[(ga, &a), (gb, &b)]).is_ok());
+        assert_eq!(backend.list_blobs().ok(), Some(vec![ga, gb]));
+        let mut out = AlignedBlobBuf::zeroed();
+        assert!(backend.read_blob(gb, &mut out).is_ok());
+        assert_eq!(out.as_slice()[0], 2);
+    }
+
+    #[test]
+    fn default_has_blob_uses_list() {
+        struct ListOnly;
+        impl Backend for ListOnly {
+            fn read_blob(&self, _: BlobGuid, _: &mut AlignedBlobBuf) -> Result<()> {
+                Ok(())
+            }
+            fn write_blob(&self, _: BlobGuid, _: &AlignedBlobBuf) -> Result<()> {
+                Ok(())
+            }
+            fn delete_blob(&self, _: BlobGuid) -> Result<()> {
+                Ok(())
+            }
+            fn list_blobs(&self) -> Result<Vec<BlobGuid>> {
+                Ok(vec![[5; 16]])
+            }
+            fn flush(&self) -> Result<()> {
+                Ok(())
+            }
+        }
+        assert_eq!(ListOnly.has_blob([5; 16]).ok(), Some(true));
+        assert_eq!(ListOnly.has_blob([6; 16]).ok(), Some(false));
+    }
+}

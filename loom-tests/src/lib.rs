@@ -1,0 +1,1 @@
+//! loom model checks of holt's latch and buffer-manager protocols.
