@@ -1,1 +1,16 @@
-//! (in progress)
+//! Blob frames: self-describing 512 KiB images holding part of the ART.
+//!
+//! `header` (magic, version, GUID, CRC32C, allocator state), `node` (node
+//! layouts and edits), `alloc` (space inside a frame), `copy` (moving
+//! subtrees between frames, repacking, structural checks, stats), `mem`
+//! (the atomic byte store every access goes through).
+
+pub(crate) mod alloc;
+pub(crate) mod copy;
+pub(crate) mod header;
+pub(crate) mod mem;
+pub(crate) mod node;
+mod simd;
+
+pub(crate) use header::HEADER_SIZE;
+pub(crate) use mem::{AtomicFrame, Corrupt, FResult};

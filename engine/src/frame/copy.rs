@@ -1,0 +1,256 @@
+//! Whole-subtree operations inside and between frames: measuring, moving
+//! (spillover and merge), freeing, repacking (in-frame compaction) and the
+//! structural check run on every frame image loaded from a backend.
+//!
+//! Every walk here is iterative with an explicit stack (a chain of nodes
+//! can be as deep as the longest key) and bounded by the number of 8-byte
+//! granules in a frame, so corrupt pointers cannot loop forever.
+
+use super::alloc;
+use super::header::{self, OFF_COMPACTS, OFF_LINKS};
+use super::mem::{AtomicFrame, Corrupt, FResult};
+use super::node::{self, Inner, Node, N16, N256, N4, N48};
+use super::HEADER_SIZE;
+use crate::store::{BlobGuid, FRAME_SIZE};
+
+/// Most nodes a frame can hold; a walk that visits more is looping.
+const MAX_NODES: usize = FRAME_SIZE / 8;
+
+/// Child-pointer slots of an inner node, in slot order (not byte order).
+fn child_slots(f: &AtomicFrame, n: &Inner) -> FResult<Vec<(usize, u32)>> {
+    let body = n.body();
+    let (at, cap) = match n.kind {
+        N4 => (body + 8, n.count.min(4)),
+        N16 => (body + 16, n.count.min(16)),
+        N48 => (body + 256, 48),
+        _ => (body, 256),
+    };
+    let mut out = Vec::with_capacity(n.count);
+    for i in 0..cap {
+        let slot = at + 4 * i;
+        let c = f.u32(slot)?;
+        if c != 0 {
+            out.push((slot, c));
+        }
+    }
+    Ok(out)
+}
+
+/// Calls `visit` on every node of the subtree at `root` (pre-order, no
+/// particular sibling order).
+pub(crate) fn for_each_node(
+    f: &AtomicFrame,
+    root: u32,
+    mut visit: impl FnMut(&Node) -> FResult<()>,
+) -> FResult<()> {
+    if root == 0 {
+        return Ok(());
+    }
+    let mut stack = vec![root];
+    let mut seen = 0usize;
+    while let Some(r) = stack.pop() {
+        seen += 1;
+        if seen > MAX_NODES {
+            return Err(Corrupt("node graph has a cycle"));
+        }
+        let n = node::decode(f, r)?;
+        visit(&n)?;
+        if let Node::Inner(i) = n {
+            if i.value != 0 {
+                stack.push(i.value);
+            }
+            for (_, c) in child_slots(f, &i)? {
+                stack.push(c);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bytes the subtree needs when packed.
+pub(crate) fn subtree_bytes(f: &AtomicFrame, root: u32) -> FResult<usize> {
+    let mut total = 0;
+    for_each_node(f, root, |n| {
+        total += node::needed_size(n);
+        Ok(())
+    })?;
+    Ok(total)
+}
+
+/// Frees every node of the subtree at `root`.
+pub(crate) fn free_subtree(f: &AtomicFrame, root: u32) -> FResult<()> {
+    let mut nodes = Vec::new();
+    for_each_node(f, root, |n| {
+        nodes.push((node::node_off(n), node::node_size(n), matches!(n, Node::Link(_))));
+        Ok(())
+    })?;
+    // Free from the highest offset down so tail frees fold into bump.
+    nodes.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    for (off, size, link) in nodes {
+        alloc::free(f, off, size)?;
+        if link {
+            header::add(f, OFF_LINKS, -1)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies the subtree at `root` of `src` into `dst` (which must have
+/// `subtree_bytes` of tail room) and returns its new root pointer.
+pub(crate) fn copy_subtree(src: &AtomicFrame, root: u32, dst: &AtomicFrame) -> FResult<u32> {
+    if root == 0 {
+        return Ok(0);
+    }
+    let mut buf = Vec::new();
+    let mut copy_one = |r: u32, stack: &mut Vec<(usize, u32)>| -> FResult<u32> {
+        let n = node::decode(src, r)?;
+        let need = node::needed_size(&n);
+        let at = alloc::alloc_reserved(dst, need)?;
+        buf.clear();
+        src.read_into(node::node_off(&n), need, &mut buf)?;
+        dst.write(at, &buf)?;
+        dst.set_u32(at + node::OFF_SIZE, need as u32)?;
+        match n {
+            Node::Inner(i) => {
+                let moved = Inner { off: at, size: need, ..i };
+                if i.value != 0 {
+                    stack.push((moved.value_slot(), i.value));
+                }
+                let delta = at as isize - i.off as isize;
+                for (slot, c) in child_slots(src, &i)? {
+                    stack.push(((slot as isize + delta) as usize, c));
+                }
+            }
+            Node::Link(_) => header::add(dst, OFF_LINKS, 1)?,
+            Node::Leaf(_) => {}
+        }
+        u32::try_from(at).map_err(|_| Corrupt("offset"))
+    };
+    let mut stack: Vec<(usize, u32)> = Vec::new();
+    let new_root = copy_one(root, &mut stack)?;
+    let mut seen = 1usize;
+    while let Some((slot, r)) = stack.pop() {
+        seen += 1;
+        if seen > MAX_NODES {
+            return Err(Corrupt("node graph has a cycle"));
+        }
+        let nr = copy_one(r, &mut stack)?;
+        dst.set_u32(slot, nr)?;
+    }
+    Ok(new_root)
+}
+
+/// Rewrites the frame with every node packed from the data area's start
+/// (no gaps) and bumps its compaction counter. Exclusive latch required.
+pub(crate) fn repack(f: &AtomicFrame) -> FResult<()> {
+    let guid = header::guid(f)?;
+    let fresh = AtomicFrame::zeroed();
+    header::init(&fresh, guid, header::depth(f)?)?;
+    fresh.set_u64(header::OFF_MAX_SEQ, header::max_seq(f)?)?;
+    fresh.set_u32(OFF_COMPACTS, f.u32(OFF_COMPACTS)?.wrapping_add(1))?;
+    let root = copy_subtree(f, header::root(f)?, &fresh)?;
+    fresh.set_u32(header::OFF_ROOT, root)?;
+    let mut image = vec![0u8; FRAME_SIZE];
+    fresh.copy_to(&mut image);
+    f.store_image(&image);
+    Ok(())
+}
+
+/// Full structural check of a stable frame: header, every node decodes
+/// and lies inside the allocated area, no two nodes overlap, no cycles,
+/// value pointers point at leaves, child counts match.
+pub(crate) fn validate(f: &AtomicFrame, guid: &BlobGuid) -> FResult<()> {
+    header::check(f, guid)?;
+    let bump = header::bump(f)? as usize;
+    let mut used = vec![0u64; FRAME_SIZE / 8 / 64];
+    let mut claim = |off: usize, size: usize| -> FResult<()> {
+        if off < HEADER_SIZE || off + size > bump {
+            return Err(Corrupt("node outside the allocated area"));
+        }
+        for g in off / 8..(off + size).div_ceil(8) {
+            let (w, b) = (g / 64, g % 64);
+            if used[w] & (1 << b) != 0 {
+                return Err(Corrupt("nodes overlap"));
+            }
+            used[w] |= 1 << b;
+        }
+        Ok(())
+    };
+    let mut bad = None;
+    for_each_node(f, header::root(f)?, |n| {
+        claim(node::node_off(n), node::needed_size(n))?;
+        if let Node::Inner(i) = n {
+            if i.value != 0 {
+                node::decode_leaf(f, i.value)?;
+            }
+            let kids = node::children(f, i)?;
+            if kids.len() != i.count || kids.iter().any(|&(_, c)| c == 0) {
+                bad = Some(Corrupt("inner node child count"));
+            }
+            if i.kind == N48 {
+                let slots = child_slots(f, i)?;
+                if slots.len() != i.count {
+                    bad = Some(Corrupt("node48 slots"));
+                }
+            }
+            if matches!(i.kind, N4 | N16) {
+                let keys: Vec<u8> = kids.iter().map(|&(b, _)| b).collect();
+                if keys.windows(2).any(|w| w[0] >= w[1]) {
+                    bad = Some(Corrupt("inner node keys out of order"));
+                }
+            }
+            if i.kind == N256 && child_slots(f, i)?.len() != i.count {
+                bad = Some(Corrupt("node256 count"));
+            }
+        }
+        Ok(())
+    })?;
+    bad.map_or(Ok(()), Err)
+}
+
+/// Per-frame numbers for `TreeStats`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FrameNumbers {
+    pub(crate) used: u32,
+    pub(crate) gap: u32,
+    pub(crate) nodes: u32,
+    pub(crate) links: u32,
+    pub(crate) compacts: u32,
+}
+
+pub(crate) fn numbers(f: &AtomicFrame) -> FResult<FrameNumbers> {
+    Ok(FrameNumbers {
+        used: header::used(f)?,
+        gap: header::gap(f)?,
+        nodes: f.u32(header::OFF_NODES)?,
+        links: f.u32(OFF_LINKS)?,
+        compacts: f.u32(OFF_COMPACTS)?,
+    })
+}
+
+/// Link nodes of the frame: `(slot address of the pointer, link guid)`.
+pub(crate) fn links(f: &AtomicFrame) -> FResult<Vec<(usize, BlobGuid)>> {
+    let mut out = Vec::new();
+    let root = header::root(f)?;
+    if root == 0 {
+        return Ok(out);
+    }
+    if let Node::Link(l) = node::decode(f, root)? {
+        out.push((header::OFF_ROOT, l.guid));
+        return Ok(out);
+    }
+    let mut err = None;
+    for_each_node(f, root, |n| {
+        if let Node::Inner(i) = n {
+            for (slot, c) in child_slots(f, i)? {
+                match node::decode(f, c) {
+                    Ok(Node::Link(l)) => out.push((slot, l.guid)),
+                    Ok(_) => {}
+                    Err(e) => err = Some(e),
+                }
+            }
+        }
+        Ok(())
+    })?;
+    err.map_or(Ok(out), Err)
+}

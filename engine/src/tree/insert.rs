@@ -1,0 +1,272 @@
+//! Insert or overwrite one key inside one frame (exclusive latch held).
+//!
+//! The edit is planned first (a read-only walk that names the case and the
+//! exact bytes it will allocate), then the caller makes room if needed
+//! (repack or spill) and the plan is carried out. Planning first means an
+//! edit never runs out of room halfway.
+
+use crate::frame::alloc::{self, alloc_reserved};
+use crate::frame::node::{self, Inner, Leaf, Node, N4};
+use crate::frame::{header, AtomicFrame, Corrupt, FResult};
+
+enum Plan {
+    /// The walk met a link: the key lives in a child frame.
+    Link,
+    /// Empty slot (only the root can be): a new leaf for `key[from..]`.
+    NewLeaf { slot: usize, from: usize },
+    /// The key exists: replace the value of `leaf` (pointed to by `slot`).
+    Replace { slot: usize, leaf: Leaf },
+    /// A leaf for another key: split it under a new Node4.
+    SplitLeaf { slot: usize, leaf: Leaf, at: usize, common: usize },
+    /// An inner node whose prefix diverges from the key at `common`.
+    SplitPrefix { slot: usize, node: Inner, at: usize, common: usize },
+    /// The key ends at `node`, which has no value yet.
+    SetValue { node: Inner },
+    /// `node` lacks the child for `key[at]`: add a leaf (grow if full).
+    AddChild { slot: usize, node: Inner, at: usize },
+}
+
+pub(crate) enum Outcome {
+    Done(Option<Vec<u8>>),
+    /// The key lives in a child frame (a spill moved it): start over.
+    Link,
+    /// The frame cannot hold the edit even after repacking.
+    NoRoom,
+}
+
+fn plan(f: &AtomicFrame, key: &[u8], mut depth: usize) -> FResult<Plan> {
+    let mut slot = header::OFF_ROOT;
+    loop {
+        let r = f.u32(slot)?;
+        if r == 0 {
+            return Ok(Plan::NewLeaf { slot, from: depth });
+        }
+        let rest = key.get(depth..).ok_or(Corrupt("walk past key end"))?;
+        match node::decode(f, r)? {
+            Node::Link(_) => return Ok(Plan::Link),
+            Node::Leaf(leaf) => {
+                let common = f.common_prefix(leaf.suffix_at(), leaf.suffix_len, rest)?;
+                if common == leaf.suffix_len && common == rest.len() {
+                    return Ok(Plan::Replace { slot, leaf });
+                }
+                return Ok(Plan::SplitLeaf { slot, leaf, at: depth, common });
+            }
+            Node::Inner(n) => {
+                let common = f.common_prefix(n.prefix_at(), n.prefix_len, rest)?;
+                if common < n.prefix_len {
+                    return Ok(Plan::SplitPrefix { slot, node: n, at: depth, common });
+                }
+                depth += n.prefix_len;
+                let Some(&b) = key.get(depth) else {
+                    if n.value == 0 {
+                        return Ok(Plan::SetValue { node: n });
+                    }
+                    let leaf = node::decode_leaf(f, n.value)?;
+                    return Ok(Plan::Replace { slot: n.value_slot(), leaf });
+                };
+                match node::find_child(f, &n, b)? {
+                    Some((s, _)) => {
+                        slot = s;
+                        depth += 1;
+                    }
+                    None => return Ok(Plan::AddChild { slot, node: n, at: depth }),
+                }
+            }
+        }
+    }
+}
+
+/// Bytes of a leaf for `key[from..]` (a value leaf when `from == len`).
+fn tail_leaf(key: &[u8], from: usize, vlen: usize) -> usize {
+    node::leaf_size(key.len().saturating_sub(from), vlen)
+}
+
+fn need(p: &Plan, key: &[u8], vlen: usize) -> usize {
+    match p {
+        Plan::Link => 0,
+        Plan::NewLeaf { from, .. } => tail_leaf(key, *from, vlen),
+        Plan::Replace { leaf, .. } => {
+            let s = node::leaf_size(leaf.suffix_len, vlen);
+            if s <= leaf.size {
+                0
+            } else {
+                s
+            }
+        }
+        Plan::SplitLeaf { at, common, .. } | Plan::SplitPrefix { at, common, .. } => {
+            let branch = at + common;
+            let new_leaf = if branch == key.len() {
+                node::leaf_size(0, vlen)
+            } else {
+                tail_leaf(key, branch + 1, vlen)
+            };
+            node::inner_size(N4, *common) + new_leaf
+        }
+        Plan::SetValue { .. } => node::leaf_size(0, vlen),
+        Plan::AddChild { node: n, at, .. } => {
+            let grow = if n.count >= node::capacity(n.kind) {
+                node::inner_size(node::kind_for(n.count + 1), n.prefix_len)
+            } else {
+                0
+            };
+            tail_leaf(key, at + 1, vlen) + grow
+        }
+    }
+}
+
+fn new_leaf(f: &AtomicFrame, suffix: &[u8], value: &[u8]) -> FResult<u32> {
+    let size = node::leaf_size(suffix.len(), value.len());
+    let at = alloc_reserved(f, size)?;
+    node::write_leaf(f, at, size, suffix, value)?;
+    Ok(at as u32)
+}
+
+fn read(f: &AtomicFrame, off: usize, len: usize) -> FResult<Vec<u8>> {
+    let mut v = Vec::with_capacity(len);
+    f.read_into(off, len, &mut v)?;
+    Ok(v)
+}
+
+/// Allocates a copy of inner node `n` as `kind` with `prefix`, carrying
+/// its value and children over.
+pub(crate) fn rebuild_inner(f: &AtomicFrame, n: &Inner, kind: u8, prefix: &[u8]) -> FResult<u32> {
+    let kids = node::children(f, n)?;
+    let size = node::inner_size(kind, prefix.len());
+    let at = alloc_reserved(f, size)?;
+    node::write_inner(f, at, size, kind, prefix, n.value)?;
+    let Node::Inner(mut fresh) = node::decode(f, at as u32)? else {
+        return Err(Corrupt("rebuilt node"));
+    };
+    for (b, c) in kids {
+        node::add_child(f, &mut fresh, b, c)?;
+    }
+    Ok(at as u32)
+}
+
+fn execute(f: &AtomicFrame, p: Plan, key: &[u8], value: &[u8]) -> FResult<Option<Vec<u8>>> {
+    match p {
+        Plan::Link => Err(Corrupt("execute on a link")),
+        Plan::NewLeaf { slot, from } => {
+            let l = new_leaf(f, &key[from..], value)?;
+            f.set_u32(slot, l)?;
+            Ok(None)
+        }
+        Plan::Replace { slot, leaf } => {
+            let old = read(f, leaf.value_at(), leaf.value_len)?;
+            if node::leaf_size(leaf.suffix_len, value.len()) <= leaf.size {
+                f.set_u32(leaf.off + node::OFF_VLEN, value.len() as u32)?;
+                f.write(leaf.value_at(), value)?;
+            } else {
+                let suffix = read(f, leaf.suffix_at(), leaf.suffix_len)?;
+                let l = new_leaf(f, &suffix, value)?;
+                f.set_u32(slot, l)?;
+                alloc::free(f, leaf.off, leaf.size)?;
+            }
+            Ok(Some(old))
+        }
+        Plan::SplitLeaf { slot, leaf, at, common } => {
+            let suffix = read(f, leaf.suffix_at(), leaf.suffix_len)?;
+            let old_value = read(f, leaf.value_at(), leaf.value_len)?;
+            let size = node::inner_size(N4, common);
+            let n4 = alloc_reserved(f, size)?;
+            node::write_inner(f, n4, size, N4, &suffix[..common], 0)?;
+            let Node::Inner(mut n) = node::decode(f, n4 as u32)? else {
+                return Err(Corrupt("new node4"));
+            };
+            // The old leaf is rewritten in place with its shorter suffix.
+            let old_rest = &suffix[common..];
+            let (old_suffix, old_byte) = match old_rest.split_first() {
+                Some((&b, s)) => (s, Some(b)),
+                None => (old_rest, None),
+            };
+            f.set_u32(leaf.off + node::OFF_VLEN, old_value.len() as u32)?;
+            f.set_u16(leaf.off + node::OFF_SLEN, old_suffix.len() as u16)?;
+            f.write(leaf.suffix_at(), old_suffix)?;
+            f.write(leaf.suffix_at() + old_suffix.len(), &old_value)?;
+            attach(f, &mut n, old_byte, leaf.off as u32)?;
+            let branch = at + common;
+            let new_byte = key.get(branch).copied();
+            let from = if new_byte.is_some() { branch + 1 } else { branch };
+            let l = new_leaf(f, &key[from..], value)?;
+            attach(f, &mut n, new_byte, l)?;
+            f.set_u32(slot, n4 as u32)?;
+            Ok(None)
+        }
+        Plan::SplitPrefix { slot, node: old, at, common } => {
+            let prefix = read(f, old.prefix_at(), old.prefix_len)?;
+            let size = node::inner_size(N4, common);
+            let n4 = alloc_reserved(f, size)?;
+            node::write_inner(f, n4, size, N4, &prefix[..common], 0)?;
+            let Node::Inner(mut n) = node::decode(f, n4 as u32)? else {
+                return Err(Corrupt("new node4"));
+            };
+            // Shorten the old node's prefix in place: the body moves left.
+            let keep = &prefix[common + 1..];
+            let body_len = old.size.min(node::inner_size(old.kind, old.prefix_len)) - (old.body() - old.off);
+            let body = read(f, old.body(), body_len)?;
+            f.write(old.prefix_at(), keep)?;
+            f.set_u16(old.off + node::OFF_PLEN, keep.len() as u16)?;
+            f.write(old.off + node::BYTES_AT + node::pad8(keep.len()), &body)?;
+            attach(f, &mut n, Some(prefix[common]), old.off as u32)?;
+            let branch = at + common;
+            let new_byte = key.get(branch).copied();
+            let from = if new_byte.is_some() { branch + 1 } else { branch };
+            let l = new_leaf(f, &key[from..], value)?;
+            attach(f, &mut n, new_byte, l)?;
+            f.set_u32(slot, n4 as u32)?;
+            Ok(None)
+        }
+        Plan::SetValue { node: n } => {
+            let l = new_leaf(f, &[], value)?;
+            f.set_u32(n.value_slot(), l)?;
+            Ok(None)
+        }
+        Plan::AddChild { slot, node: n, at } => {
+            let l = new_leaf(f, &key[at + 1..], value)?;
+            let mut target = n;
+            if n.count >= node::capacity(n.kind) {
+                let prefix = read(f, n.prefix_at(), n.prefix_len)?;
+                let grown = rebuild_inner(f, &n, node::kind_for(n.count + 1), &prefix)?;
+                let Node::Inner(g) = node::decode(f, grown)? else {
+                    return Err(Corrupt("grown node"));
+                };
+                f.set_u32(slot, grown)?;
+                alloc::free(f, n.off, n.size)?;
+                target = g;
+            }
+            node::add_child(f, &mut target, key[at], l)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Hangs `child` under `n` at `byte`, or as its value when `byte` is None.
+fn attach(f: &AtomicFrame, n: &mut Inner, byte: Option<u8>, child: u32) -> FResult<()> {
+    match byte {
+        Some(b) => node::add_child(f, n, b, child),
+        None => {
+            n.value = child;
+            f.set_u32(n.value_slot(), child)
+        }
+    }
+}
+
+/// Inserts `key -> value` into frame `f`, whose root sits at key `depth`.
+pub(crate) fn insert(f: &AtomicFrame, key: &[u8], depth: usize, value: &[u8]) -> FResult<Outcome> {
+    let mut p = plan(f, key, depth)?;
+    if matches!(p, Plan::Link) {
+        return Ok(Outcome::Link);
+    }
+    let bytes = need(&p, key, value.len());
+    if bytes > alloc::tail_room(f)? {
+        if bytes > alloc::reclaimable(f)? {
+            return Ok(Outcome::NoRoom);
+        }
+        crate::frame::copy::repack(f)?;
+        p = plan(f, key, depth)?;
+        if need(&p, key, value.len()) > alloc::tail_room(f)? {
+            return Ok(Outcome::NoRoom);
+        }
+    }
+    execute(f, p, key, value).map(Outcome::Done)
+}

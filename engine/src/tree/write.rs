@@ -1,0 +1,69 @@
+//! Single-key writes: locate the owning frame optimistically, latch it
+//! exclusively, edit it (spilling when it is full), mark it dirty while
+//! still latched (so a concurrent write-back either sees the edit or
+//! finds the mark; I1).
+
+use std::sync::Arc;
+
+use super::erase::{self, Target};
+use super::insert::{self, Outcome};
+use super::read::Step;
+use super::{corrupt_in, spill, Core};
+use crate::api::errors::{Error, Result};
+use crate::buffer::manager::ROOT_GUID;
+use crate::frame::header;
+
+impl Core {
+    pub(crate) fn put(&self, key: &[u8], value: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
+        loop {
+            let loc = self.locate(key, false)?;
+            let Some(w) = self.lock_live(loc.blob) else {
+                continue;
+            };
+            match insert::insert(w.frame(), key, loc.depth, value).map_err(|c| corrupt_in(w.blob(), c))? {
+                Outcome::Done(old) => {
+                    self.bm.mark_dirty(w.blob().guid, seq);
+                    return Ok(old);
+                }
+                Outcome::Link => {}
+                Outcome::NoRoom => {
+                    if !spill::spill(&self.bm, &w, seq).map_err(|c| corrupt_in(w.blob(), c))? {
+                        return Err(Error::Internal("a frame cannot hold one entry"));
+                    }
+                    self.bm.mark_dirty(w.blob().guid, seq);
+                    drop(w);
+                    self.bm.evict_over_capacity();
+                }
+            }
+        }
+    }
+
+    pub(crate) fn delete(&self, key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
+        loop {
+            let loc = self.locate(key, false)?;
+            if !matches!(loc.step, Step::Found(_)) {
+                return Ok(None);
+            }
+            let blob = Arc::clone(&loc.blob);
+            let Some(w) = self.lock_live(loc.blob) else {
+                continue;
+            };
+            let f = w.frame();
+            match erase::erase(f, key, loc.depth, Target::Key).map_err(|c| corrupt_in(&blob, c))? {
+                erase::Outcome::Done(old) => {
+                    self.bm.mark_dirty(blob.guid, seq);
+                    let empty = blob.guid != ROOT_GUID && header::root(f).map_err(|c| corrupt_in(&blob, c))? == 0;
+                    drop(w);
+                    if empty {
+                        if let Some((parent, pd)) = loc.parent {
+                            self.unlink_if_empty(parent, pd, blob, &key[..loc.depth], seq)?;
+                        }
+                    }
+                    return Ok(Some(old));
+                }
+                erase::Outcome::Absent => return Ok(None),
+                erase::Outcome::Link => {}
+            }
+        }
+    }
+}
