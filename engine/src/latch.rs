@@ -82,6 +82,7 @@ impl HybridLatch {
 
     /// Starts an optimistic read without waiting: `Err(Restart)` while a
     /// writer holds the latch.
+    #[allow(dead_code)] // used by the loom models and writers that upgrade
     pub(crate) fn try_optimistic(&self) -> Result<u64, Restart> {
         let v = self.version.load(Ordering::Acquire);
         if v & 1 == 0 {
@@ -105,6 +106,7 @@ impl HybridLatch {
     }
 
     /// The current version word (odd while exclusively held).
+    #[allow(dead_code)] // used by the loom models and writers that upgrade
     pub(crate) fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
     }
@@ -130,6 +132,7 @@ impl HybridLatch {
 
     /// Turns an optimistic read into an exclusive hold if nothing changed
     /// since `version`; otherwise `Err(Restart)`.
+    #[allow(dead_code)] // used by the loom models and writers that upgrade
     pub(crate) fn try_upgrade(&self, version: u64) -> Result<ExclusiveGuard<'_>, Restart> {
         if version & 1 != 0 {
             return Err(Restart);

@@ -165,10 +165,6 @@ impl BufferManager {
         self.dirty.mark(guid, seq);
     }
 
-    pub(crate) fn cached_count(&self) -> usize {
-        self.map.len()
-    }
-
     /// Evicts cold frames while the cache is over capacity. Never a
     /// pinned, dirty, in-flight or pending-delete frame (I1); if every
     /// frame is such, the cache stays over capacity for now.
@@ -178,17 +174,6 @@ impl BufferManager {
                 break;
             }
         }
-    }
-
-    /// Evicts frames untouched for more than `idle_ticks` (background
-    /// sweep). Returns how many went.
-    pub(crate) fn evict_idle(&self, idle_ticks: u64) -> usize {
-        let now = self.tick();
-        let mut n = 0;
-        while self.evict_one(|b| b.last_touched() + idle_ticks < now) {
-            n += 1;
-        }
-        n
     }
 
     fn evictable(&self, b: &Arc<CachedBlob>) -> bool {

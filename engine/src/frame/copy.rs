@@ -85,7 +85,7 @@ pub(crate) fn free_subtree(f: &AtomicFrame, root: u32) -> FResult<()> {
         Ok(())
     })?;
     // Free from the highest offset down so tail frees fold into bump.
-    nodes.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    nodes.sort_unstable_by_key(|n| std::cmp::Reverse(n.0));
     for (off, size, link) in nodes {
         alloc::free(f, off, size)?;
         if link {
@@ -253,4 +253,98 @@ pub(crate) fn links(f: &AtomicFrame) -> FResult<Vec<(usize, BlobGuid)>> {
         Ok(())
     })?;
     err.map_or(Ok(out), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    /// A valid frame with a few hundred nodes, built through the walker.
+    fn sample() -> AtomicFrame {
+        let f = AtomicFrame::zeroed();
+        header::init(&f, [3; 16], 0).unwrap();
+        for i in 0..300u32 {
+            let key = format!("dir{}/sub{}/file{}", i % 5, i % 17, i);
+            match crate::tree::insert::insert(&f, key.as_bytes(), 0, &i.to_le_bytes()).unwrap() {
+                crate::tree::insert::Outcome::Done(_) => {}
+                _ => panic!("sample frame full"),
+            }
+        }
+        f
+    }
+
+    fn exercise(f: &AtomicFrame) {
+        // Whatever the bytes, these return Ok or Err and never panic.
+        let _ = validate(f, &[3; 16]);
+        let _ = subtree_bytes(f, header::root(f).unwrap_or(0));
+        let _ = links(f);
+        for k in ["dir1/sub1/file1", "dir4/", "", "zzz"] {
+            let _ = crate::tree::read::walk(f, k.as_bytes(), 0, true);
+        }
+    }
+
+    #[test]
+    fn sample_frame_validates_and_repacks() {
+        let f = sample();
+        validate(&f, &[3; 16]).unwrap();
+        assert!(validate(&f, &[4; 16]).is_err(), "guid is checked");
+        let before = subtree_bytes(&f, header::root(&f).unwrap()).unwrap();
+        repack(&f).unwrap();
+        validate(&f, &[3; 16]).unwrap();
+        assert_eq!(subtree_bytes(&f, header::root(&f).unwrap()).unwrap(), before);
+        assert_eq!(header::gap(&f).unwrap(), 0);
+        assert_eq!(f.u32(OFF_COMPACTS).unwrap(), 1);
+    }
+
+    #[test]
+    fn random_bytes_never_panic_the_decoder() {
+        let mut r = Rng(0x1234_5678_9ABC_DEF1);
+        for _ in 0..20 {
+            let mut img = vec![0u8; FRAME_SIZE];
+            for b in img.iter_mut() {
+                *b = r.next() as u8;
+            }
+            // Plausible header so decoding goes past the first check.
+            img[..8].copy_from_slice(&header::MAGIC.to_le_bytes());
+            img[8..10].copy_from_slice(&header::FORMAT_VERSION.to_le_bytes());
+            img[16..32].copy_from_slice(&[3; 16]);
+            img[40..44].copy_from_slice(&(HEADER_SIZE as u32 + 8 * (r.next() % 1000) as u32).to_le_bytes());
+            img[44..48].copy_from_slice(&(FRAME_SIZE as u32).to_le_bytes());
+            let f = AtomicFrame::from_image(&img).unwrap();
+            exercise(&f);
+        }
+    }
+
+    #[test]
+    fn mutated_valid_frames_never_panic_the_decoder() {
+        let base = sample();
+        let mut img = vec![0u8; FRAME_SIZE];
+        base.copy_to(&mut img);
+        let used = header::bump(&base).unwrap() as usize;
+        let mut r = Rng(0xDEAD_BEEF_CAFE_F00D);
+        let mut rejected = 0;
+        for _ in 0..2000 {
+            let mut m = img.clone();
+            for _ in 0..1 + r.next() % 8 {
+                let at = (r.next() as usize) % used;
+                m[at] = r.next() as u8;
+            }
+            let f = AtomicFrame::from_image(&m).unwrap();
+            if validate(&f, &[3; 16]).is_err() {
+                rejected += 1;
+            }
+            exercise(&f);
+        }
+        assert!(rejected > 100, "validation catches most structural damage ({rejected})");
+    }
 }

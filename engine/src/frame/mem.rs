@@ -184,22 +184,6 @@ impl AtomicFrame {
         Ok(n)
     }
 
-    /// Compares the `len` frame bytes at `off` with `other`
-    /// lexicographically.
-    pub(crate) fn compare(
-        &self,
-        off: usize,
-        len: usize,
-        other: &[u8],
-    ) -> FResult<std::cmp::Ordering> {
-        let c = self.common_prefix(off, len, other)?;
-        if c < len && c < other.len() {
-            Ok(self.u8(off + c)?.cmp(&other[c]))
-        } else {
-            Ok(len.cmp(&other.len()))
-        }
-    }
-
     #[inline]
     fn write_le(&self, off: usize, n: usize, v: u64) -> FResult<()> {
         check(off, n)?;
@@ -256,13 +240,6 @@ impl AtomicFrame {
         Ok(())
     }
 
-    /// Copies `len` bytes inside the frame from `from` to `to` (regions may
-    /// not overlap). Exclusive latch required.
-    pub(crate) fn copy_within(&self, from: usize, to: usize, len: usize) -> FResult<()> {
-        let mut tmp = Vec::with_capacity(len);
-        self.read_into(from, len, &mut tmp)?;
-        self.write(to, &tmp)
-    }
 }
 
 #[cfg(test)]
@@ -311,14 +288,6 @@ mod tests {
             let mut other = data.clone();
             other[57] = 0xFF;
             assert_eq!(f.common_prefix(5000 + off, 100, &other).unwrap(), 57);
-            assert_eq!(
-                f.compare(5000 + off, 100, &other).unwrap(),
-                std::cmp::Ordering::Less
-            );
-            assert_eq!(
-                f.compare(5000 + off, 10, &data).unwrap(),
-                std::cmp::Ordering::Less
-            );
         }
     }
 

@@ -35,7 +35,6 @@ pub(crate) const N48: u8 = 4;
 pub(crate) const N256: u8 = 5;
 pub(crate) const LINK: u8 = 6;
 
-pub(crate) const OFF_KIND: usize = 0;
 pub(crate) const OFF_COUNT: usize = 2;
 pub(crate) const OFF_SIZE: usize = 4;
 /// Inner: pointer to the value leaf. This is a node-pointer slot.

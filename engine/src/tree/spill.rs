@@ -6,7 +6,7 @@
 //! what keeps the mean fill high (DESIGN.md §4).
 
 use crate::buffer::{BufferManager, CachedBlob, FrameWrite};
-use crate::frame::copy::{copy_subtree, free_subtree, subtree_bytes};
+use crate::frame::copy::{copy_subtree, free_subtree};
 use crate::frame::node::{self, Node};
 use crate::frame::{header, AtomicFrame, Corrupt, FResult};
 use std::sync::Arc;
