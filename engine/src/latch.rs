@@ -154,6 +154,10 @@ impl HybridLatch {
     /// After the version became odd: wait for shared holders to drain, then
     /// fence so no data store is ordered before the odd version.
     fn enter_exclusive(&self) {
+        // Dekker handshake with `lock_shared`: the odd version must be
+        // ordered before the shared-count load. A full fence states that
+        // in a form loom can check (it models SeqCst accesses as AcqRel).
+        fence(Ordering::SeqCst);
         let mut backoff = Backoff::default();
         while self.shared.load(Ordering::SeqCst) != 0 {
             backoff.snooze();
@@ -167,6 +171,8 @@ impl HybridLatch {
         loop {
             if self.version.load(Ordering::Relaxed) & 1 == 0 {
                 self.shared.fetch_add(1, Ordering::SeqCst);
+                // The other half of the handshake in `enter_exclusive`.
+                fence(Ordering::SeqCst);
                 if mutation::LATCH_SHARED_IGNORES_WRITER
                     || self.version.load(Ordering::SeqCst) & 1 == 0
                 {

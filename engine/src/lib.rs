@@ -34,6 +34,7 @@ compile_error!("holt supports Unix targets only");
 
 pub mod api;
 pub(crate) mod buffer;
+pub(crate) mod checkpoint;
 pub(crate) mod frame;
 pub(crate) mod latch;
 #[cfg(feature = "metrics")]
@@ -42,6 +43,7 @@ pub(crate) mod mutation;
 pub(crate) mod store;
 pub(crate) mod sync;
 pub(crate) mod tree;
+pub(crate) mod wal;
 
 pub use api::builder::TreeBuilder;
 pub use api::config::{CheckpointConfig, Storage, TreeConfig};

@@ -1,6 +1,8 @@
 //! [`Tree`]: the handle applications use.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::api::config::{Storage, TreeConfig};
@@ -9,8 +11,10 @@ use crate::api::range::RangeBuilder;
 use crate::api::stats::TreeStats;
 use crate::api::txn::{BatchOp, TxnBatch};
 use crate::buffer::BufferManager;
-use crate::store::{Backend, MemoryBackend, FRAME_SIZE};
+use crate::store::{Backend, MemoryBackend, PersistentBackend, FRAME_SIZE};
 use crate::tree::{Core, MAX_KEY, MAX_VALUE};
+use crate::checkpoint::{Checkpointer, Counters as CkptCounters};
+use crate::wal::{self, Op, OpRef, Wal};
 
 /// State shared by every clone of a [`Tree`].
 pub(crate) struct TreeInner {
@@ -26,15 +30,155 @@ pub(crate) struct TreeInner {
     /// Write dirty frames back when the last handle drops (caller-supplied
     /// backends, which outlive the tree).
     write_back_on_drop: bool,
+    /// Persistent mode: the WAL and the frame store.
+    durable: Option<Durable>,
+    /// Set after a failed checkpoint write or sync: writes are refused
+    /// until the tree is reopened (reads keep working).
+    poisoned: AtomicBool,
+    /// Background checkpointer counters (`stats().checkpointer`).
+    pub(crate) ckpt_counters: CkptCounters,
+    ckpt_running: AtomicBool,
 }
 
-impl Drop for TreeInner {
+/// What a checkpoint round did.
+pub(crate) struct RoundOutcome {
+    pub(crate) frames: usize,
+    pub(crate) released_wal: bool,
+}
+
+/// Owned by every clone of a [`Tree`]; its drop (with the last handle)
+/// stops the background threads and closes the tree in the dropping
+/// thread, so a clean drop never leaves work behind on another thread.
+struct Lifecycle {
+    inner: Arc<TreeInner>,
+    bg: Option<Checkpointer>,
+}
+
+impl Drop for Lifecycle {
     fn drop(&mut self) {
-        if self.write_back_on_drop {
-            // Best effort: there is no caller left to report an error to.
-            if self.core.bm.write_back().is_ok() {
-                let _ = self.core.bm.backend().flush();
+        if let Some(bg) = self.bg.take() {
+            bg.stop();
+            self.inner.ckpt_running.store(false, Ordering::Release);
+        }
+        self.inner.close();
+    }
+}
+
+/// Persistent mode's WAL and frame store.
+pub(crate) struct Durable {
+    pub(crate) wal: Wal,
+    pub(crate) store: Arc<PersistentBackend>,
+}
+
+impl TreeInner {
+    /// Last-handle close: a final round if the checkpointer was enabled,
+    /// then the WAL drained and synced (or, without a WAL, a write-back to
+    /// a caller's backend). Best effort: there is no caller left to report
+    /// an error to.
+    fn close(&self) {
+        if let Some(d) = &self.durable {
+            if self.cfg.checkpoint.enabled && !self.poisoned.load(Ordering::Acquire) {
+                let _ = self.checkpoint_round();
             }
+            let _ = d.wal.sync_all();
+        } else if self.write_back_on_drop && self.write_back().is_ok() {
+            let _ = self.core.bm.backend().flush();
+        }
+    }
+}
+
+fn is_disk_full(e: &Error) -> bool {
+    matches!(e, Error::BackendIo(io) if io.kind() == std::io::ErrorKind::StorageFull)
+}
+
+impl TreeInner {
+    /// One checkpoint round (DESIGN.md §8): under the commit gate, cut the
+    /// WAL and drain + capture the dirty frames; then, with writers running
+    /// again, write the images to free slots, sync, persist the manifest
+    /// and release the WAL files the cut covers. A failure merges the
+    /// drained entries back (I3) and leaves the previous manifest and all
+    /// WAL files in force (W2D).
+    pub(crate) fn checkpoint_round(&self) -> Result<RoundOutcome> {
+        let Some(d) = &self.durable else {
+            let frames = self.write_back()?;
+            self.core.bm.backend().flush()?;
+            return Ok(RoundOutcome { frames, released_wal: false });
+        };
+        let bm = &self.core.bm;
+        let _serial = bm.round_lock();
+        let (cut, round) = {
+            let _g = write_gate(&self.gate);
+            let cut = d.wal.rotate()?;
+            (cut, bm.begin_round(Some(cut)))
+        };
+        let res = bm.persist(&round).and_then(|()| {
+            d.store.set_checkpoint_meta(cut, cut);
+            d.store.flush()
+        });
+        bm.finish_round(&round, res.is_ok());
+        match res {
+            Ok(()) => {
+                let released_wal = d.wal.release(cut);
+                Ok(RoundOutcome { frames: round.images.len(), released_wal })
+            }
+            Err(e) => {
+                if !is_disk_full(&e) {
+                    self.poisoned.store(true, Ordering::Release);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// No-WAL write-back: every dirty frame and pending delete goes to
+    /// the backend. The capture happens under the commit gate, so the
+    /// images form one consistent cut (a spill's parent and child frame
+    /// are never written apart).
+    fn write_back(&self) -> Result<usize> {
+        let bm = &self.core.bm;
+        let _serial = bm.round_lock();
+        let round = {
+            let _g = write_gate(&self.gate);
+            bm.begin_round(None)
+        };
+        let res = bm.persist(&round);
+        bm.finish_round(&round, res.is_ok());
+        res.map(|()| round.images.len())
+    }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.check_writable().is_err()
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
+        if let Some(d) = &self.durable {
+            if d.wal.is_poisoned() {
+                return Err(Error::Poisoned);
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends the WAL record for `ops` (persistent mode) and returns its
+    /// seq; 0 without a WAL.
+    fn log(&self, ops: &[OpRef<'_>]) -> Result<u64> {
+        match &self.durable {
+            Some(d) => d.wal.append(ops, !self.cfg.wal_sync_on_commit),
+            None => Ok(0),
+        }
+    }
+
+    /// After a mutation: wait for durability (sync mode) or write frames
+    /// through (no WAL, `memory_flush_on_write`).
+    fn after_write(&self, seq: u64) -> Result<()> {
+        match &self.durable {
+            Some(d) if self.cfg.wal_sync_on_commit => d.wal.drain(seq, true),
+            Some(_) => Ok(()),
+            None if self.write_through => self.write_back().map(|_| ()),
+            None => Ok(()),
         }
     }
 }
@@ -76,6 +220,7 @@ impl Drop for TreeInner {
 #[derive(Clone)]
 pub struct Tree {
     pub(crate) inner: Arc<TreeInner>,
+    _life: Arc<Lifecycle>,
 }
 
 impl std::fmt::Debug for Tree {
@@ -126,10 +271,60 @@ impl Tree {
                 let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
                 Self::with_backend(cfg, backend, false)
             }
-            Storage::Persistent { .. } => Err(Error::NotYetImplemented(
-                "persistent mode (WAL, checkpoints, recovery) lands with the persistence issue",
-            )),
+            Storage::Persistent { dir } => {
+                let dir = dir.clone();
+                Self::open_persistent(cfg, &dir)
+            }
         }
+    }
+
+    /// Persistent open (DESIGN.md §9): lock and load the manifest, read
+    /// every WAL file (refusing mid-file corruption before changing
+    /// anything), cut a torn tail, replay the records above the
+    /// checkpoint cut in seq order, stopping at the first gap.
+    fn open_persistent(cfg: TreeConfig, dir: &Path) -> Result<Self> {
+        let store = Arc::new(PersistentBackend::open(dir)?);
+        let driver = Arc::clone(store.driver());
+        let (cut, floor) = store.checkpoint_meta();
+        let scanned = wal::replay::scan(dir, &driver)?;
+        wal::replay::cut_tail(dir, &driver, &scanned)?;
+        let backend: Arc<dyn Backend> = store.clone();
+        let core = Core::open(BufferManager::new(backend, cfg.buffer_pool_size))?;
+        let mut last = cut.max(floor);
+        let mut max_seen = last;
+        let mut gap = false;
+        for rec in &scanned.records {
+            max_seen = max_seen.max(rec.seq);
+            if rec.seq <= cut || gap {
+                continue;
+            }
+            if rec.seq != last + 1 {
+                gap = true;
+                continue;
+            }
+            let mut log = || Ok(rec.seq);
+            for op in &rec.ops {
+                match op {
+                    Op::Put(k, v) => {
+                        core.put(k, v, &mut log)?;
+                    }
+                    Op::Delete(k) => {
+                        core.delete(k, &mut log)?;
+                    }
+                }
+            }
+            last = rec.seq;
+        }
+        let retired = scanned.retired.clone();
+        let wal = Wal::open(dir, driver, scanned.active_len, max_seen + 1, retired)?;
+        let tree = Self::assemble(cfg, core, false, false, Some(Durable { wal, store }))?;
+        if gap {
+            // Records past a gap are not part of any prefix: a checkpoint
+            // at the highest seq seen makes the replayed prefix durable and
+            // retires every file, so new records never follow the gap.
+            tree.inner.checkpoint_round()?;
+        }
+        Ok(tree)
     }
 
     /// Opens a tree over a caller-supplied [`Backend`], without a WAL
@@ -149,24 +344,38 @@ impl Tree {
         let bm = BufferManager::new(backend, cfg.buffer_pool_size);
         let core = Core::open(bm)?;
         let write_through = cfg.memory_flush_on_write;
-        let tree = Self {
-            inner: Arc::new(TreeInner {
-                cfg,
-                core,
-                gate: RwLock::new(()),
-                write_through,
-                write_back_on_drop: external,
-            }),
-        };
-        tree.after_write()?;
+        let tree = Self::assemble(cfg, core, write_through, external, None)?;
+        tree.inner.after_write(0)?;
         Ok(tree)
     }
 
-    fn after_write(&self) -> Result<()> {
-        if self.inner.write_through {
-            self.inner.core.bm.write_back()?;
-        }
-        Ok(())
+    fn assemble(
+        cfg: TreeConfig,
+        core: Core,
+        write_through: bool,
+        write_back_on_drop: bool,
+        durable: Option<Durable>,
+    ) -> Result<Self> {
+        let enabled = cfg.checkpoint.enabled;
+        let ckpt_cfg = cfg.checkpoint.clone();
+        let inner = Arc::new(TreeInner {
+            cfg,
+            core,
+            gate: RwLock::new(()),
+            write_through,
+            write_back_on_drop,
+            durable,
+            poisoned: AtomicBool::new(false),
+            ckpt_counters: CkptCounters::default(),
+            ckpt_running: AtomicBool::new(enabled),
+        });
+        let bg = if enabled {
+            Some(Checkpointer::start(&inner, &ckpt_cfg).map_err(Error::BackendIo)?)
+        } else {
+            None
+        };
+        let life = Arc::new(Lifecycle { inner: Arc::clone(&inner), bg });
+        Ok(Self { inner, _life: life })
     }
 
     /// The value stored under `key`, or `None`. A key longer than the
@@ -189,11 +398,18 @@ impl Tree {
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
         check_value(value)?;
+        let inner = &*self.inner;
+        inner.check_writable()?;
+        let mut seq = 0;
         let old = {
-            let _g = read_gate(&self.inner.gate);
-            self.inner.core.put(key, value, 0)?
+            let _g = read_gate(&inner.gate);
+            let mut log = || {
+                seq = inner.log(&[OpRef::Put(key, value)])?;
+                Ok(seq)
+            };
+            inner.core.put(key, value, &mut log)?
         };
-        self.after_write()?;
+        inner.after_write(seq)?;
         Ok(old)
     }
 
@@ -206,12 +422,19 @@ impl Tree {
         if key.len() > MAX_KEY {
             return Ok(None);
         }
+        let inner = &*self.inner;
+        inner.check_writable()?;
+        let mut seq = 0;
         let old = {
-            let _g = read_gate(&self.inner.gate);
-            self.inner.core.delete(key, 0)?
+            let _g = read_gate(&inner.gate);
+            let mut log = || {
+                seq = inner.log(&[OpRef::Delete(key)])?;
+                Ok(seq)
+            };
+            inner.core.delete(key, &mut log)?
         };
         if old.is_some() {
-            self.after_write()?;
+            inner.after_write(seq)?;
         }
         Ok(old)
     }
@@ -256,9 +479,11 @@ impl Tree {
         if ops.is_empty() {
             return Ok(());
         }
-        let changed = {
-            let _g = write_gate(&self.inner.gate);
-            let core = &self.inner.core;
+        let inner = &*self.inner;
+        inner.check_writable()?;
+        let seq = {
+            let _g = write_gate(&inner.gate);
+            let core = &inner.core;
             // The batch's own view: key -> Some(value) / None (deleted).
             let mut view: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
             let lookup = |view: &BTreeMap<Vec<u8>, Option<Vec<u8>>>, k: &[u8]| -> Result<Option<Vec<u8>>> {
@@ -296,22 +521,32 @@ impl Tree {
                     }
                 }
             }
-            let mut changed = false;
-            for (k, v) in &view {
-                changed |= match v {
-                    Some(v) => {
-                        core.put(k, v, 0)?;
-                        true
-                    }
-                    None => core.delete(k, 0)?.is_some(),
-                };
+            if view.is_empty() {
+                return Ok(());
             }
-            changed
+            // One record for the whole batch: its after-images.
+            let ops: Vec<OpRef<'_>> = view
+                .iter()
+                .map(|(k, v)| match v {
+                    Some(v) => OpRef::Put(k, v),
+                    None => OpRef::Delete(k),
+                })
+                .collect();
+            let seq = inner.log(&ops)?;
+            let mut log = || Ok(seq);
+            for (k, v) in &view {
+                match v {
+                    Some(v) => {
+                        core.put(k, v, &mut log)?;
+                    }
+                    None => {
+                        core.delete(k, &mut log)?;
+                    }
+                }
+            }
+            seq
         };
-        if changed {
-            self.after_write()?;
-        }
-        Ok(())
+        inner.after_write(seq)
     }
 
     /// Iterates the whole tree in key order; narrow it with
@@ -336,8 +571,7 @@ impl Tree {
     /// # Errors
     /// The backend's write, delete or flush error.
     pub fn checkpoint(&self) -> Result<()> {
-        self.inner.core.bm.write_back()?;
-        self.inner.core.bm.backend().flush()
+        self.inner.checkpoint_round().map(|_| ())
     }
 
     /// Frame counts, fill and cache counters, gathered without disturbing
@@ -346,7 +580,11 @@ impl Tree {
     /// # Errors
     /// Backend or corruption errors loading an uncached frame.
     pub fn stats(&self) -> Result<TreeStats> {
-        self.inner.core.stats()
+        let mut st = self.inner.core.stats()?;
+        if self.inner.ckpt_running.load(Ordering::Acquire) {
+            st.checkpointer = Some(self.inner.ckpt_counters.snapshot());
+        }
+        Ok(st)
     }
 
     /// Repacks every frame and folds child frames that fit back into their
@@ -356,11 +594,12 @@ impl Tree {
     /// # Errors
     /// Backend or corruption errors.
     pub fn compact(&self) -> Result<()> {
+        self.inner.check_writable()?;
         {
             let _g = read_gate(&self.inner.gate);
-            self.inner.core.compact(0)?;
+            self.inner.core.merge_pass(0, true, crate::tree::merge::COMPACT_LIMIT)?;
         }
-        self.after_write()
+        self.inner.after_write(0)
     }
 
     /// The configuration this tree was opened with.

@@ -176,6 +176,17 @@ impl BufferManager {
         }
     }
 
+    /// Background sweep: evicts clean, unpinned frames untouched for more
+    /// than `idle_ticks` clock ticks (the clock advances per load).
+    pub(crate) fn evict_idle(&self, idle_ticks: u64) -> usize {
+        let now = self.tick();
+        let mut n = 0;
+        while self.evict_one(|b| b.last_touched().saturating_add(idle_ticks) < now) {
+            n += 1;
+        }
+        n
+    }
+
     fn evictable(&self, b: &Arc<CachedBlob>) -> bool {
         // The map's own reference is the only one: nobody has it pinned.
         Arc::strong_count(b) == 1
@@ -211,53 +222,66 @@ impl BufferManager {
     }
 
     /// A sealed image of the frame as of now (shared latch: no writer
-    /// inside, readers undisturbed).
-    pub(crate) fn capture(&self, blob: &Arc<CachedBlob>) -> AlignedBlobBuf {
+    /// inside, readers undisturbed), stamped with `max_seq` if given.
+    pub(crate) fn capture(&self, blob: &Arc<CachedBlob>, max_seq: Option<u64>) -> AlignedBlobBuf {
         let mut buf = AlignedBlobBuf::uninit();
         {
             let _g = FrameRead::lock(Arc::clone(blob));
             blob.frame.copy_to(buf.as_mut_slice());
         }
+        if let Some(seq) = max_seq {
+            let at = header::OFF_MAX_SEQ;
+            buf.as_mut_slice()[at..at + 8].copy_from_slice(&seq.to_le_bytes());
+        }
         header::seal_image(buf.as_mut_slice());
         buf
     }
 
-    /// Writes every dirty frame and pending delete to the backend (the
-    /// no-WAL checkpoint, and `memory_flush_on_write`). On failure the
-    /// drained entries go back (I3) and the error is returned.
-    pub(crate) fn write_back(&self) -> Result<usize> {
-        let _serial = match self.flush_lock.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        let drained = self.dirty.drain();
-        let deletes = self.pending_deletes.drain();
-        let mut images = Vec::with_capacity(drained.len());
-        for guid in drained.keys() {
-            if let Some(b) = self.cached(guid) {
-                images.push((*guid, self.capture(&b)));
-            }
-        }
-        let refs: Vec<(BlobGuid, &AlignedBlobBuf)> = images.iter().map(|(g, b)| (*g, b)).collect();
-        if let Err(e) = self.backend.write_blobs(&refs) {
-            self.dirty.restore(&drained);
-            self.pending_deletes.restore(&deletes);
-            return Err(e);
-        }
-        self.dirty.complete(&drained);
-        let mut failed: HashMap<BlobGuid, u64> = HashMap::new();
-        let mut first_err = None;
-        for (g, s) in &deletes {
-            if let Err(e) = self.backend.delete_blob(*g) {
-                failed.insert(*g, *s);
-                first_err.get_or_insert(e);
-            }
-        }
-        self.pending_deletes.complete(&deletes);
-        if let Some(e) = first_err {
-            self.pending_deletes.restore(&failed);
-            return Err(e);
-        }
-        Ok(images.len())
+    /// Serialises write-back rounds; hold it across `begin_round` ..
+    /// `finish_round`.
+    pub(crate) fn round_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.flush_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Drains the dirty and pending-delete maps (I3) and captures the
+    /// drained frames' images.
+    pub(crate) fn begin_round(&self, max_seq: Option<u64>) -> Round {
+        let dirty = self.dirty.drain();
+        let deletes = self.pending_deletes.drain();
+        let mut images = Vec::with_capacity(dirty.len());
+        for guid in dirty.keys() {
+            if let Some(b) = self.cached(guid) {
+                images.push((*guid, self.capture(&b, max_seq)));
+            }
+        }
+        Round { dirty, deletes, images }
+    }
+
+    /// Writes a round's images (one batch) and deletes to the backend.
+    pub(crate) fn persist(&self, r: &Round) -> Result<()> {
+        let refs: Vec<(BlobGuid, &AlignedBlobBuf)> = r.images.iter().map(|(g, b)| (*g, b)).collect();
+        self.backend.write_blobs(&refs)?;
+        for g in r.deletes.keys() {
+            self.backend.delete_blob(*g)?;
+        }
+        Ok(())
+    }
+
+    /// Ends a round: forget its entries, or merge them back (I3).
+    pub(crate) fn finish_round(&self, r: &Round, ok: bool) {
+        if ok {
+            self.dirty.complete(&r.dirty);
+            self.pending_deletes.complete(&r.deletes);
+        } else {
+            self.dirty.restore(&r.dirty);
+            self.pending_deletes.restore(&r.deletes);
+        }
+    }
+}
+
+/// What one write-back round drained and captured.
+pub(crate) struct Round {
+    pub(crate) dirty: HashMap<BlobGuid, u64>,
+    pub(crate) deletes: HashMap<BlobGuid, u64>,
+    pub(crate) images: Vec<(BlobGuid, AlignedBlobBuf)>,
 }

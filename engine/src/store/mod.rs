@@ -4,6 +4,7 @@
 
 mod aligned;
 mod error;
+mod manifest;
 mod memory;
 mod persistent;
 

@@ -19,7 +19,10 @@ use crate::store::{BlobGuid, FRAME_SIZE};
 
 /// `compact()` folds a child into its parent while the result stays at or
 /// below this many bytes.
-pub(crate) const MERGE_LIMIT: usize = FRAME_SIZE * 7 / 8;
+pub(crate) const COMPACT_LIMIT: usize = FRAME_SIZE * 7 / 8;
+/// Background rounds only fold sparse children: the result must stay at
+/// or below half a frame, so a merge never sets up the next spill.
+pub(crate) const AUTO_MERGE_LIMIT: usize = FRAME_SIZE / 2;
 
 /// Link nodes of a frame with the key bytes from the frame root to them.
 pub(crate) fn links_with_paths(f: &AtomicFrame) -> FResult<Vec<(Vec<u8>, BlobGuid)>> {
@@ -88,10 +91,12 @@ impl Core {
         Ok(())
     }
 
-    /// Repacks every reachable frame, then folds children that fit into
-    /// their parents (retired frames wait in pending deletes). Safe while
-    /// other threads read and write.
-    pub(crate) fn compact(&self, seq: u64) -> Result<()> {
+    /// Walks every reachable frame; repacks it if `repack`, then folds
+    /// children into it while the result stays at or below `limit` bytes
+    /// (retired frames wait in pending deletes). Returns the number of
+    /// merges. Safe while other threads read and write.
+    pub(crate) fn merge_pass(&self, seq: u64, repack: bool, limit: usize) -> Result<u64> {
+        let mut merges = 0u64;
         let mut queue: VecDeque<(Arc<CachedBlob>, Vec<u8>)> = VecDeque::new();
         queue.push_back((Arc::clone(&self.root), Vec::new()));
         while let Some((blob, path)) = queue.pop_front() {
@@ -99,8 +104,10 @@ impl Core {
                 continue;
             };
             let c = |e| corrupt_in(w.blob(), e);
-            copy::repack(w.frame()).map_err(c)?;
-            self.bm.mark_dirty(w.blob().guid, seq);
+            if repack {
+                copy::repack(w.frame()).map_err(c)?;
+                self.bm.mark_dirty(w.blob().guid, seq);
+            }
             let depth = header::depth(w.frame()).map_err(c)? as usize;
             // Merge children until none fits; a merged child's own links
             // become this frame's links and are considered in turn.
@@ -109,7 +116,8 @@ impl Core {
                 for (rel, guid) in links_with_paths(w.frame()).map_err(c)? {
                     let mut key = path.clone();
                     key.extend_from_slice(&rel);
-                    if self.try_merge(&w, depth, &key, &guid, seq)? {
+                    if self.try_merge(&w, depth, &key, &guid, seq, limit)? {
+                        merges += 1;
                         merged_any = true;
                         break;
                     }
@@ -125,12 +133,20 @@ impl Core {
                 queue.push_back((child, key));
             }
         }
-        Ok(())
+        Ok(merges)
     }
 
     /// Folds child frame `guid` (linked at `key`) into the latched parent
-    /// `pw` when the result fits under [`MERGE_LIMIT`].
-    fn try_merge(&self, pw: &FrameWrite, depth: usize, key: &[u8], guid: &BlobGuid, seq: u64) -> Result<bool> {
+    /// `pw` when the result fits under `limit` bytes.
+    fn try_merge(
+        &self,
+        pw: &FrameWrite,
+        depth: usize,
+        key: &[u8],
+        guid: &BlobGuid,
+        seq: u64,
+        limit: usize,
+    ) -> Result<bool> {
         let pf = pw.frame();
         let cp = |e| corrupt_in(pw.blob(), e);
         let child = self.bm.pin_silent(guid)?;
@@ -141,7 +157,7 @@ impl Core {
         let croot = header::root(cw.frame()).map_err(cc)?;
         let bytes = subtree_bytes(cw.frame(), croot).map_err(cc)?;
         let used = header::used(pf).map_err(cp)? as usize;
-        if croot != 0 && used + bytes > MERGE_LIMIT {
+        if croot != 0 && used + bytes > limit {
             return Ok(false);
         }
         if bytes + node::LINK_SIZE > alloc::tail_room(pf).map_err(cp)? {

@@ -14,7 +14,10 @@ use crate::buffer::manager::ROOT_GUID;
 use crate::frame::header;
 
 impl Core {
-    pub(crate) fn put(&self, key: &[u8], value: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
+    /// Inserts or overwrites `key`. `log` runs after the edit, still under
+    /// the frame's exclusive latch, and returns the edit's seq (it appends
+    /// the WAL record in persistent mode).
+    pub(crate) fn put(&self, key: &[u8], value: &[u8], log: &mut dyn FnMut() -> Result<u64>) -> Result<Option<Vec<u8>>> {
         loop {
             let loc = self.locate(key, false)?;
             let Some(w) = self.lock_live(loc.blob) else {
@@ -22,11 +25,17 @@ impl Core {
             };
             match insert::insert(w.frame(), key, loc.depth, value).map_err(|c| corrupt_in(w.blob(), c))? {
                 Outcome::Done(old) => {
+                    let seq = log()?;
                     self.bm.mark_dirty(w.blob().guid, seq);
                     return Ok(old);
                 }
                 Outcome::Link => {}
                 Outcome::NoRoom => {
+                    // A spill changes no key, so no record covers it; its
+                    // frames are dirty with seq 0 ("since the last cut").
+                    // WAL files are released per checkpoint cut, not by
+                    // the dirty minimum, so the value only orders marks.
+                    let seq = 0;
                     if !spill::spill(&self.bm, &w, seq).map_err(|c| corrupt_in(w.blob(), c))? {
                         return Err(Error::Internal("a frame cannot hold one entry"));
                     }
@@ -38,7 +47,9 @@ impl Core {
         }
     }
 
-    pub(crate) fn delete(&self, key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
+    /// Removes `key`; `log` as for [`Core::put`], called only if the key
+    /// existed.
+    pub(crate) fn delete(&self, key: &[u8], log: &mut dyn FnMut() -> Result<u64>) -> Result<Option<Vec<u8>>> {
         loop {
             let loc = self.locate(key, false)?;
             if !matches!(loc.step, Step::Found(_)) {
@@ -51,6 +62,7 @@ impl Core {
             let f = w.frame();
             match erase::erase(f, key, loc.depth, Target::Key).map_err(|c| corrupt_in(&blob, c))? {
                 erase::Outcome::Done(old) => {
+                    let seq = log()?;
                     self.bm.mark_dirty(blob.guid, seq);
                     let empty = blob.guid != ROOT_GUID && header::root(f).map_err(|c| corrupt_in(&blob, c))? == 0;
                     drop(w);

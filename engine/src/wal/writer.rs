@@ -1,0 +1,248 @@
+//! The WAL writer: appends records to a shared buffer and writes them out
+//! with group commit.
+//!
+//! Appending takes a short mutex (assign the seq, encode into the buffer);
+//! it is called while the writer still holds its frame's exclusive latch,
+//! so per-key WAL order equals apply order (DESIGN.md §7). Writing out is
+//! done by one *leader* at a time, outside the mutex: it takes the whole
+//! buffer, writes it at the end of the file and, when asked, fdatasyncs;
+//! writers who arrive meanwhile append to the fresh buffer and wait, and
+//! the next leader takes all of them in one write and one sync.
+//!
+//! After a failed write or sync the WAL is *poisoned*: an fsync that
+//! failed may have dropped dirty pages for good, so nothing more is
+//! appended until the tree is reopened.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use holt_backend_sync::{IoDriver, IoFile, OpenOptions};
+
+use super::record::{self, OpRef};
+use crate::api::errors::{Error, Result};
+
+/// Buffered mode writes the buffer out once it reaches this size.
+pub(crate) const DRAIN_AT: usize = 64 * 1024;
+
+pub(crate) const ACTIVE: &str = "journal.wal";
+
+/// Name of a retired WAL file whose last record has seq `last`.
+pub(crate) fn retired_name(last: u64) -> String {
+    format!("journal-{last:020}.wal")
+}
+
+/// Parses a retired file name back to its last seq.
+pub(crate) fn retired_seq(name: &str) -> Option<u64> {
+    name.strip_prefix("journal-")?.strip_suffix(".wal")?.parse().ok()
+}
+
+struct State {
+    file: Arc<dyn IoFile>,
+    /// Bytes of the active file written so far.
+    file_len: u64,
+    /// Encoded records not yet handed to the OS.
+    buf: Vec<u8>,
+    next_seq: u64,
+    /// All records with seq <= `written` are in the OS.
+    written: u64,
+    /// All records with seq <= `synced` are durable.
+    synced: u64,
+    /// A leader is writing outside the mutex.
+    leader: bool,
+    poisoned: bool,
+    /// Retired files not yet covered by a durable checkpoint: (last seq, path).
+    retired: Vec<(u64, PathBuf)>,
+}
+
+pub(crate) struct Wal {
+    dir: PathBuf,
+    driver: Arc<dyn IoDriver>,
+    state: Mutex<State>,
+    cond: Condvar,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+fn io(e: std::io::Error) -> Error {
+    Error::BackendIo(e)
+}
+
+impl Wal {
+    /// Opens the active file for appending at `len` (after recovery cut
+    /// any torn tail), continuing at `next_seq`.
+    pub(crate) fn open(
+        dir: &Path,
+        driver: Arc<dyn IoDriver>,
+        len: u64,
+        next_seq: u64,
+        retired: Vec<(u64, PathBuf)>,
+    ) -> Result<Self> {
+        let file = driver
+            .open(&dir.join(ACTIVE), OpenOptions { create: true, direct: false })
+            .map_err(io)?;
+        driver.sync_dir(dir).map_err(io)?;
+        let last = next_seq.saturating_sub(1);
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            driver,
+            state: Mutex::new(State {
+                file,
+                file_len: len,
+                buf: Vec::with_capacity(DRAIN_AT * 2),
+                next_seq,
+                written: last,
+                synced: last,
+                leader: false,
+                poisoned: false,
+                retired,
+            }),
+            cond: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The highest seq assigned so far.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.lock().next_seq - 1
+    }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.lock().poisoned
+    }
+
+    /// Appends one record and returns its seq. In buffered mode the
+    /// buffer is written out (without sync) once it passes [`DRAIN_AT`].
+    pub(crate) fn append(&self, ops: &[OpRef<'_>], buffered: bool) -> Result<u64> {
+        let (seq, drain) = {
+            let mut st = self.lock();
+            if st.poisoned {
+                return Err(Error::Poisoned);
+            }
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            record::encode(seq, ops, &mut st.buf);
+            (seq, buffered && st.buf.len() >= DRAIN_AT && !st.leader)
+        };
+        if drain {
+            self.drain(seq, false)?;
+        }
+        Ok(seq)
+    }
+
+    /// Makes every record up to `seq` reach the OS (`sync` false) or the
+    /// disk (`sync` true), sharing the write and the sync with every
+    /// writer waiting at the same time.
+    pub(crate) fn drain(&self, seq: u64, sync: bool) -> Result<()> {
+        let mut st = self.lock();
+        loop {
+            if st.poisoned {
+                return Err(Error::Poisoned);
+            }
+            if (if sync { st.synced } else { st.written }) >= seq {
+                return Ok(());
+            }
+            if st.leader {
+                st = self.cond.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+            st.leader = true;
+            let buf = std::mem::take(&mut st.buf);
+            let upto = st.next_seq - 1;
+            let off = st.file_len;
+            let file = Arc::clone(&st.file);
+            drop(st);
+            let res = (|| -> std::io::Result<()> {
+                if !buf.is_empty() {
+                    file.write_at(&buf, off)?;
+                }
+                if sync {
+                    file.sync_data()?;
+                }
+                Ok(())
+            })();
+            st = self.lock();
+            st.leader = false;
+            match res {
+                Ok(()) => {
+                    st.file_len = off + buf.len() as u64;
+                    st.written = st.written.max(upto);
+                    if sync {
+                        st.synced = st.synced.max(upto);
+                    }
+                    if st.buf.is_empty() {
+                        // Keep the allocation for the next round.
+                        let mut b = buf;
+                        b.clear();
+                        st.buf = b;
+                    }
+                }
+                Err(e) => {
+                    st.poisoned = true;
+                    self.cond.notify_all();
+                    return Err(io(e));
+                }
+            }
+            self.cond.notify_all();
+        }
+    }
+
+    /// Drains and syncs everything appended so far.
+    pub(crate) fn sync_all(&self) -> Result<()> {
+        let last = self.last_seq();
+        self.drain(last, true)
+    }
+
+    /// Checkpoint cut: syncs the active file, renames it to a retired
+    /// name and starts a fresh active file. The caller holds the commit
+    /// gate exclusively, so nothing is appended meanwhile. Returns the cut
+    /// seq (the last seq in the retired file).
+    pub(crate) fn rotate(&self) -> Result<u64> {
+        let cut = self.last_seq();
+        self.drain(cut, true)?;
+        let mut st = self.lock();
+        while st.leader {
+            st = self.cond.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        if st.file_len == 0 {
+            return Ok(cut);
+        }
+        let active = self.dir.join(ACTIVE);
+        let retired = self.dir.join(retired_name(cut));
+        let res = (|| -> std::io::Result<Arc<dyn IoFile>> {
+            self.driver.rename(&active, &retired)?;
+            let f = self.driver.open(&active, OpenOptions { create: true, direct: false })?;
+            self.driver.sync_dir(&self.dir)?;
+            Ok(f)
+        })();
+        match res {
+            Ok(f) => {
+                st.file = f;
+                st.file_len = 0;
+                st.retired.push((cut, retired));
+                Ok(cut)
+            }
+            Err(e) => {
+                st.poisoned = true;
+                Err(io(e))
+            }
+        }
+    }
+
+    /// A checkpoint at `cut` is durable: delete the retired files it
+    /// covers. A failed delete leaves the file for the next round. Returns
+    /// true if any file went.
+    pub(crate) fn release(&self, cut: u64) -> bool {
+        let mut st = self.lock();
+        let driver = &self.driver;
+        let before = st.retired.len();
+        st.retired.retain(|(last, path)| *last > cut || driver.remove(path).is_err());
+        st.retired.len() < before
+    }
+}

@@ -1,0 +1,159 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Persistent mode: reopen round trips with and without checkpoints.
+
+use std::collections::BTreeMap;
+
+use holt::{Error, RangeEntry, Tree, TreeBuilder, TreeConfig};
+
+fn all(t: &Tree) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    t.range()
+        .into_iter()
+        .map(|e| match e.unwrap() {
+            RangeEntry::Key { key, value } => (key, value),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+fn workload(t: &Tree, model: &mut BTreeMap<Vec<u8>, Vec<u8>>, round: u64) {
+    for i in 0..3000u64 {
+        let k = format!("tenant-{}/dir-{}/obj-{:06}", i % 3, i % 17, (i * 7919 + round) % 5000).into_bytes();
+        if i % 5 == 4 {
+            assert_eq!(t.delete(&k).unwrap(), model.remove(&k));
+        } else {
+            let v = format!("v{round}-{i}").repeat((i % 7) as usize + 1).into_bytes();
+            assert_eq!(t.put(&k, &v).unwrap(), model.insert(k, v));
+        }
+    }
+    t.rename(b"tenant-0/dir-0/obj-000000", b"renamed", true).ok();
+    if let Some(v) = model.remove(b"tenant-0/dir-0/obj-000000".as_slice()) {
+        model.insert(b"renamed".to_vec(), v);
+    }
+    t.txn(|b| {
+        b.put(b"txn/a", b"1");
+        b.put(b"txn/b", b"2");
+        b.delete(b"txn/a");
+    })
+    .unwrap();
+    model.insert(b"txn/b".to_vec(), b"2".to_vec());
+    model.remove(b"txn/a".as_slice());
+}
+
+#[test]
+fn reopen_without_checkpoint_replays_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = BTreeMap::new();
+    for round in 0..3 {
+        let t = TreeBuilder::new(dir.path()).open().unwrap();
+        assert_eq!(all(&t), model, "round {round} after reopen");
+        workload(&t, &mut model, round);
+        assert_eq!(all(&t), model);
+    }
+    let t = TreeBuilder::new(dir.path()).open().unwrap();
+    assert_eq!(all(&t), model);
+}
+
+#[test]
+fn reopen_with_checkpoints_and_sync_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = BTreeMap::new();
+    for round in 0..3 {
+        let t = TreeBuilder::new(dir.path()).wal_sync_on_commit(round % 2 == 1).buffer_pool_size(4).open().unwrap();
+        assert_eq!(all(&t), model, "round {round} after reopen");
+        workload(&t, &mut model, round);
+        t.checkpoint().unwrap();
+        assert_eq!(t.stats().unwrap().bm_dirty_count, 0);
+        workload(&t, &mut model, round + 100);
+        assert_eq!(all(&t), model);
+    }
+    let t = TreeBuilder::new(dir.path()).open().unwrap();
+    assert_eq!(all(&t), model);
+    let st = t.stats().unwrap();
+    assert!(st.blob_count >= 1);
+    // Recovery of a recovery: open again without writing.
+    drop(t);
+    let t = TreeBuilder::new(dir.path()).open().unwrap();
+    assert_eq!(all(&t), model);
+}
+
+#[test]
+fn second_open_is_refused_while_the_first_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Tree::open(TreeConfig::new(dir.path())).unwrap();
+    t.put(b"k", b"v").unwrap();
+    match Tree::open(TreeConfig::new(dir.path())) {
+        Err(Error::Locked { .. }) => {}
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    drop(t);
+    let t = Tree::open(TreeConfig::new(dir.path())).unwrap();
+    assert_eq!(t.get(b"k").unwrap(), Some(b"v".to_vec()));
+}
+
+#[test]
+fn background_checkpointer_flushes_and_drop_loses_nothing() {
+    use holt::CheckpointConfig;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = CheckpointConfig {
+        idle_interval: Duration::from_millis(20),
+        ..CheckpointConfig::enabled()
+    };
+    let mut model = BTreeMap::new();
+    {
+        let t = TreeBuilder::new(dir.path()).checkpoint(cfg.clone()).open().unwrap();
+        workload(&t, &mut model, 7);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = t.stats().unwrap();
+            let ck = st.checkpointer.expect("checkpointer running");
+            if ck.rounds_succeeded >= 2 && st.bm_dirty_count == 0 {
+                assert!(ck.blobs_flushed >= 1);
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no background round: {ck:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Written after the last background round: only the final round
+        // and the WAL sync at drop protect these.
+        workload(&t, &mut model, 8);
+    }
+    let t = TreeBuilder::new(dir.path()).open().unwrap();
+    assert!(t.stats().unwrap().checkpointer.is_none());
+    assert_eq!(all(&t), model);
+}
+
+#[test]
+fn torn_wal_tail_is_cut_and_mid_file_damage_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let t = TreeBuilder::new(dir.path()).open().unwrap();
+        for i in 0..100u32 {
+            t.put(format!("k{i:03}").as_bytes(), &[7u8; 40]).unwrap();
+        }
+    }
+    let wal = dir.path().join("journal.wal");
+    let len = std::fs::metadata(&wal).unwrap().len();
+    // A torn tail: the last record loses its end.
+    let f = std::fs::OpenOptions::new().write(true).open(&wal).unwrap();
+    f.set_len(len - 5).unwrap();
+    drop(f);
+    {
+        let t = TreeBuilder::new(dir.path()).open().unwrap();
+        assert_eq!(t.get(b"k098").unwrap(), Some(vec![7u8; 40]));
+        assert_eq!(t.get(b"k099").unwrap(), None, "torn record dropped");
+        t.put(b"after", b"cut").unwrap();
+    }
+    let t = TreeBuilder::new(dir.path()).open().unwrap();
+    assert_eq!(t.get(b"after").unwrap(), Some(b"cut".to_vec()));
+    drop(t);
+    // Damage in the middle, valid records after it: refused, file untouched.
+    let mut bytes = std::fs::read(&wal).unwrap();
+    bytes[100] ^= 0x55;
+    std::fs::write(&wal, &bytes).unwrap();
+    match TreeBuilder::new(dir.path()).open() {
+        Err(Error::ReplaySanityFailed { .. }) => {}
+        other => panic!("expected ReplaySanityFailed, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&wal).unwrap(), bytes, "refused open changed the WAL");
+}
