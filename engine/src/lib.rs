@@ -39,6 +39,14 @@ pub(crate) mod frame;
 pub(crate) mod latch;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+
+/// The I/O driver contract persistent mode runs on (re-exported from
+/// `holt-backend-sync`): implement [`io::IoDriver`] to inject faults or
+/// simulate power loss, and pass it to
+/// [`TreeBuilder::io_driver`](crate::TreeBuilder::io_driver).
+pub mod io {
+    pub use holt_backend_sync::{AlignedBuf, IoDriver, IoFile, OpenOptions, SyncDriver, ALIGN};
+}
 pub(crate) mod mutation;
 pub(crate) mod store;
 pub(crate) mod sync;

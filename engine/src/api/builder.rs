@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::io::IoDriver;
+
 use crate::api::config::{CheckpointConfig, Storage, TreeConfig};
 use crate::api::errors::Result;
 use crate::api::tree::Tree;
@@ -25,6 +27,8 @@ use crate::store::Backend;
 #[must_use = "a TreeBuilder does nothing until .open() is called"]
 pub struct TreeBuilder {
     cfg: TreeConfig,
+    /// I/O driver for persistent mode (default: the sync driver).
+    driver: Option<Arc<dyn IoDriver>>,
 }
 
 impl TreeBuilder {
@@ -32,6 +36,7 @@ impl TreeBuilder {
     pub fn new<P: Into<PathBuf>>(data_dir: P) -> Self {
         Self {
             cfg: TreeConfig::new(data_dir),
+            driver: None,
         }
     }
 
@@ -65,7 +70,20 @@ impl TreeBuilder {
     /// # Errors
     /// Whatever [`Tree::open`] returns.
     pub fn open(self) -> Result<Tree> {
-        Tree::open(self.cfg)
+        match self.driver {
+            Some(d) => Tree::open_with_driver(self.cfg, d),
+            None => Tree::open(self.cfg),
+        }
+    }
+
+    /// Routes every byte persistent mode reads or writes (frames,
+    /// manifest, WAL, directory changes) through `driver` instead of the
+    /// default [`SyncDriver`](crate::io::SyncDriver). This is the seam for
+    /// fault injection and power-loss simulation in tests, and for other
+    /// I/O engines. Memory mode ignores it.
+    pub fn io_driver(mut self, driver: Arc<dyn IoDriver>) -> Self {
+        self.driver = Some(driver);
+        self
     }
 
     /// Opens the tree on a caller-supplied backend, without a WAL; same as

@@ -14,6 +14,7 @@ use crate::buffer::BufferManager;
 use crate::store::{Backend, MemoryBackend, PersistentBackend, FRAME_SIZE};
 use crate::tree::{Core, MAX_KEY, MAX_VALUE};
 use crate::checkpoint::{Checkpointer, Counters as CkptCounters};
+use crate::io::{IoDriver, SyncDriver};
 use crate::wal::{self, Op, OpRef, Wal};
 
 /// State shared by every clone of a [`Tree`].
@@ -273,8 +274,21 @@ impl Tree {
             }
             Storage::Persistent { dir } => {
                 let dir = dir.clone();
-                Self::open_persistent(cfg, &dir)
+                Self::open_persistent(cfg, &dir, Arc::new(SyncDriver::new()))
             }
+        }
+    }
+
+    /// [`Tree::open`] with persistent I/O through `driver` (see
+    /// [`TreeBuilder::io_driver`](crate::TreeBuilder::io_driver)).
+    pub(crate) fn open_with_driver(cfg: TreeConfig, driver: Arc<dyn IoDriver>) -> Result<Self> {
+        cfg.validate()?;
+        match &cfg.storage {
+            Storage::Persistent { dir } => {
+                let dir = dir.clone();
+                Self::open_persistent(cfg, &dir, driver)
+            }
+            _ => Self::open(cfg),
         }
     }
 
@@ -282,8 +296,8 @@ impl Tree {
     /// every WAL file (refusing mid-file corruption before changing
     /// anything), cut a torn tail, replay the records above the
     /// checkpoint cut in seq order, stopping at the first gap.
-    fn open_persistent(cfg: TreeConfig, dir: &Path) -> Result<Self> {
-        let store = Arc::new(PersistentBackend::open(dir)?);
+    fn open_persistent(cfg: TreeConfig, dir: &Path, driver: Arc<dyn IoDriver>) -> Result<Self> {
+        let store = Arc::new(PersistentBackend::open_with_driver(dir, driver)?);
         let driver = Arc::clone(store.driver());
         let (cut, floor) = store.checkpoint_meta();
         let scanned = wal::replay::scan(dir, &driver)?;
