@@ -1,1 +1,527 @@
-fn main() {}
+//! holt-bench: throughput and latency of holt on path-shaped keys, beside
+//! a `HashMap` + `BTreeMap` reference that shows the harness cost.
+//!
+//! See `--help` and the design note BENCH.md. Layout:
+//! - `args`: flag parsing;
+//! - `shapes`: deterministic key / value generators;
+//! - `engines`: the `Engine` trait with `holt` and `reference`;
+//! - `ops`: the timed op groups;
+//! - `report`: tables, JSON lines, RSS.
+
+mod args;
+mod engines;
+mod error;
+mod ops;
+mod report;
+mod shapes;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use args::{Args, EngineKind, Mode};
+use engines::{Engine, HoltEngine, HoltOptions, ReferenceEngine};
+use error::{BenchError, Result};
+use ops::{Ctx, OpKind};
+use report::{JsonOut, Latency, Obj, Row, Summary};
+use shapes::{KeySet, Shape, ValuePool};
+
+fn main() -> ExitCode {
+    let args = match args::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("holt-bench: {e}\n(see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    if args.help {
+        print!("{}", args::HELP);
+        return ExitCode::SUCCESS;
+    }
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("holt-bench: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Everything the run produces.
+struct Collector {
+    json: JsonOut,
+    rows: Vec<Row>,
+    summaries: Vec<Summary>,
+    /// (shape, op, engine, digest) of single-threaded groups... and the
+    /// read-only threaded ones, whose digests are deterministic too.
+    digests: Vec<(Shape, String, &'static str, u64)>,
+    errors: Vec<String>,
+}
+
+impl Collector {
+    fn error(&mut self, engine: &str, shape: Shape, op: &str, msg: String) -> Result<()> {
+        eprintln!("holt-bench: ERROR {engine} {shape} {op}: {msg}");
+        self.json.line(
+            Obj::default()
+                .str("type", "error")
+                .str("engine", engine)
+                .str("shape", shape.name())
+                .str("op", op)
+                .str("error", &msg),
+        )?;
+        self.errors
+            .push(format!("{engine} / {shape} / {op}: {msg}"));
+        Ok(())
+    }
+}
+
+struct Plan<'a> {
+    args: &'a Args,
+    /// Root for persistent trees.
+    root: Option<PathBuf>,
+    timer_overhead: u64,
+    progress: bool,
+}
+
+fn default_json_path() -> PathBuf {
+    if Path::new("target").is_dir() {
+        PathBuf::from("target/holt-bench.jsonl")
+    } else {
+        std::env::temp_dir().join("holt-bench.jsonl")
+    }
+}
+
+/// Enough frames for the whole tree with headroom (the pool is a cap,
+/// not an allocation, so headroom costs nothing).
+fn default_pool(shape: Shape, n: usize) -> usize {
+    let bytes = n.saturating_mul(shape.est_bytes_per_key());
+    (bytes / (holt::Tree::page_size() as usize) + 1).max(64)
+}
+
+fn status(on: bool, msg: &str) {
+    if on {
+        eprint!("\r\x1b[K{msg}");
+    }
+}
+
+fn run(args: &Args) -> Result<bool> {
+    let wall = Instant::now();
+    let json_path = args.json.clone().unwrap_or_else(default_json_path);
+    let json = JsonOut::create(&json_path)?;
+    let progress = std::io::stderr().is_terminal();
+
+    // Persistent trees live under --dir or a fresh temporary directory.
+    let mut _tmp = None;
+    let root = match (args.mode, &args.dir) {
+        (Mode::Memory, _) => None,
+        (Mode::Persistent, Some(d)) => Some(d.clone()),
+        (Mode::Persistent, None) => {
+            let t = tempfile::Builder::new()
+                .prefix("holt-bench-")
+                .tempdir()
+                .map_err(|e| BenchError::io("create temporary directory", e))?;
+            let p = t.path().to_path_buf();
+            _tmp = Some(t);
+            Some(p)
+        }
+    };
+
+    let timer_overhead = ops::timer_overhead_ns();
+    let load_start = report::loadavg();
+    let plan = Plan {
+        args,
+        root,
+        timer_overhead,
+        progress,
+    };
+    let mut col = Collector {
+        json,
+        rows: Vec::new(),
+        summaries: Vec::new(),
+        digests: Vec::new(),
+        errors: Vec::new(),
+    };
+    let op_names: Vec<String> = args.ops.iter().map(|o| o.name()).collect();
+    let shape_names: Vec<&str> = args.shapes.iter().map(|s| s.name()).collect();
+    let engine_names: Vec<&str> = args.engines.iter().map(|e| e.name()).collect();
+    col.json.line(
+        Obj::default()
+            .str("type", "run")
+            .str("version", env!("CARGO_PKG_VERSION"))
+            .str("mode", args.mode.name())
+            .int("n", args.n as u64)
+            .str("shapes", &shape_names.join(","))
+            .str("engines", &engine_names.join(","))
+            .str("ops", &op_names.join(","))
+            .str(
+                "threads",
+                &args
+                    .threads
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .int("seed", args.seed)
+            .opt_int("pool", args.pool.map(|p| p as u64))
+            .bool("flush_on_write", args.flush_on_write)
+            .bool("quick", args.quick)
+            .opt_int(
+                "cpus",
+                std::thread::available_parallelism()
+                    .ok()
+                    .map(|c| c.get() as u64),
+            )
+            .int("timer_overhead_ns", timer_overhead)
+            .str("loadavg", &load_start)
+            .str(
+                "dir",
+                &plan
+                    .root
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+    )?;
+    eprintln!(
+        "holt-bench: mode {}, n = {}, shapes {}, engines {}, ops {}; timer overhead {} ns; JSON -> {}",
+        args.mode.name(),
+        report::grouped(args.n as u64),
+        shape_names.join(","),
+        engine_names.join(","),
+        op_names.join(","),
+        timer_overhead,
+        col.json.path()
+    );
+
+    for &shape in &args.shapes {
+        let t = Instant::now();
+        status(progress, &format!("{shape}: generating keys"));
+        let keys = KeySet::generate(
+            shape,
+            args.seed,
+            args.n,
+            ops::miss_count(args.n),
+            ops::aux_count(args.n),
+        );
+        let vals = ValuePool::generate(shape, args.seed);
+        status(progress, "");
+        eprintln!(
+            "{shape}: {} keys ({:.1} B mean) + {} misses + {} spare generated in {:.2} s; values {:.0} B mean",
+            report::grouped(args.n as u64),
+            (0..args.n).map(|i| keys.key(i).len()).sum::<usize>() as f64 / args.n as f64,
+            report::grouped(keys.misses as u64),
+            report::grouped(keys.aux as u64),
+            t.elapsed().as_secs_f64(),
+            vals.mean_len(),
+        );
+        for &kind in &args.engines {
+            run_engine_kind(&plan, kind, shape, &keys, &vals, &mut col)?;
+        }
+    }
+
+    // Digest cross-check: every engine must agree with the first one.
+    let mut mismatches = Vec::new();
+    let mut compared = 0;
+    for (i, (shape, op, engine, digest)) in col.digests.iter().enumerate() {
+        if let Some((_, _, e0, d0)) = col.digests[..i]
+            .iter()
+            .find(|(s, o, _, _)| s == shape && o == op)
+        {
+            compared += 1;
+            if d0 != digest {
+                mismatches.push(format!(
+                    "{shape} {op}: {e0} digest {d0:#018x} != {engine} digest {digest:#018x}"
+                ));
+            }
+        }
+    }
+    for m in &mismatches {
+        col.json.line(
+            Obj::default()
+                .str("type", "digest_mismatch")
+                .str("detail", m),
+        )?;
+    }
+    let total = wall.elapsed().as_secs_f64();
+    col.json.line(
+        Obj::default()
+            .str("type", "done")
+            .num("wall_secs", total)
+            .int("digests_compared", compared as u64)
+            .int("digest_mismatches", mismatches.len() as u64)
+            .int("errors", col.errors.len() as u64)
+            .str("loadavg", &report::loadavg()),
+    )?;
+
+    println!("## holt-bench: {} mode\n", args.mode.name());
+    println!("{}", report::ops_table(&col.rows));
+    println!("{}", report::summary_table(&col.summaries));
+    println!(
+        "Latency: sampled 1 op in 16 for point ops, 1 in 4 for rename/create_delete, every op for \
+         scans; timer overhead {timer_overhead} ns subtracted. fill = space used / (frames x 512 KiB) \
+         after load. bytes/key: engine space used (mem), bytes on disk (disk), estimated heap of the maps \
+         (est), or RSS growth over the load (rss). peak RSS is the process peak during that engine's run."
+    );
+    if args.engines.len() > 1 {
+        if compared == 0 {
+            println!(
+                "\nDigest check: nothing to compare (fewer than two engines produced results)."
+            );
+        } else if mismatches.is_empty() {
+            println!("\nDigest check: OK ({compared} op groups compared, all engines agree).");
+        } else {
+            println!(
+                "\nDigest check: {} MISMATCH(ES) — engine bug:",
+                mismatches.len()
+            );
+            for m in &mismatches {
+                println!("- {m}");
+            }
+        }
+    }
+    if !col.errors.is_empty() {
+        println!("\nErrors:");
+        for e in &col.errors {
+            println!("- {e}");
+        }
+    }
+    println!(
+        "\nWall time {total:.1} s; load average {load_start} at start, {} at end; JSON lines in {}",
+        report::loadavg(),
+        col.json.path()
+    );
+    Ok(mismatches.is_empty() && col.errors.is_empty())
+}
+
+fn run_engine_kind(
+    plan: &Plan<'_>,
+    kind: EngineKind,
+    shape: Shape,
+    keys: &KeySet,
+    vals: &ValuePool,
+    col: &mut Collector,
+) -> Result<()> {
+    let args = plan.args;
+    report::reset_peak_rss();
+    let base_rss = report::rss().0;
+    match kind {
+        EngineKind::Holt => {
+            let dir = match &plan.root {
+                None => None,
+                Some(root) => {
+                    let d = root.join(format!("holt-{shape}"));
+                    let occupied = std::fs::read_dir(&d)
+                        .map(|mut it| it.next().is_some())
+                        .unwrap_or(false);
+                    if occupied {
+                        return col.error(
+                            "holt",
+                            shape,
+                            "open",
+                            format!(
+                                "{} exists and is not empty; remove it or pass another --dir",
+                                d.display()
+                            ),
+                        );
+                    }
+                    Some(d)
+                }
+            };
+            let pool = args.pool.unwrap_or_else(|| default_pool(shape, args.n));
+            let opts = HoltOptions {
+                dir,
+                pool_frames: pool,
+                flush_on_write: args.flush_on_write,
+            };
+            match HoltEngine::open(&opts) {
+                Ok(e) => run_engine(plan, e, Some(pool), shape, keys, vals, base_rss, col),
+                Err(err) => col.error("holt", shape, "open", err.to_string()),
+            }
+        }
+        EngineKind::Reference => run_engine(
+            plan,
+            ReferenceEngine::new(),
+            None,
+            shape,
+            keys,
+            vals,
+            base_rss,
+            col,
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_engine<E: Engine>(
+    plan: &Plan<'_>,
+    mut e: E,
+    pool: Option<usize>,
+    shape: Shape,
+    keys: &KeySet,
+    vals: &ValuePool,
+    base_rss: Option<u64>,
+    col: &mut Collector,
+) -> Result<()> {
+    let args = plan.args;
+    let start = Instant::now();
+    let engine = e.name();
+    let cx = Ctx {
+        keys,
+        vals,
+        seed: args.seed,
+        label: format!("{engine} {shape}"),
+        progress: plan.progress,
+        timer_overhead: plan.timer_overhead,
+    };
+    let mut sum = Summary {
+        engine: engine.to_string(),
+        shape: shape.name().to_string(),
+        n: args.n,
+        pool,
+        base_rss,
+        ..Summary::default()
+    };
+    for &op in &args.ops {
+        let r = match ops::run(&mut e, op, &cx) {
+            Ok(r) => r,
+            Err(err) => {
+                col.error(engine, shape, &op.name(), err.to_string())?;
+                break;
+            }
+        };
+        let lat = Latency::of(&r);
+        let mut line = Obj::default()
+            .str("type", "group")
+            .str("engine", engine)
+            .str("shape", shape.name())
+            .str("mode", args.mode.name())
+            .int("n", args.n as u64)
+            .str("op", &r.op)
+            .int("threads", r.threads as u64)
+            .int("ops", r.ops)
+            .num("secs", r.secs)
+            .num("ops_per_sec", r.ops_per_sec())
+            .int("p50_ns", lat.p50)
+            .int("p99_ns", lat.p99)
+            .int("p999_ns", lat.p999)
+            .int("max_ns", lat.max)
+            .num("mean_ns", lat.mean)
+            .int("samples", lat.samples)
+            .int("sample_every", r.sample_every as u64)
+            .str("digest", &format!("{:#018x}", r.digest))
+            .int("items", r.items);
+        for (k, v) in &r.extra {
+            line = line.num(k, *v);
+        }
+        line = match &r.wrong {
+            Some(w) => line.str("wrong", w),
+            None => line.null("wrong"),
+        };
+        col.json.line(line)?;
+        if let Some(w) = &r.wrong {
+            col.error(engine, shape, &r.op, format!("wrong results: {w}"))?;
+        }
+        col.digests.push((shape, r.op.clone(), engine, r.digest));
+        col.rows.push(Row {
+            engine: engine.to_string(),
+            shape: shape.name().to_string(),
+            n: args.n,
+            threads: r.threads,
+            op: r.op.clone(),
+            ops: r.ops,
+            ops_per_sec: r.ops_per_sec(),
+            lat,
+        });
+
+        if op == OpKind::Load {
+            sum.load_secs = r.secs;
+            sum.checkpoint_secs = r
+                .extra
+                .iter()
+                .find(|(k, _)| *k == "checkpoint_secs")
+                .map_or(0.0, |(_, v)| *v);
+            after_load(&e, shape, args.n, base_rss, &mut sum, pool, col)?;
+        }
+    }
+    match e.stats() {
+        Ok(s) => {
+            sum.cache_hits = s.cache_hits;
+            sum.cache_misses = s.cache_misses;
+            sum.restarts = s.restarts;
+        }
+        Err(err) => col.error(engine, shape, "stats", err.to_string())?,
+    }
+    sum.peak_rss = report::rss().1;
+    drop(e);
+    sum.wall_secs = start.elapsed().as_secs_f64();
+    col.json.line(
+        Obj::default()
+            .str("type", "summary")
+            .str("engine", engine)
+            .str("shape", shape.name())
+            .str("mode", args.mode.name())
+            .int("n", args.n as u64)
+            .opt_int("pool_frames", sum.pool.map(|p| p as u64))
+            .bool("flush_on_write", args.flush_on_write)
+            .num("load_secs", sum.load_secs)
+            .num("checkpoint_secs", sum.checkpoint_secs)
+            .opt_int("frames", sum.frames)
+            .opt_num("mean_fill", sum.mean_fill)
+            .opt_int("cache_hits", sum.cache_hits)
+            .opt_int("cache_misses", sum.cache_misses)
+            .opt_num("cache_hit_rate", sum.hit_rate())
+            .opt_int("optimistic_restarts", sum.restarts)
+            .opt_int("peak_rss_bytes", sum.peak_rss)
+            .opt_int("base_rss_bytes", sum.base_rss)
+            .opt_num("bytes_per_key", sum.bytes_per_key)
+            .str("bytes_per_key_source", sum.bytes_per_key_source)
+            .num("wall_secs", sum.wall_secs),
+    )?;
+    col.summaries.push(sum);
+    Ok(())
+}
+
+/// Frame count, fill and bytes per key, right after load + checkpoint.
+fn after_load<E: Engine>(
+    e: &E,
+    shape: Shape,
+    n: usize,
+    base_rss: Option<u64>,
+    sum: &mut Summary,
+    pool: Option<usize>,
+    col: &mut Collector,
+) -> Result<()> {
+    let stats = match e.stats() {
+        Ok(s) => s,
+        Err(err) => return col.error(e.name(), shape, "stats", err.to_string()),
+    };
+    sum.frames = stats.frames;
+    if let (Some(f), Some(used)) = (stats.frames, stats.space_used) {
+        if f > 0 {
+            sum.mean_fill = Some(used as f64 / (f as f64 * f64::from(holt::Tree::page_size())));
+        }
+        if let (Some(p), true) = (pool, f as usize > pool.unwrap_or(usize::MAX)) {
+            eprintln!(
+                "holt-bench: note: {} {shape}: {f} frames > pool of {p}; the cache will evict",
+                e.name()
+            );
+        }
+    }
+    if let Some(dir) = e.data_dir() {
+        sum.bytes_per_key = Some(report::disk_usage(dir) as f64 / n as f64);
+        sum.bytes_per_key_source = "disk";
+    } else if let Some(used) = stats.space_used {
+        sum.bytes_per_key = Some(used as f64 / n as f64);
+        sum.bytes_per_key_source = "mem";
+    } else if let Some(heap) = stats.heap_bytes {
+        sum.bytes_per_key = Some(heap as f64 / n as f64);
+        sum.bytes_per_key_source = "est";
+    } else if let (Some(now), Some(base)) = (report::rss().0, base_rss) {
+        sum.bytes_per_key = Some(now.saturating_sub(base) as f64 / n as f64);
+        sum.bytes_per_key_source = "rss";
+    }
+    Ok(())
+}

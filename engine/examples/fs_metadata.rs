@@ -21,8 +21,12 @@ fn list_dir(tree: &Tree, dir: &str) -> holt::Result<Vec<String>> {
         .into_iter()
         .map(|e| {
             Ok(match e? {
-                RangeEntry::Key { key, .. } => String::from_utf8_lossy(&key[dir.len()..]).into_owned(),
-                RangeEntry::CommonPrefix(p) => String::from_utf8_lossy(&p[dir.len()..]).into_owned(),
+                RangeEntry::Key { key, .. } => {
+                    String::from_utf8_lossy(&key[dir.len()..]).into_owned()
+                }
+                RangeEntry::CommonPrefix(p) => {
+                    String::from_utf8_lossy(&p[dir.len()..]).into_owned()
+                }
                 _ => String::new(),
             })
         })
@@ -43,7 +47,10 @@ fn main() -> holt::Result<()> {
         tree.put(path.as_bytes(), &inode(ino, 0o100_644, 42))?;
     }
 
-    println!("ls /home/u1/src/ -> {:?}", list_dir(&tree, "/home/u1/src/")?);
+    println!(
+        "ls /home/u1/src/ -> {:?}",
+        list_dir(&tree, "/home/u1/src/")?
+    );
 
     // mv /home/u1/notes.md /home/u1/src/NOTES.md (atomic; refuses to
     // overwrite unless forced).

@@ -124,7 +124,10 @@ impl HybridLatch {
                     .is_ok()
             {
                 self.enter_exclusive();
-                return ExclusiveGuard { latch: self, version: v };
+                return ExclusiveGuard {
+                    latch: self,
+                    version: v,
+                };
             }
             backoff.snooze();
         }
@@ -145,7 +148,10 @@ impl HybridLatch {
         ) {
             Ok(_) => {
                 self.enter_exclusive();
-                Ok(ExclusiveGuard { latch: self, version })
+                Ok(ExclusiveGuard {
+                    latch: self,
+                    version,
+                })
             }
             Err(_) => Err(Restart),
         }

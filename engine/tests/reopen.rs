@@ -17,15 +17,24 @@ fn all(t: &Tree) -> BTreeMap<Vec<u8>, Vec<u8>> {
 
 fn workload(t: &Tree, model: &mut BTreeMap<Vec<u8>, Vec<u8>>, round: u64) {
     for i in 0..3000u64 {
-        let k = format!("tenant-{}/dir-{}/obj-{:06}", i % 3, i % 17, (i * 7919 + round) % 5000).into_bytes();
+        let k = format!(
+            "tenant-{}/dir-{}/obj-{:06}",
+            i % 3,
+            i % 17,
+            (i * 7919 + round) % 5000
+        )
+        .into_bytes();
         if i % 5 == 4 {
             assert_eq!(t.delete(&k).unwrap(), model.remove(&k));
         } else {
-            let v = format!("v{round}-{i}").repeat((i % 7) as usize + 1).into_bytes();
+            let v = format!("v{round}-{i}")
+                .repeat((i % 7) as usize + 1)
+                .into_bytes();
             assert_eq!(t.put(&k, &v).unwrap(), model.insert(k, v));
         }
     }
-    t.rename(b"tenant-0/dir-0/obj-000000", b"renamed", true).ok();
+    t.rename(b"tenant-0/dir-0/obj-000000", b"renamed", true)
+        .ok();
     if let Some(v) = model.remove(b"tenant-0/dir-0/obj-000000".as_slice()) {
         model.insert(b"renamed".to_vec(), v);
     }
@@ -58,7 +67,11 @@ fn reopen_with_checkpoints_and_sync_commit() {
     let dir = tempfile::tempdir().unwrap();
     let mut model = BTreeMap::new();
     for round in 0..3 {
-        let t = TreeBuilder::new(dir.path()).wal_sync_on_commit(round % 2 == 1).buffer_pool_size(4).open().unwrap();
+        let t = TreeBuilder::new(dir.path())
+            .wal_sync_on_commit(round % 2 == 1)
+            .buffer_pool_size(4)
+            .open()
+            .unwrap();
         assert_eq!(all(&t), model, "round {round} after reopen");
         workload(&t, &mut model, round);
         t.checkpoint().unwrap();
@@ -101,7 +114,10 @@ fn background_checkpointer_flushes_and_drop_loses_nothing() {
     };
     let mut model = BTreeMap::new();
     {
-        let t = TreeBuilder::new(dir.path()).checkpoint(cfg.clone()).open().unwrap();
+        let t = TreeBuilder::new(dir.path())
+            .checkpoint(cfg.clone())
+            .open()
+            .unwrap();
         workload(&t, &mut model, 7);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -111,7 +127,10 @@ fn background_checkpointer_flushes_and_drop_loses_nothing() {
                 assert!(ck.blobs_flushed >= 1);
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "no background round: {ck:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no background round: {ck:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         // Written after the last background round: only the final round
@@ -155,5 +174,9 @@ fn torn_wal_tail_is_cut_and_mid_file_damage_refused() {
         Err(Error::ReplaySanityFailed { .. }) => {}
         other => panic!("expected ReplaySanityFailed, got {other:?}"),
     }
-    assert_eq!(std::fs::read(&wal).unwrap(), bytes, "refused open changed the WAL");
+    assert_eq!(
+        std::fs::read(&wal).unwrap(),
+        bytes,
+        "refused open changed the WAL"
+    );
 }

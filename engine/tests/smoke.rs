@@ -21,7 +21,11 @@ impl Rng {
 
 fn same(a: &[Vec<u8>], b: &[Vec<u8>]) {
     if a != b {
-        let i = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+        let i = a
+            .iter()
+            .zip(b)
+            .position(|(x, y)| x != y)
+            .unwrap_or(a.len().min(b.len()));
         panic!(
             "lists differ: len {} vs {}, first at {i}: {:?} vs {:?}",
             a.len(),
@@ -54,7 +58,10 @@ fn basic_put_get_delete() {
     assert_eq!(t.get(b"a\0").unwrap(), Some(b"2".to_vec()));
     assert_eq!(t.get(b"ab").unwrap(), Some(b"3".to_vec()));
     assert_eq!(t.get(b"").unwrap(), Some(b"e".to_vec()));
-    assert_eq!(keys(&t, b""), vec![b"".to_vec(), b"a".to_vec(), b"a\0".to_vec(), b"ab".to_vec()]);
+    assert_eq!(
+        keys(&t, b""),
+        vec![b"".to_vec(), b"a".to_vec(), b"a\0".to_vec(), b"ab".to_vec()]
+    );
     assert_eq!(t.delete(b"a").unwrap(), Some(b"1".to_vec()));
     assert_eq!(t.get(b"a").unwrap(), None);
     assert_eq!(t.get(b"ab").unwrap(), Some(b"3".to_vec()));
@@ -70,7 +77,11 @@ fn random_model() {
         match r.next() % 10 {
             0..=5 => {
                 let v = vec![(i % 251) as u8; (r.next() % 300) as usize];
-                assert_eq!(t.put(&k, &v).unwrap(), model.insert(k.clone(), v), "put {i}");
+                assert_eq!(
+                    t.put(&k, &v).unwrap(),
+                    model.insert(k.clone(), v),
+                    "put {i}"
+                );
             }
             6..=8 => {
                 assert_eq!(t.delete(&k).unwrap(), model.remove(&k), "delete {i}");

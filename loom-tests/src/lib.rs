@@ -1,72 +1,113 @@
-//! loom model checks of holt's HybridLatch (DESIGN.md §6), compiled from
-//! the engine's real source, with deliberately broken variants that loom
-//! must catch.
+//! loom model checks of holt's HybridLatch (DESIGN.md §6) and of the
+//! buffer manager's dirty map (DESIGN.md §5, I1/I3), compiled from the
+//! engine's real source, with deliberately broken variants that loom must
+//! catch.
 //!
 //! # Running
 //! ```text
-//! cargo test -p holt-loom-tests --release                 # every model, default bounds
-//! cargo test -p holt-loom-tests --release -- --nocapture  # ... and print each model's time
-//! LOOM_MAX_PREEMPTIONS=3 cargo test -p holt-loom-tests --release   # deeper
+//! cargo test -p holt-loom-tests --release                    # every model, default bounds
+//! cargo test -p holt-loom-tests --release -- --nocapture     # ... printing bound, executions, time
+//! LOOM_MAX_PREEMPTIONS=4 cargo test -p holt-loom-tests --release   # deeper
 //! ```
 //! Always build in release: loom re-runs each model once per explored
-//! interleaving. Each model has a default preemption bound (2 or 3; see
-//! [`tests`](crate) below) that keeps the whole suite well under a minute
-//! on two cores. loom's own environment variables override the defaults:
-//! * `LOOM_MAX_PREEMPTIONS=N` — explore interleavings with up to `N` forced
-//!   thread switches (cost grows steeply: try 3, then 4, with
-//!   `--test-threads=1` and a single test name to keep memory in check);
-//! * `LOOM_MAX_BRANCHES=N` — the per-execution limit on scheduling points
+//! execution. Every model defaults to preemption bound 3 (`tests.rs`); on
+//! two cores the whole suite takes about 2 s at 3, 4 s at 4 and 12 s at 5
+//! with `--test-threads=1` (model 1 is half of it). The mutation tests of
+//! models 4 and 6 need bound 2 to find their bug. loom's own environment
+//! variables override the defaults:
+//! * `LOOM_MAX_PREEMPTIONS=N` — explore executions with up to `N` forced
+//!   thread switches. Cost grows steeply with `N`; add `--test-threads=1`
+//!   and a test name to look at one model.
+//! * `LOOM_MAX_BRANCHES=N` — per-execution limit on scheduling points
 //!   (default 1000). A model that exceeds it fails with "Model exceeded
-//!   maximum number of branches"; that is how a wait that never ends
-//!   (livelock, lost wake-up) shows up, because every latch wait yields
-//!   under loom. Raise it only if a deeper bound legitimately needs more;
-//! * `LOOM_MAX_DURATION=secs`, `LOOM_MAX_PERMUTATIONS=N` — stop early
-//!   (checked every 20 000 iterations), `LOOM_LOG=trace` and
-//!   `LOOM_LOCATION=1` — explain a failure (slow; narrow it down first).
+//!   maximum number of branches": that is how a wait that never ends shows
+//!   up, because every latch wait yields to loom (`sync::Backoff`). Raise
+//!   it only if a deeper bound legitimately needs longer executions.
+//! * `LOOM_MAX_DURATION=secs`, `LOOM_MAX_PERMUTATIONS=N` stop early
+//!   (checked every 20 000 executions); `LOOM_LOG=1` and `LOOM_LOCATION=1`
+//!   explain a failure (slow: narrow it down first).
+//!
+//! The latch models have two threads, the dirty-map and eviction models
+//! (4, 6) three. Never let two threads spin on a latch a third holds:
+//! loom's scheduler may alternate the two spinners forever without
+//! spending a preemption (tokio-rs/loom#53), and such a model fails at the
+//! branch limit from bound 3 on even though the latch is fine. In models 4
+//! and 6 the seq map's mutex blocks (loom parks the waiter) and at most
+//! one thread spins on the latch at a time.
 //!
 //! # How the real code gets here
-//! `build.rs` sets `cfg(loom)` for this crate only. Each variant below is a
-//! module made by the `variant!` macro that includes the engine's files by
-//! path — `#[path = "../../engine/src"]` on the inline module, then
-//! `#[path = "sync.rs"] mod sync;` and `#[path = "latch.rs"] mod latch;` —
-//! next to a `mutation` module written here. `latch.rs` only refers to
-//! `super::sync` and `super::mutation`, so in each variant it binds to the
-//! included `sync.rs`, which under `cfg(loom)` re-exports loom's atomics,
-//! fences and `yield_now` (every spin/backoff step yields to the loom
-//! scheduler), and to this crate's switches. Nothing is copied: edit
-//! `engine/src/latch.rs` and these models check the edit.
+//! `build.rs` sets `cfg(loom)` for this crate only. Each variant below is
+//! an inline module stamped out by the `variant!` macro. The module carries
+//! `#[path = "../../engine/src"]`, so the `#[path = "sync.rs"] mod sync;`
+//! and `#[path = "latch.rs"] mod latch;` inside it are the engine's files
+//! (a `#[path]` inside an inline module is resolved against the directory
+//! the module's own `#[path]` names), and `mod buffer { #[path =
+//! "dirty.rs"] mod dirty; }` is `engine/src/buffer/dirty.rs` (a nested
+//! inline module adds its name to that directory). Next to them sits a
+//! `mutation` module written here. `latch.rs` refers only to
+//! `super::sync` and `super::mutation`, `buffer/dirty.rs` only to
+//! `super::super::{sync, mutation}`, so in each variant both bind to the
+//! included `sync.rs` — which under `cfg(loom)` re-exports loom's atomics,
+//! fences, `Mutex` and a `yield_now`, so every lock, spin and backoff step
+//! is a loom scheduling point — and to this crate's switches. Nothing is
+//! copied: an edit to `engine/src/latch.rs` or `engine/src/buffer/dirty.rs`
+//! is what these models check on the next run.
 //!
-//! The engine's `mutation.rs` defines deliberate-bug switches, all `false`
+//! `engine/src/mutation.rs` defines deliberate-bug switches, all `false`
 //! there so the broken branches compile away. Each variant's `mutation`
-//! module defines every one of those constants (the macro's list must match
-//! `engine/src/mutation.rs`; a missing name fails to compile because the
-//! included code refers to it) and turns on only the switches named in its
+//! module defines every one of those constants (the list in `variant!`
+//! must match the engine's file; a name missing here fails to compile
+//! because the included code refers to it, a typo in a `variant!` line
+//! fails a `const` assertion) and turns on only the switches named in its
 //! `variant!` line:
 //! * [`correct`] — no switch; every model must pass;
 //! * [`skip_version_bump`] — `LATCH_SKIP_VERSION_BUMP`;
 //! * [`weak_validate`] — `LATCH_WEAK_VALIDATE`;
-//! * [`shared_ignores_writer`] — `LATCH_SHARED_IGNORES_WRITER`.
+//! * [`shared_ignores_writer`] — `LATCH_SHARED_IGNORES_WRITER`;
+//! * [`dirty_restore_overwrites`] — `DIRTY_RESTORE_OVERWRITES`.
 //!
-//! The models (`models.rs`) are generic over a small `Latch` trait that each
-//! variant implements by forwarding to its `latch::HybridLatch`; the tests
-//! (`tests.rs`) run every model against `correct` and each model whose
-//! documented mutation applies against that variant, requiring loom to
-//! panic with the invariant the mutation breaks. A mutation test that
-//! passes means loom found the bug; one that fails means a model has lost
-//! its teeth.
+//! `EVICT_IGNORES_DIRTY` is defined in every variant but no model can
+//! turn it on: it lives in `buffer/manager.rs`, which needs `DashMap` and
+//! cannot be compiled against loom. Model 6 therefore copies the eviction
+//! rule (see its docs).
 //!
-//! # Known limitation of loom that matters here
-//! loom treats `SeqCst` loads, stores and read-modify-writes as `AcqRel`
-//! (loom README, issue #180); only `fence(SeqCst)` is modelled as
-//! sequentially consistent. The latch's shared/exclusive handshake is
-//! Dekker-style (writer: CAS `version` odd, then load `shared`; reader:
-//! `fetch_add` on `shared`, then load `version`, all `SeqCst`), whose
-//! correctness rests on the single total order of `SeqCst` operations. See
-//! the crate report in `tests.rs` (`shared_vs_exclusive` on `correct`) for
-//! what loom makes of it.
+//! The models (`models.rs`) are generic over two small traits that each
+//! variant implements by forwarding to its own code: `Latch` to
+//! `latch::HybridLatch` (the real guards and their `Drop`s, and the raw
+//! lock/unlock calls `FrameRead`/`FrameWrite` use), `SeqMap` to
+//! `buffer::dirty::SeqMap`. `tests.rs` runs every model against `correct`,
+//! and each model against the variants whose bug it documents, requiring
+//! loom to panic *on the invariant that bug breaks* (the panic message is
+//! checked). A passing mutation test means loom found the bug; a failing
+//! one means a model has lost its teeth.
 //!
-//! Models for the buffer manager (`DIRTY_RESTORE_OVERWRITES`,
-//! `EVICT_IGNORES_DIRTY`) will include the buffer files the same way.
+//! | model | checks | caught mutation |
+//! |---|---|---|
+//! | 1 `optimistic_vs_exclusive` | validated reads are never torn, never span a write | `LATCH_SKIP_VERSION_BUMP`, `LATCH_WEAK_VALIDATE` |
+//! | 2a `shared_vs_exclusive` | racing shared/exclusive never overlap, both finish | `LATCH_SHARED_IGNORES_WRITER` |
+//! | 2b `two_writers` | writers never overlap or lose an update | none yet |
+//! | 2c `shared_holders_coexist` | two shared holders are inside at once | none yet |
+//! | 2d `writer_waits_for_shared_holder` | a writer waits out a shared holder, then gets in | none yet |
+//! | 2e `reader_waits_for_writer` | a reader waits for a writer, then sees all of it | none yet |
+//! | 3 `upgrade_increments` | `try_upgrade` only on an unchanged version | `LATCH_SKIP_VERSION_BUMP` |
+//! | 4 `dirty_marks_vs_round` (complete / restore) | marks racing a drain are neither lost nor lose their minimum; in-flight entries count (I1, I3) | `DIRTY_RESTORE_OVERWRITES` (restore) |
+//! | 5 `capture_vs_writer` | a checkpoint capture under the shared latch is all-before or all-after a write | `LATCH_SHARED_IGNORES_WRITER` |
+//! | 6 `evict_vs_dirty` (complete / restore) | eviction never drops a frame marked dirty, live or in flight (I1) | none in the included files; a live-only evictor (control) |
+//!
+//! # loom and `SeqCst`
+//! loom 0.7 treats `SeqCst` loads, stores and read-modify-writes as
+//! `AcqRel` (loom README, tokio-rs/loom#180); only `fence(SeqCst)` is
+//! modelled as sequentially consistent. The latch's shared/exclusive
+//! handshake is Dekker-style (the writer CASes `version` odd, then loads
+//! `shared`; a reader `fetch_add`s `shared`, then loads `version`), so
+//! each side separates its RMW from its load with `fence(SeqCst)`. C11
+//! already forbids both loads reading the stale value through the total
+//! order of the `SeqCst` accesses alone, but loom does not, and without
+//! the fences it fails models 2a and 5 on the correct latch. The pair of
+//! tests `loom_seqcst_gap_is_still_there` / `loom_models_seqcst_fences`
+//! pins this on a four-line litmus test: the first fails the day a loom
+//! upgrade models `SeqCst` accesses (the fences are then redundant for
+//! the models, though still correct).
 
 /// `true` iff `name` is in `on`. `const`, so the switches stay constants
 /// and the broken branches compile away in the variants that leave them
@@ -114,19 +155,26 @@ const fn str_eq(a: &str, b: &str) -> bool {
 /// by path, plus a `mutation` module with the listed switches on.
 macro_rules! variant {
     ($(#[$doc:meta])* $name:ident: [$($on:ident),* $(,)?]) => {
-        variant!(@at "../../engine/src", $(#[$doc])* $name: [$($on),*]);
-    };
-    (@at $dir:literal, $(#[$doc:meta])* $name:ident: [$($on:ident),* $(,)?]) => {
         $(#[$doc])*
         // The included engine files are compiled in full; the models use
         // only part of them.
         #[allow(dead_code, unused_imports)]
-        #[path = $dir]
+        // Compiling the same files once per variant is the point.
+        #[allow(clippy::duplicate_mod)]
+        #[path = "../../engine/src"]
         pub mod $name {
             #[path = "sync.rs"]
             pub(crate) mod sync;
             #[path = "latch.rs"]
             pub(crate) mod latch;
+
+            /// `engine/src/buffer/dirty.rs` at the same depth as in the
+            /// engine, so its `super::super::{sync, mutation}` are this
+            /// variant's modules.
+            pub(crate) mod buffer {
+                #[path = "dirty.rs"]
+                pub(crate) mod dirty;
+            }
 
             /// This variant's copy of `engine/src/mutation.rs`.
             pub(crate) mod mutation {
@@ -163,6 +211,49 @@ macro_rules! variant {
                     let _guard = latch::HybridLatch::try_upgrade(self, version).ok()?;
                     Some(f())
                 }
+                fn lock_exclusive_raw(&self) -> u64 {
+                    latch::HybridLatch::lock_exclusive_raw(self)
+                }
+                fn unlock_exclusive_raw(&self, version: u64) {
+                    latch::HybridLatch::unlock_exclusive_raw(self, version)
+                }
+                fn lock_shared_raw(&self) {
+                    latch::HybridLatch::lock_shared_raw(self)
+                }
+                fn unlock_shared_raw(&self) {
+                    latch::HybridLatch::unlock_shared_raw(self)
+                }
+            }
+
+            #[cfg(test)]
+            impl crate::models::SeqMap for buffer::dirty::SeqMap {
+                fn new() -> Self {
+                    buffer::dirty::SeqMap::default()
+                }
+                fn mark(&self, guid: crate::models::Guid, seq: u64) {
+                    buffer::dirty::SeqMap::mark(self, guid, seq)
+                }
+                fn drain(&self) -> crate::models::Drained {
+                    buffer::dirty::SeqMap::drain(self)
+                }
+                fn complete(&self, drained: &crate::models::Drained) {
+                    buffer::dirty::SeqMap::complete(self, drained)
+                }
+                fn restore(&self, drained: &crate::models::Drained) {
+                    buffer::dirty::SeqMap::restore(self, drained)
+                }
+                fn remove(&self, guid: &crate::models::Guid) -> Option<u64> {
+                    buffer::dirty::SeqMap::remove(self, guid)
+                }
+                fn contains(&self, guid: &crate::models::Guid) -> bool {
+                    buffer::dirty::SeqMap::contains(self, guid)
+                }
+                fn live_len(&self) -> usize {
+                    buffer::dirty::SeqMap::len(self)
+                }
+                fn min_seq(&self) -> Option<u64> {
+                    buffer::dirty::SeqMap::min_seq(self)
+                }
             }
         }
     };
@@ -195,9 +286,12 @@ variant!(
     /// holder that arrived after its first version check.
     shared_ignores_writer: [LATCH_SHARED_IGNORES_WRITER]
 );
+variant!(
+    /// `DIRTY_RESTORE_OVERWRITES`: a failed round's restore overwrites a
+    /// fresh mark with the drained seq instead of keeping the minimum.
+    dirty_restore_overwrites: [DIRTY_RESTORE_OVERWRITES]
+);
 
-variant!(@at "/tmp/latchfix", xfix: []);
-variant!(@at "/tmp/latchfix", xfix_siw: [LATCH_SHARED_IGNORES_WRITER]);
 #[cfg(test)]
 mod models;
 #[cfg(test)]

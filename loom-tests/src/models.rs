@@ -1,18 +1,22 @@
-//! The latch models, written once against [`Latch`] and run for every
-//! variant in [`crate::tests`].
+//! The models, written once against [`Latch`] and [`SeqMap`] and run for
+//! every variant in [`crate::tests`].
 //!
-//! Shared data follows the engine's frame-memory discipline
+//! Shared frame data follows the engine's frame-memory discipline
 //! (`engine/src/frame/mem.rs`): every word is an atomic, readers load it
 //! `Relaxed`, and only the exclusive holder stores to it, also `Relaxed`,
 //! inside its critical section. All ordering therefore has to come from the
 //! latch, which is exactly what the models check.
 
+use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use loom::model::Builder;
-use loom::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use loom::sync::Arc;
+use loom::sync::atomic::{
+    self, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release, SeqCst},
+};
+use loom::sync::{Arc, RwLock};
 use loom::thread;
 
 /// What the models need from a latch: the real `HybridLatch` API of one
@@ -32,6 +36,35 @@ pub(crate) trait Latch: Send + Sync + Sized + 'static {
     /// Runs `f` under the guard of `HybridLatch::try_upgrade(version)`;
     /// `None` if the upgrade restarted.
     fn upgrade<R>(&self, version: u64, f: impl FnOnce() -> R) -> Option<R>;
+    /// `HybridLatch::lock_exclusive_raw` (what `FrameWrite::lock` calls).
+    fn lock_exclusive_raw(&self) -> u64;
+    /// `HybridLatch::unlock_exclusive_raw` (`FrameWrite`'s `Drop`).
+    fn unlock_exclusive_raw(&self, version: u64);
+    /// `HybridLatch::lock_shared_raw` (what `FrameRead::lock` calls).
+    fn lock_shared_raw(&self);
+    /// `HybridLatch::unlock_shared_raw` (`FrameRead`'s `Drop`).
+    fn unlock_shared_raw(&self);
+}
+
+/// A frame name, as in `engine/src/buffer/dirty.rs`.
+pub(crate) type Guid = [u8; 16];
+/// What `SeqMap::drain` hands a checkpoint round.
+pub(crate) type Drained = HashMap<Guid, u64>;
+
+/// The real `buffer::dirty::SeqMap` of one variant (see `variant!` in
+/// `lib.rs`); every method forwards to the method of the same name.
+pub(crate) trait SeqMap: Send + Sync + Sized + 'static {
+    /// `SeqMap::default`.
+    fn new() -> Self;
+    fn mark(&self, guid: Guid, seq: u64);
+    fn drain(&self) -> Drained;
+    fn complete(&self, drained: &Drained);
+    fn restore(&self, drained: &Drained);
+    fn remove(&self, guid: &Guid) -> Option<u64>;
+    fn contains(&self, guid: &Guid) -> bool;
+    /// `SeqMap::len`: live entries only, in-flight ones not counted.
+    fn live_len(&self) -> usize;
+    fn min_seq(&self) -> Option<u64>;
 }
 
 // ===== running =====
@@ -47,22 +80,45 @@ pub(crate) fn builder(default_preemptions: usize) -> Builder {
     b
 }
 
-fn report(name: &str, b: &Builder, outcome: &str, elapsed: Duration) {
+fn report(name: &str, b: &Builder, outcome: &str, runs: usize, elapsed: Duration) {
     // Visible with `--nocapture`; the numbers quoted in the crate docs.
     eprintln!(
-        "loom model {name}: preemption bound {}, {outcome} in {:.2?}",
-        b.preemption_bound.map_or_else(|| "none".to_owned(), |n| n.to_string()),
+        "loom model {name}: preemption bound {}, {outcome} after {runs} executions in {:.2?}",
+        b.preemption_bound
+            .map_or_else(|| "none".to_owned(), |n| n.to_string()),
         elapsed
     );
+}
+
+/// Runs `model` under `b`, counting the executions loom explores.
+fn run(b: &Builder, model: fn()) -> (std::thread::Result<()>, usize, Duration) {
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&runs);
+    let start = Instant::now();
+    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+        b.check(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            model();
+        });
+    }));
+    let elapsed = start.elapsed();
+    (
+        result,
+        runs.load(std::sync::atomic::Ordering::Relaxed),
+        elapsed,
+    )
 }
 
 /// Checks `model` exhaustively (up to the preemption bound); panics with
 /// loom's report if any interleaving fails.
 pub(crate) fn check(name: &str, default_preemptions: usize, model: fn()) {
     let b = builder(default_preemptions);
-    let start = Instant::now();
-    b.check(model);
-    report(name, &b, "passed", start.elapsed());
+    let (result, runs, elapsed) = run(&b, model);
+    if let Err(payload) = result {
+        eprintln!("loom model {name}: failed after {runs} executions");
+        panic::resume_unwind(payload);
+    }
+    report(name, &b, "passed", runs, elapsed);
 }
 
 /// Checks `model` and requires loom to find a failing interleaving whose
@@ -70,12 +126,10 @@ pub(crate) fn check(name: &str, default_preemptions: usize, model: fn()) {
 /// invariant it is meant to break, not by some unrelated failure).
 pub(crate) fn check_finds_bug(name: &str, default_preemptions: usize, model: fn(), expected: &str) {
     let b = builder(default_preemptions);
-    let start = Instant::now();
-    let result = panic::catch_unwind(AssertUnwindSafe(|| b.check(model)));
-    let elapsed = start.elapsed();
+    let (result, runs, elapsed) = run(&b, model);
     let payload = match result {
         Ok(()) => panic!(
-            "loom explored every interleaving of {name} (preemption bound {:?}) \
+            "loom explored all {runs} executions of {name} (preemption bound {:?}) \
              without finding the deliberate bug",
             b.preemption_bound
         ),
@@ -91,13 +145,13 @@ pub(crate) fn check_finds_bug(name: &str, default_preemptions: usize, model: fn(
         "{name}: loom failed the model, but not on the expected invariant \
          {expected:?}; panic was: {message}"
     );
-    report(name, &b, "found the bug", elapsed);
+    report(name, &b, "found the bug", runs, elapsed);
 }
 
 // ===== model 1: optimistic reader vs exclusive writer =====
 
-/// A latch guarding a two-word "frame" that the writer changes from
-/// `(0, 0)` to `(1, 1)`.
+/// A latch guarding a two-word "frame" `(x, y)`; every write stores the
+/// same value to both words.
 struct Frame<L> {
     latch: L,
     x: AtomicU64,
@@ -116,31 +170,32 @@ impl<L: Latch> Frame<L> {
 
 /// Model 1 — optimistic reader vs exclusive writer.
 ///
-/// One writer takes the latch exclusively and stores `x = 1`, `y = 1`
-/// (relaxed, like frame memory). The reader (main thread) takes an
-/// optimistic version, copies `x` then `y`, and validates, restarting on
-/// failure. Checks:
+/// The writer (spawned) runs two exclusive sections, storing `(1, 1)` and
+/// then `(2, 2)` (relaxed, like frame memory). The reader (main thread)
+/// takes an optimistic version, copies `x` then `y`, and validates,
+/// restarting on failure. Checks:
 /// * a read that validates is never torn (`x == y`);
-/// * a read that validates at version `v` saw exactly the state of `v`
-///   (`(0,0)` at 0, `(1,1)` at 2): a validation never succeeds across a
-///   write that overlapped the read;
-/// * validation does not fail spuriously: at most one restart for the one
-///   write.
+/// * a read that validates at version `v` saw exactly the state written
+///   under `v` (`(v/2, v/2)`): validation never succeeds across a write
+///   that overlapped the read;
+/// * validation does not fail spuriously: at most one restart per write.
 ///
 /// Fails with `LATCH_SKIP_VERSION_BUMP` (release restores the old version,
-/// so a read that overlapped the write validates and returns a torn pair)
-/// and with `LATCH_WEAK_VALIDATE` (without the acquire fence the version
-/// re-check may read a stale even version although the data loads already
-/// saw the writer's stores).
+/// so a read that overlapped a write validates) and with
+/// `LATCH_WEAK_VALIDATE` (without the acquire fence the relaxed version
+/// re-check may return a stale even version although the data loads
+/// already saw the writer's stores, so a torn read validates).
 pub(crate) fn optimistic_vs_exclusive<L: Latch>() {
     let f = Arc::new(Frame::<L>::new());
     let writer = {
         let f = Arc::clone(&f);
         thread::spawn(move || {
-            f.latch.exclusive(|| {
-                f.x.store(1, Relaxed);
-                f.y.store(1, Relaxed);
-            });
+            for n in 1..=2 {
+                f.latch.exclusive(|| {
+                    f.x.store(n, Relaxed);
+                    f.y.store(n, Relaxed);
+                });
+            }
         })
     };
 
@@ -148,8 +203,8 @@ pub(crate) fn optimistic_vs_exclusive<L: Latch>() {
     loop {
         attempts += 1;
         assert!(
-            attempts <= 2,
-            "optimistic read restarted although no write overlapped it"
+            attempts <= 3,
+            "optimistic read restarted more often than writes overlapped it"
         );
         let v = f.latch.optimistic();
         // Copy first, validate after.
@@ -157,11 +212,10 @@ pub(crate) fn optimistic_vs_exclusive<L: Latch>() {
         let y = f.y.load(Relaxed);
         if f.latch.validate(v) {
             assert_eq!(x, y, "validated optimistic read returned torn data");
-            let expect = if v == 0 { 0 } else { 1 };
             assert_eq!(
-                (x, y),
-                (expect, expect),
-                "validated optimistic read at version {v} does not match that version"
+                x,
+                v / 2,
+                "validated optimistic read at version {v} saw another version's data"
             );
             break;
         }
@@ -174,10 +228,10 @@ pub(crate) fn optimistic_vs_exclusive<L: Latch>() {
 /// Occupancy bits: writers add `WRITER`, shared holders add 1.
 const WRITER: u64 = 1 << 32;
 
-/// A latch, a two-word frame, a non-atomic-style counter and an occupancy
-/// word updated by read-modify-writes (which always see the latest value,
-/// so overlap is detected per interleaving, independent of the memory
-/// model).
+/// A latch, a two-word frame, a counter bumped with a split load/store,
+/// and an occupancy word updated by read-modify-writes (an RMW always
+/// reads the latest value, so overlap is detected per interleaving,
+/// independently of the memory model).
 struct Guarded<L> {
     latch: L,
     x: AtomicU64,
@@ -197,50 +251,69 @@ impl<L: Latch> Guarded<L> {
         }
     }
 
-    /// One exclusive critical section: check nobody else is inside, bump
+    /// Body of an exclusive section: check nobody else is inside, bump
     /// the counter with a split load/store (only mutual exclusion plus
     /// happens-before keeps it exact), and write the frame as `(n, n)`.
-    fn write(&self) {
-        self.latch.exclusive(|| {
-            let before = self.occupancy.fetch_add(WRITER, Relaxed);
-            assert_eq!(before, 0, "exclusive holder entered while the latch was held");
-            let n = self.count.load(Relaxed) + 1;
-            self.x.store(n, Relaxed);
-            self.y.store(n, Relaxed);
-            self.count.store(n, Relaxed);
-            self.occupancy.fetch_sub(WRITER, Relaxed);
-        });
+    fn write_locked(&self) {
+        let before = self.occupancy.fetch_add(WRITER, Relaxed);
+        assert_eq!(
+            before, 0,
+            "exclusive holder entered while the latch was held"
+        );
+        let n = self.count.load(Relaxed) + 1;
+        self.x.store(n, Relaxed);
+        self.y.store(n, Relaxed);
+        self.count.store(n, Relaxed);
+        self.occupancy.fetch_sub(WRITER, Relaxed);
     }
 
-    /// One shared critical section: check no writer is inside and the
-    /// frame is not half-written.
-    fn read(&self) {
-        self.latch.shared(|| {
-            let before = self.occupancy.fetch_add(1, Relaxed);
-            assert!(
-                before < WRITER,
-                "shared holder entered while an exclusive holder was inside"
-            );
-            let x = self.x.load(Relaxed);
-            let y = self.y.load(Relaxed);
-            assert_eq!(x, y, "shared holder observed a writer's partial state");
-            self.occupancy.fetch_sub(1, Relaxed);
-        });
+    /// Body of a shared section: check no writer is inside and the frame
+    /// is not half-written; returns the frame value.
+    fn read_locked(&self) -> u64 {
+        let before = self.occupancy.fetch_add(1, Relaxed);
+        assert!(
+            before < WRITER,
+            "shared holder entered while an exclusive holder was inside"
+        );
+        let x = self.x.load(Relaxed);
+        let y = self.y.load(Relaxed);
+        assert_eq!(x, y, "shared holder observed a writer's partial state");
+        self.occupancy.fetch_sub(1, Relaxed);
+        x
+    }
+
+    fn write(&self) {
+        self.latch.exclusive(|| self.write_locked());
+    }
+
+    fn read(&self) -> u64 {
+        self.latch.shared(|| self.read_locked())
     }
 }
 
-/// Model 2a — shared holder vs exclusive writer.
+/// Spins (yielding to loom) until `flag` is set; `Acquire`, so the waiter
+/// happens-after everything the setter did before its `Release` store.
+fn wait_for(flag: &AtomicU64) {
+    while flag.load(Acquire) == 0 {
+        thread::yield_now();
+    }
+}
+
+/// Model 2a — shared holder racing an exclusive writer.
 ///
-/// A writer (spawned) and a shared reader (main thread) race for the latch.
-/// Checks that the shared holder and the writer are never inside together
-/// (occupancy word), that the shared holder never sees the writer's partial
-/// state (`x == y`; relaxed data, so this also needs the latch's
-/// happens-before edges), and that both finish: the writer waits for the
-/// shared holder to leave, the reader waits for the writer, and loom fails
-/// the model if either spins forever (branch limit).
+/// A writer (spawned) and a shared reader (main thread) race for the latch
+/// from the start, so every interleaving of `lock_shared`'s register-then-
+/// recheck against `lock_exclusive`'s CAS-then-drain is explored. Checks
+/// that the two are never inside together (occupancy word), that the
+/// reader never sees the writer's partial state (`x == y`; relaxed data,
+/// so this also needs the latch's happens-before edges), and that both
+/// finish (a spin that never ends fails at loom's branch limit).
 ///
 /// Fails with `LATCH_SHARED_IGNORES_WRITER` (a reader that saw the version
-/// even enters although the writer took the latch meanwhile).
+/// even registers and enters although the writer took the latch and found
+/// no shared holder in between). It passes on the correct latch only
+/// because the handshake is fenced with `fence(SeqCst)` on both sides:
+/// see the crate docs ("loom and `SeqCst`").
 pub(crate) fn shared_vs_exclusive<L: Latch>() {
     let g = Arc::new(Guarded::<L>::new());
     let writer = {
@@ -252,28 +325,23 @@ pub(crate) fn shared_vs_exclusive<L: Latch>() {
     assert_eq!(g.count.load(Relaxed), 1);
 }
 
-/// Model 2b — two exclusive writers and a shared reader.
+/// Model 2b — two exclusive writers.
 ///
-/// Checks that two writers never overlap and that the second sees the
-/// first's stores (the split increment of `count` ends at exactly 2), that
-/// the reader never overlaps a writer or sees a torn frame, and that all
-/// three threads terminate.
+/// Checks that two writers are never inside together (occupancy word),
+/// that the second sees the first's stores (the split increment of `count`
+/// ends at exactly 2), and that both terminate.
 ///
-/// Fails with `LATCH_SHARED_IGNORES_WRITER`. No current switch breaks
-/// writer-writer exclusion; the model guards the version CAS against
-/// future changes.
-pub(crate) fn two_writers_and_reader<L: Latch>() {
+/// No current mutation switch breaks writer-writer exclusion (the version
+/// CAS); a `lock_exclusive` that entered without winning the CAS, or
+/// released without the `Release` store, would fail here.
+pub(crate) fn two_writers<L: Latch>() {
     let g = Arc::new(Guarded::<L>::new());
-    let writers: Vec<_> = (0..2)
-        .map(|_| {
-            let g = Arc::clone(&g);
-            thread::spawn(move || g.write())
-        })
-        .collect();
-    g.read();
-    for w in writers {
-        w.join().unwrap();
-    }
+    let other = {
+        let g = Arc::clone(&g);
+        thread::spawn(move || g.write())
+    };
+    g.write();
+    other.join().unwrap();
     assert_eq!(g.count.load(Relaxed), 2, "an exclusive update was lost");
 }
 
@@ -281,7 +349,7 @@ pub(crate) fn two_writers_and_reader<L: Latch>() {
 ///
 /// Two threads take the latch shared and each waits, inside, until both
 /// are inside. If shared excluded shared this could never finish and loom
-/// fails the model at its branch limit. No mutation switch breaks this.
+/// would fail the model at its branch limit. No mutation switch breaks it.
 pub(crate) fn shared_holders_coexist<L: Latch>() {
     let latch = Arc::new(L::new());
     let inside = Arc::new(AtomicU64::new(0));
@@ -301,19 +369,79 @@ pub(crate) fn shared_holders_coexist<L: Latch>() {
     other.join().unwrap();
 }
 
+/// Model 2d — a waiting writer gets in after a shared holder leaves.
+///
+/// The reader takes the latch shared and then signals; the writer waits
+/// for the signal (so it arrives while the reader is, or was, inside) and
+/// takes the latch exclusively. Checks that the writer waits out the
+/// shared holder (occupancy word), that the reader's copy is the old frame
+/// `(0, 0)` and the writer's update is visible afterwards, and that the
+/// writer always gets in (loom's branch limit catches a drain wait that
+/// never ends).
+///
+/// No current mutation switch breaks it (the writer arrives after the
+/// reader registered, outside the window `LATCH_SHARED_IGNORES_WRITER`
+/// opens); a drain that skipped the shared count, or a shared release
+/// that left it raised, would fail here.
+pub(crate) fn writer_waits_for_shared_holder<L: Latch>() {
+    let g = Arc::new(Guarded::<L>::new());
+    let reader_in = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (g, reader_in) = (Arc::clone(&g), Arc::clone(&reader_in));
+        thread::spawn(move || {
+            wait_for(&reader_in);
+            g.write();
+        })
+    };
+    let seen = g.latch.shared(|| {
+        reader_in.store(1, Release);
+        g.read_locked()
+    });
+    assert_eq!(seen, 0, "shared holder saw a write that had to wait for it");
+    writer.join().unwrap();
+    assert_eq!(g.read(), 1, "the waiting writer's update is missing");
+}
+
+/// Model 2e — a reader waits for an exclusive holder.
+///
+/// The writer takes the latch exclusively and then signals; the reader
+/// waits for the signal and takes the latch shared. Checks that the reader
+/// waits for the writer to leave (occupancy word), then sees its complete
+/// update `(1, 1)`, and that the reader always gets in.
+///
+/// No current mutation switch breaks it (the reader arrives after the
+/// writer's CAS, so it never passes the first version check); a
+/// `lock_shared` that ignored the odd version outright would fail here.
+pub(crate) fn reader_waits_for_writer<L: Latch>() {
+    let g = Arc::new(Guarded::<L>::new());
+    let writer_in = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (g, writer_in) = (Arc::clone(&g), Arc::clone(&writer_in));
+        thread::spawn(move || {
+            g.latch.exclusive(|| {
+                writer_in.store(1, Release);
+                g.write_locked();
+            });
+        })
+    };
+    wait_for(&writer_in);
+    assert_eq!(g.read(), 1, "shared holder did not wait for the writer");
+    writer.join().unwrap();
+}
+
 // ===== model 3: optimistic upgrade =====
 
 /// Model 3 — optimistic read upgraded to exclusive.
 ///
-/// Two threads each increment a counter read optimistically and written
-/// after `try_upgrade` of the version they read, restarting when the
-/// upgrade fails. Checks that no increment is lost (the count ends at 2),
+/// Two threads each increment `x`: read it optimistically, then write
+/// `x + 1` under `try_upgrade` of the version they read, restarting when
+/// the upgrade fails. Checks that no increment is lost (`x` ends at 2),
 /// i.e. an upgrade succeeds only if no writer intervened since the version
 /// was read.
 ///
 /// Fails with `LATCH_SKIP_VERSION_BUMP` (the first upgrader's release
-/// restores the version, so the second upgrades a stale read and overwrites
-/// the first increment).
+/// restores the version, so the second upgrades a stale read and
+/// overwrites the first increment).
 pub(crate) fn upgrade_increments<L: Latch>() {
     let f = Arc::new(Frame::<L>::new());
     let increment = |f: &Frame<L>| loop {
@@ -329,9 +457,416 @@ pub(crate) fn upgrade_increments<L: Latch>() {
     };
     increment(&f);
     other.join().unwrap();
-    // The main thread's join synchronises with the other thread's release.
+    // `join` orders the other thread's release before this read.
     let v = f.latch.optimistic();
     let x = f.x.load(Relaxed);
     assert!(f.latch.validate(v));
     assert_eq!(x, 2, "an upgraded update was lost");
+}
+
+// ===== model 4: dirty map, marks vs a checkpoint round =====
+
+const A: Guid = [1; 16];
+const B: Guid = [2; 16];
+const C: Guid = [3; 16];
+
+/// The marks of model 4's two marker threads, each in program order. Both
+/// threads mark `A`; seqs arrive out of order within each thread and
+/// across them. Whenever the drain falls between `A@7` and `A@2`, the
+/// fresh mark after the drain has the lower seq: a restore that
+/// overwrites instead of keeping the minimum leaves `A@7` behind.
+const MARKS: [&[(Guid, u64)]; 2] = [&[(A, 7), (B, 3)], &[(C, 5), (A, 2)]];
+
+/// Minimum seq per guid over `marks` (the dirty map's merge rule).
+fn min_per_guid<'a>(marks: impl IntoIterator<Item = &'a (Guid, u64)>) -> Drained {
+    let mut out = Drained::new();
+    for &(g, s) in marks {
+        out.entry(g).and_modify(|x| *x = (*x).min(s)).or_insert(s);
+    }
+    out
+}
+
+/// Every way the drain can be linearized among [`MARKS`]: a prefix of each
+/// thread's marks lands before it. Returns, per split, the entries the
+/// drain must return and the live entries the marks after it leave.
+fn drain_splits() -> Vec<(Drained, Drained)> {
+    let [t1, t2] = MARKS;
+    let mut out = Vec::new();
+    for p1 in 0..=t1.len() {
+        for p2 in 0..=t2.len() {
+            let before = min_per_guid(t1[..p1].iter().chain(&t2[..p2]));
+            let after = min_per_guid(t1[p1..].iter().chain(&t2[p2..]));
+            out.push((before, after));
+        }
+    }
+    out
+}
+
+/// Model 4 — concurrent marks vs a checkpoint round (I3).
+///
+/// Two marker threads mark [`MARKS`] (the same guid `A` from both, `B`
+/// and `C` from one each, seqs out of order) while the checkpoint thread
+/// (main) drains the map and ends the round: `complete` if `round_ok`,
+/// else `restore` (a failed round). Checks, through the public API only:
+/// * the drain is atomic: what it returns is the minimum per guid over a
+///   prefix of each thread's marks;
+/// * drained entries still count while in flight (`contains`, I1) and
+///   still hold the WAL floor (`min_seq` at most their minimum, I2);
+/// * afterwards (via `live_len`, `remove`) nothing is left in flight, and
+///   the live entries are exactly the per-guid minima of the marks after
+///   the drain (completed round) or of all marks (failed round): no mark
+///   is lost and every recorded seq is the minimum of the marks that
+///   belong to the live set.
+///
+/// Fails with `DIRTY_RESTORE_OVERWRITES` when `round_ok` is false: once
+/// `A@7` is drained and `A@2` marked, `restore` writes 7 over 2.
+pub(crate) fn dirty_marks_vs_round<M: SeqMap>(round_ok: bool) {
+    let map = Arc::new(M::new());
+    let markers: Vec<_> = MARKS
+        .iter()
+        .map(|&marks| {
+            let map = Arc::clone(&map);
+            thread::spawn(move || {
+                for &(g, s) in marks {
+                    map.mark(g, s);
+                }
+            })
+        })
+        .collect();
+
+    let drained = map.drain();
+    // Sorted, so every execution issues the same calls in the same order
+    // (`HashMap` iteration order is random).
+    let mut in_flight: Vec<(Guid, u64)> = drained.iter().map(|(&g, &s)| (g, s)).collect();
+    in_flight.sort_unstable();
+    for (g, _) in &in_flight {
+        assert!(map.contains(g), "drained entry not counted while in flight");
+    }
+    if let Some(low) = in_flight.iter().map(|&(_, s)| s).min() {
+        assert!(
+            map.min_seq().is_some_and(|m| m <= low),
+            "min_seq above a drained entry's seq while in flight"
+        );
+    }
+    if round_ok {
+        map.complete(&drained);
+    } else {
+        map.restore(&drained);
+    }
+    for t in markers {
+        t.join().unwrap();
+    }
+
+    let live = map.live_len();
+    let mut seen = Drained::new();
+    for g in [A, B, C] {
+        if let Some(s) = map.remove(&g) {
+            seen.insert(g, s);
+        }
+    }
+    assert_eq!(live, seen.len(), "entries left in flight after the round");
+
+    let all = min_per_guid(MARKS.iter().flat_map(|m| m.iter()));
+    let expected: Vec<Drained> = drain_splits()
+        .into_iter()
+        .filter(|(before, _)| *before == drained)
+        .map(|(_, after)| if round_ok { after } else { all.clone() })
+        .collect();
+    assert!(
+        !expected.is_empty(),
+        "drain returned {drained:?}: no prefix of each thread's marks (drain not atomic)"
+    );
+    if expected.contains(&seen) {
+        return;
+    }
+    let same_guids = |e: &Drained| e.len() == seen.len() && e.keys().all(|g| seen.contains_key(g));
+    if expected.iter().any(same_guids) {
+        panic!(
+            "dirty map kept the wrong minimum seq: drained {drained:?}, round_ok {round_ok}, \
+             left {seen:?}, expected one of {expected:?}"
+        );
+    }
+    panic!(
+        "dirty map lost a mark: drained {drained:?}, round_ok {round_ok}, left {seen:?}, \
+         expected one of {expected:?}"
+    );
+}
+
+// ===== model 5: checkpoint capture vs writer =====
+
+/// The frame words before and after model 5's write (distinct per word,
+/// so any mix of the two states is visible).
+const BEFORE: [u64; 3] = [10, 20, 30];
+const AFTER: [u64; 3] = [11, 21, 31];
+
+/// A latch and three frame words, accessed like `frame::mem`.
+struct Words<L> {
+    latch: L,
+    words: [AtomicU64; 3],
+}
+
+impl<L: Latch> Words<L> {
+    fn new(init: [u64; 3]) -> Self {
+        Self {
+            latch: L::new(),
+            words: init.map(AtomicU64::new),
+        }
+    }
+
+    /// `BufferManager::capture`: `FrameRead::lock` (shared, raw), copy
+    /// every word relaxed, release.
+    fn capture(&self) -> [u64; 3] {
+        self.latch.lock_shared_raw();
+        let image = [0, 1, 2].map(|i| self.words[i].load(Relaxed));
+        self.latch.unlock_shared_raw();
+        image
+    }
+
+    /// A tree write: `FrameWrite::lock` (exclusive, raw), relaxed word
+    /// stores, release.
+    fn write(&self, image: [u64; 3]) {
+        let v = self.latch.lock_exclusive_raw();
+        for (w, n) in self.words.iter().zip(image) {
+            w.store(n, Relaxed);
+        }
+        self.latch.unlock_exclusive_raw(v);
+    }
+}
+
+/// Model 5 — a checkpoint captures a frame while a writer updates it.
+///
+/// The writer (spawned) changes all three words of the frame from
+/// [`BEFORE`] to [`AFTER`] under the exclusive latch (raw API, relaxed
+/// stores, as `FrameWrite` and `frame::mem` do); the checkpoint thread
+/// (main) copies the words under the shared latch (raw API, as
+/// `BufferManager::capture` via `FrameRead`). Checks that the captured
+/// image is entirely the before-state or entirely the after-state, never
+/// a mix, and that a capture after the writer left sees its update.
+///
+/// Fails with `LATCH_SHARED_IGNORES_WRITER`: the capture passes the first
+/// version check, the writer takes the latch and finds no shared holder,
+/// and the capture registers and copies while the words change.
+pub(crate) fn capture_vs_writer<L: Latch>() {
+    let f = Arc::new(Words::<L>::new(BEFORE));
+    let writer = {
+        let f = Arc::clone(&f);
+        thread::spawn(move || f.write(AFTER))
+    };
+    let image = f.capture();
+    assert!(
+        image == BEFORE || image == AFTER,
+        "captured image mixes the before- and after-state: {image:?}"
+    );
+    writer.join().unwrap();
+    assert_eq!(f.capture(), AFTER, "capture after the write misses it");
+}
+
+// ===== model 6: eviction vs dirty marks and a checkpoint =====
+
+/// The one frame of model 6.
+const G: Guid = [7; 16];
+
+/// A cached frame: its latch and one word standing for its image (the
+/// write count it reflects).
+struct Cached<L> {
+    latch: L,
+    image: AtomicU64,
+}
+
+impl<L: Latch> Cached<L> {
+    fn capture(&self) -> u64 {
+        self.latch.lock_shared_raw();
+        let image = self.image.load(Relaxed);
+        self.latch.unlock_shared_raw();
+        image
+    }
+}
+
+/// Which rule model 6's evictor applies.
+#[derive(Clone, Copy)]
+pub(crate) enum EvictRule {
+    /// `BufferManager::evictable` (engine/src/buffer/manager.rs) with its
+    /// switch off: not pinned, not dirty or in flight, not pending delete.
+    Engine,
+    /// Control: consults the dirty map's live entries only
+    /// (`SeqMap::len`; `G` is the model's only guid, so "live map
+    /// non-empty" is "`G` live"), ignoring in-flight ones.
+    LiveOnly,
+}
+
+/// One DashMap shard holding `G`, the two seq maps, and the backend's
+/// copy of `G`.
+struct Cache<L, M> {
+    /// Stands in for the `DashMap` shard: pins clone the `Arc` under its
+    /// read lock, eviction decides and removes under its write lock
+    /// (`remove_if`).
+    shard: RwLock<Option<Arc<Cached<L>>>>,
+    dirty: M,
+    pending_deletes: M,
+    /// The image the backend holds (the checkpoint's last write).
+    durable: AtomicU64,
+}
+
+impl<L: Latch, M: SeqMap> Cache<L, M> {
+    /// `BufferManager::cached`: pins `G` if it is cached.
+    fn cached(&self) -> Option<Arc<Cached<L>>> {
+        self.shard.read().unwrap().as_ref().map(Arc::clone)
+    }
+
+    /// The evictor's decision on `b` under `rule`.
+    fn evictable(&self, b: &Arc<Cached<L>>, rule: EvictRule) -> bool {
+        // The shard's reference is the only one: nobody has it pinned.
+        Arc::strong_count(b) == 1
+            && match rule {
+                EvictRule::Engine => !self.dirty.contains(&G),
+                EvictRule::LiveOnly => self.dirty.live_len() == 0,
+            }
+            && !self.pending_deletes.contains(&G)
+    }
+
+    /// `BufferManager::evict_one`'s `remove_if` for `G`; `true` if it
+    /// evicted. Before dropping the frame it checks that the image it
+    /// drops is the durable one (otherwise a write is lost).
+    fn try_evict(&self, rule: EvictRule) -> bool {
+        let mut shard = self.shard.write().unwrap();
+        let Some(b) = shard.as_ref() else {
+            return false;
+        };
+        if !self.evictable(b, rule) {
+            return false;
+        }
+        assert_eq!(
+            b.capture(),
+            self.durable.load(Relaxed),
+            "evicted a frame whose cached image is newer than the durable one (I1)"
+        );
+        *shard = None;
+        true
+    }
+}
+
+/// Model 6 — eviction vs a writer marking dirty and a checkpoint draining.
+///
+/// One cached frame `G`, clean. The writer (spawned) holds a pin (taken
+/// before it starts), changes the image under the exclusive latch, marks
+/// `G` dirty while still latched (as `tree::write` does), releases and
+/// unpins. The checkpoint (spawned) drains the real `SeqMap`; if it got
+/// `G` it pins it, captures the image under the shared latch and writes
+/// it to the "backend" (`durable`), then completes the round — or, with
+/// `round_ok` false, skips the write and restores. The evictor (main)
+/// makes one eviction attempt at any point. Checks:
+/// * an evicted frame's image is the durable one: the evictor never drops
+///   a frame marked dirty before its decision, whether the mark is live or
+///   in flight in the checkpoint (I1: in-flight entries still count);
+/// * a drained frame is still cached when the checkpoint pins it;
+/// * at the end, a cached frame that is not dirty is durable.
+///
+/// The rule is a copy of `BufferManager::evictable` (manager.rs cannot be
+/// included: `DashMap` is not loom-aware), so `EVICT_IGNORES_DIRTY` cannot
+/// be tested here; no switch in the included files breaks this model.
+/// With [`EvictRule::LiveOnly`] (a control, not an engine switch) it
+/// fails: the evictor drops `G` while it is in flight, before the
+/// checkpoint wrote it.
+pub(crate) fn evict_vs_dirty<L: Latch, M: SeqMap>(round_ok: bool, rule: EvictRule) {
+    let frame = Arc::new(Cached {
+        latch: L::new(),
+        image: AtomicU64::new(0),
+    });
+    let cache = Arc::new(Cache {
+        shard: RwLock::new(Some(Arc::clone(&frame))),
+        dirty: M::new(),
+        pending_deletes: M::new(),
+        durable: AtomicU64::new(0),
+    });
+    let writer = {
+        let cache = Arc::clone(&cache);
+        // The writer's pin; the test's own `frame` handle goes away.
+        let pin = frame;
+        thread::spawn(move || {
+            let v = pin.latch.lock_exclusive_raw();
+            pin.image.store(1, Relaxed);
+            cache.dirty.mark(G, 1);
+            pin.latch.unlock_exclusive_raw(v);
+            drop(pin);
+        })
+    };
+    let checkpoint = {
+        let cache = Arc::clone(&cache);
+        thread::spawn(move || {
+            let drained = cache.dirty.drain();
+            if drained.contains_key(&G) {
+                let b = cache
+                    .cached()
+                    .expect("a drained frame was evicted before the checkpoint captured it");
+                let image = b.capture();
+                drop(b);
+                if round_ok {
+                    cache.durable.store(image, Relaxed);
+                }
+            }
+            if round_ok {
+                cache.dirty.complete(&drained);
+            } else {
+                cache.dirty.restore(&drained);
+            }
+        })
+    };
+    cache.try_evict(rule);
+    writer.join().unwrap();
+    checkpoint.join().unwrap();
+
+    if let Some(b) = cache.cached() {
+        if !cache.dirty.contains(&G) {
+            assert_eq!(
+                b.capture(),
+                cache.durable.load(Relaxed),
+                "a clean cached frame is newer than its durable image (I1)"
+            );
+        }
+    }
+}
+
+// ===== loom's SeqCst gap =====
+
+/// Store buffering with `SeqCst` read-modify-writes and `SeqCst` loads:
+/// the shape of the latch's shared/exclusive handshake (writer: CAS
+/// `version`, load `shared`; reader: `fetch_add` `shared`, load
+/// `version`). C11 forbids both loads reading 0; loom 0.7 treats `SeqCst`
+/// accesses as `AcqRel` and reports that outcome as reachable. With
+/// `fence` set, a `fence(SeqCst)` separates each RMW from its load, which
+/// loom does model, and the outcome disappears: that is the form the
+/// latch's handshake takes.
+fn store_buffering(fence: bool) {
+    let a = Arc::new(AtomicU64::new(0));
+    let b = Arc::new(AtomicU64::new(0));
+    let other = {
+        let (a, b) = (Arc::clone(&a), Arc::clone(&b));
+        thread::spawn(move || {
+            a.fetch_add(1, SeqCst);
+            if fence {
+                atomic::fence(SeqCst);
+            }
+            b.load(SeqCst)
+        })
+    };
+    b.fetch_add(1, SeqCst);
+    if fence {
+        atomic::fence(SeqCst);
+    }
+    let r2 = a.load(SeqCst);
+    let r1 = other.join().unwrap();
+    assert!(
+        r1 == 1 || r2 == 1,
+        "store buffering: both SeqCst loads read 0"
+    );
+}
+
+/// [`store_buffering`] without fences (loom wrongly fails it).
+pub(crate) fn store_buffering_seqcst_accesses() {
+    store_buffering(false);
+}
+
+/// [`store_buffering`] with `fence(SeqCst)` (loom passes it).
+pub(crate) fn store_buffering_seqcst_fences() {
+    store_buffering(true);
 }

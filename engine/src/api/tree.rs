@@ -11,10 +11,10 @@ use crate::api::range::RangeBuilder;
 use crate::api::stats::TreeStats;
 use crate::api::txn::{BatchOp, TxnBatch};
 use crate::buffer::BufferManager;
-use crate::store::{Backend, MemoryBackend, PersistentBackend, FRAME_SIZE};
-use crate::tree::{Core, MAX_KEY, MAX_VALUE};
 use crate::checkpoint::{Checkpointer, Counters as CkptCounters};
 use crate::io::{IoDriver, SyncDriver};
+use crate::store::{Backend, MemoryBackend, PersistentBackend, FRAME_SIZE};
+use crate::tree::{Core, MAX_KEY, MAX_VALUE};
 use crate::wal::{self, Op, OpRef, Wal};
 
 /// State shared by every clone of a [`Tree`].
@@ -103,7 +103,10 @@ impl TreeInner {
         let Some(d) = &self.durable else {
             let frames = self.write_back()?;
             self.core.bm.backend().flush()?;
-            return Ok(RoundOutcome { frames, released_wal: false });
+            return Ok(RoundOutcome {
+                frames,
+                released_wal: false,
+            });
         };
         let bm = &self.core.bm;
         let _serial = bm.round_lock();
@@ -120,7 +123,10 @@ impl TreeInner {
         match res {
             Ok(()) => {
                 let released_wal = d.wal.release(cut);
-                Ok(RoundOutcome { frames: round.images.len(), released_wal })
+                Ok(RoundOutcome {
+                    frames: round.images.len(),
+                    released_wal,
+                })
             }
             Err(e) => {
                 if !is_disk_full(&e) {
@@ -388,7 +394,10 @@ impl Tree {
         } else {
             None
         };
-        let life = Arc::new(Lifecycle { inner: Arc::clone(&inner), bg });
+        let life = Arc::new(Lifecycle {
+            inner: Arc::clone(&inner),
+            bg,
+        });
         Ok(Self { inner, _life: life })
     }
 
@@ -500,13 +509,14 @@ impl Tree {
             let core = &inner.core;
             // The batch's own view: key -> Some(value) / None (deleted).
             let mut view: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-            let lookup = |view: &BTreeMap<Vec<u8>, Option<Vec<u8>>>, k: &[u8]| -> Result<Option<Vec<u8>>> {
-                match view.get(k) {
-                    Some(v) => Ok(v.clone()),
-                    None if k.len() > MAX_KEY => Ok(None),
-                    None => core.get(k),
-                }
-            };
+            let lookup =
+                |view: &BTreeMap<Vec<u8>, Option<Vec<u8>>>, k: &[u8]| -> Result<Option<Vec<u8>>> {
+                    match view.get(k) {
+                        Some(v) => Ok(v.clone()),
+                        None if k.len() > MAX_KEY => Ok(None),
+                        None => core.get(k),
+                    }
+                };
             for op in ops {
                 match op {
                     BatchOp::Put { key, value } => {
@@ -538,6 +548,12 @@ impl Tree {
             if view.is_empty() {
                 return Ok(());
             }
+            // Every frame the batch will touch must load and decode before
+            // anything is applied, so a corrupt or unreadable frame fails
+            // the batch while it is still untouched.
+            for k in view.keys() {
+                core.locate(k, false)?;
+            }
             // One record for the whole batch: its after-images.
             let ops: Vec<OpRef<'_>> = view
                 .iter()
@@ -548,14 +564,16 @@ impl Tree {
                 .collect();
             let seq = inner.log(&ops)?;
             let mut log = || Ok(seq);
+            // Puts before deletes: should a backend fail midway anyway, a
+            // moved value is never lost (at worst present twice).
             for (k, v) in &view {
-                match v {
-                    Some(v) => {
-                        core.put(k, v, &mut log)?;
-                    }
-                    None => {
-                        core.delete(k, &mut log)?;
-                    }
+                if let Some(v) = v {
+                    core.put(k, v, &mut log)?;
+                }
+            }
+            for (k, v) in &view {
+                if v.is_none() {
+                    core.delete(k, &mut log)?;
                 }
             }
             seq
@@ -611,7 +629,9 @@ impl Tree {
         self.inner.check_writable()?;
         {
             let _g = read_gate(&self.inner.gate);
-            self.inner.core.merge_pass(0, true, crate::tree::merge::COMPACT_LIMIT)?;
+            self.inner
+                .core
+                .merge_pass(0, true, crate::tree::merge::COMPACT_LIMIT)?;
         }
         self.inner.after_write(0)
     }

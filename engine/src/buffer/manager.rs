@@ -144,7 +144,12 @@ impl BufferManager {
 
     /// Adds a frame the walker just built (spillover or a fresh root). It
     /// enters the cache and the dirty map only (DESIGN.md §5).
-    pub(crate) fn insert_new(&self, guid: BlobGuid, frame: AtomicFrame, seq: u64) -> Arc<CachedBlob> {
+    pub(crate) fn insert_new(
+        &self,
+        guid: BlobGuid,
+        frame: AtomicFrame,
+        seq: u64,
+    ) -> Arc<CachedBlob> {
         let tick = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
         let blob = Arc::new(CachedBlob::new(guid, frame, tick));
         self.map.insert(guid, Arc::clone(&blob));
@@ -240,7 +245,9 @@ impl BufferManager {
     /// Serialises write-back rounds; hold it across `begin_round` ..
     /// `finish_round`.
     pub(crate) fn round_lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.flush_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.flush_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Drains the dirty and pending-delete maps (I3) and captures the
@@ -254,12 +261,17 @@ impl BufferManager {
                 images.push((*guid, self.capture(&b, max_seq)));
             }
         }
-        Round { dirty, deletes, images }
+        Round {
+            dirty,
+            deletes,
+            images,
+        }
     }
 
     /// Writes a round's images (one batch) and deletes to the backend.
     pub(crate) fn persist(&self, r: &Round) -> Result<()> {
-        let refs: Vec<(BlobGuid, &AlignedBlobBuf)> = r.images.iter().map(|(g, b)| (*g, b)).collect();
+        let refs: Vec<(BlobGuid, &AlignedBlobBuf)> =
+            r.images.iter().map(|(g, b)| (*g, b)).collect();
         self.backend.write_blobs(&refs)?;
         for g in r.deletes.keys() {
             self.backend.delete_blob(*g)?;

@@ -55,7 +55,9 @@ pub(crate) struct Checkpointer {
 
 impl std::fmt::Debug for Checkpointer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Checkpointer").field("threads", &self.threads.len()).finish()
+        f.debug_struct("Checkpointer")
+            .field("threads", &self.threads.len())
+            .finish()
     }
 }
 
@@ -147,7 +149,8 @@ fn io_loop(tree: &TreeInner, stop: &AtomicBool, cfg: &CheckpointConfig, rx: &Rec
         match tree.checkpoint_round() {
             Ok(outcome) => {
                 c.rounds_succeeded.fetch_add(1, Ordering::Relaxed);
-                c.blobs_flushed.fetch_add(outcome.frames as u64, Ordering::Relaxed);
+                c.blobs_flushed
+                    .fetch_add(outcome.frames as u64, Ordering::Relaxed);
                 if outcome.released_wal {
                     c.truncates.fetch_add(1, Ordering::Relaxed);
                 }
@@ -168,6 +171,8 @@ fn eviction(tree: &TreeInner, stop: &AtomicBool, cfg: &CheckpointConfig) {
         }
         last = Instant::now();
         let n = tree.core.bm.evict_idle(cfg.eviction_idle_ticks);
-        tree.ckpt_counters.evictions.fetch_add(n as u64, Ordering::Relaxed);
+        tree.ckpt_counters
+            .evictions
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 }

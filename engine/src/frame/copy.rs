@@ -6,6 +6,8 @@
 //! can be as deep as the longest key) and bounded by the number of 8-byte
 //! granules in a frame, so corrupt pointers cannot loop forever.
 
+use std::collections::{HashMap, HashSet};
+
 use super::alloc;
 use super::header::{self, OFF_COMPACTS, OFF_LINKS};
 use super::mem::{AtomicFrame, Corrupt, FResult};
@@ -36,8 +38,9 @@ fn child_slots(f: &AtomicFrame, n: &Inner) -> FResult<Vec<(usize, u32)>> {
     Ok(out)
 }
 
-/// Calls `visit` on every node of the subtree at `root` (pre-order, no
-/// particular sibling order).
+/// Calls `visit` once on every node of the subtree at `root` (pre-order,
+/// no particular sibling order). A link node that several child slots of
+/// one node share (a fan link, see `header::FLAG_FAN`) is visited once.
 pub(crate) fn for_each_node(
     f: &AtomicFrame,
     root: u32,
@@ -48,12 +51,16 @@ pub(crate) fn for_each_node(
     }
     let mut stack = vec![root];
     let mut seen = 0usize;
+    let mut links: HashSet<u32> = HashSet::new();
     while let Some(r) = stack.pop() {
         seen += 1;
         if seen > MAX_NODES {
             return Err(Corrupt("node graph has a cycle"));
         }
         let n = node::decode(f, r)?;
+        if matches!(n, Node::Link(_)) && !links.insert(r) {
+            continue;
+        }
         visit(&n)?;
         if let Node::Inner(i) = n {
             if i.value != 0 {
@@ -79,9 +86,26 @@ pub(crate) fn subtree_bytes(f: &AtomicFrame, root: u32) -> FResult<usize> {
 
 /// Frees every node of the subtree at `root`.
 pub(crate) fn free_subtree(f: &AtomicFrame, root: u32) -> FResult<()> {
+    free_nodes(f, root, false)
+}
+
+/// Frees every node below `root`, keeping `root` itself (its bytes are
+/// about to be reused).
+pub(crate) fn free_below(f: &AtomicFrame, root: u32) -> FResult<()> {
+    free_nodes(f, root, true)
+}
+
+fn free_nodes(f: &AtomicFrame, root: u32, keep_root: bool) -> FResult<()> {
     let mut nodes = Vec::new();
     for_each_node(f, root, |n| {
-        nodes.push((node::node_off(n), node::node_size(n), matches!(n, Node::Link(_))));
+        if keep_root && node::node_off(n) == root as usize {
+            return Ok(());
+        }
+        nodes.push((
+            node::node_off(n),
+            node::node_size(n),
+            matches!(n, Node::Link(_)),
+        ));
         Ok(())
     })?;
     // Free from the highest offset down so tail frees fold into bump.
@@ -98,11 +122,27 @@ pub(crate) fn free_subtree(f: &AtomicFrame, root: u32) -> FResult<()> {
 /// Copies the subtree at `root` of `src` into `dst` (which must have
 /// `subtree_bytes` of tail room) and returns its new root pointer.
 pub(crate) fn copy_subtree(src: &AtomicFrame, root: u32, dst: &AtomicFrame) -> FResult<u32> {
+    copy_subtree_sharing(src, root, dst, &mut HashMap::new())
+}
+
+/// [`copy_subtree`] for several subtrees that may share link nodes (the
+/// children of one fan node): `copied_links` maps source link offsets to
+/// their copies across calls, so a shared link is copied once and every
+/// slot gets that one copy.
+pub(crate) fn copy_subtree_sharing(
+    src: &AtomicFrame,
+    root: u32,
+    dst: &AtomicFrame,
+    copied_links: &mut HashMap<u32, u32>,
+) -> FResult<u32> {
     if root == 0 {
         return Ok(0);
     }
     let mut buf = Vec::new();
     let mut copy_one = |r: u32, stack: &mut Vec<(usize, u32)>| -> FResult<u32> {
+        if let Some(&done) = copied_links.get(&r) {
+            return Ok(done);
+        }
         let n = node::decode(src, r)?;
         let need = node::needed_size(&n);
         let at = alloc::alloc_reserved(dst, need)?;
@@ -112,7 +152,11 @@ pub(crate) fn copy_subtree(src: &AtomicFrame, root: u32, dst: &AtomicFrame) -> F
         dst.set_u32(at + node::OFF_SIZE, need as u32)?;
         match n {
             Node::Inner(i) => {
-                let moved = Inner { off: at, size: need, ..i };
+                let moved = Inner {
+                    off: at,
+                    size: need,
+                    ..i
+                };
                 if i.value != 0 {
                     stack.push((moved.value_slot(), i.value));
                 }
@@ -121,7 +165,10 @@ pub(crate) fn copy_subtree(src: &AtomicFrame, root: u32, dst: &AtomicFrame) -> F
                     stack.push(((slot as isize + delta) as usize, c));
                 }
             }
-            Node::Link(_) => header::add(dst, OFF_LINKS, 1)?,
+            Node::Link(_) => {
+                header::add(dst, OFF_LINKS, 1)?;
+                copied_links.insert(r, u32::try_from(at).map_err(|_| Corrupt("offset"))?);
+            }
             Node::Leaf(_) => {}
         }
         u32::try_from(at).map_err(|_| Corrupt("offset"))
@@ -146,6 +193,7 @@ pub(crate) fn repack(f: &AtomicFrame) -> FResult<()> {
     let guid = header::guid(f)?;
     let fresh = AtomicFrame::zeroed();
     header::init(&fresh, guid, header::depth(f)?)?;
+    fresh.set_u16(header::OFF_FLAGS, f.u16(header::OFF_FLAGS)?)?;
     fresh.set_u64(header::OFF_MAX_SEQ, header::max_seq(f)?)?;
     fresh.set_u32(OFF_COMPACTS, f.u32(OFF_COMPACTS)?.wrapping_add(1))?;
     let root = copy_subtree(f, header::root(f)?, &fresh)?;
@@ -177,7 +225,14 @@ pub(crate) fn validate(f: &AtomicFrame, guid: &BlobGuid) -> FResult<()> {
         Ok(())
     };
     let mut bad = None;
-    for_each_node(f, header::root(f)?, |n| {
+    let root = header::root(f)?;
+    if header::is_fan(f)? && root != 0 {
+        match node::decode(f, root)? {
+            Node::Inner(i) if i.prefix_len == 0 && i.value == 0 => {}
+            _ => return Err(Corrupt("fan frame root is not a fan node")),
+        }
+    }
+    for_each_node(f, root, |n| {
         claim(node::node_off(n), node::needed_size(n))?;
         if let Node::Inner(i) = n {
             if i.value != 0 {
@@ -228,31 +283,16 @@ pub(crate) fn numbers(f: &AtomicFrame) -> FResult<FrameNumbers> {
     })
 }
 
-/// Link nodes of the frame: `(slot address of the pointer, link guid)`.
-pub(crate) fn links(f: &AtomicFrame) -> FResult<Vec<(usize, BlobGuid)>> {
+/// The child frames this frame links to (each once).
+pub(crate) fn links(f: &AtomicFrame) -> FResult<Vec<BlobGuid>> {
     let mut out = Vec::new();
-    let root = header::root(f)?;
-    if root == 0 {
-        return Ok(out);
-    }
-    if let Node::Link(l) = node::decode(f, root)? {
-        out.push((header::OFF_ROOT, l.guid));
-        return Ok(out);
-    }
-    let mut err = None;
-    for_each_node(f, root, |n| {
-        if let Node::Inner(i) = n {
-            for (slot, c) in child_slots(f, i)? {
-                match node::decode(f, c) {
-                    Ok(Node::Link(l)) => out.push((slot, l.guid)),
-                    Ok(_) => {}
-                    Err(e) => err = Some(e),
-                }
-            }
+    for_each_node(f, header::root(f)?, |n| {
+        if let Node::Link(l) = n {
+            out.push(l.guid);
         }
         Ok(())
     })?;
-    err.map_or(Ok(out), Err)
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -301,7 +341,10 @@ mod tests {
         let before = subtree_bytes(&f, header::root(&f).unwrap()).unwrap();
         repack(&f).unwrap();
         validate(&f, &[3; 16]).unwrap();
-        assert_eq!(subtree_bytes(&f, header::root(&f).unwrap()).unwrap(), before);
+        assert_eq!(
+            subtree_bytes(&f, header::root(&f).unwrap()).unwrap(),
+            before
+        );
         assert_eq!(header::gap(&f).unwrap(), 0);
         assert_eq!(f.u32(OFF_COMPACTS).unwrap(), 1);
     }
@@ -318,7 +361,9 @@ mod tests {
             img[..8].copy_from_slice(&header::MAGIC.to_le_bytes());
             img[8..10].copy_from_slice(&header::FORMAT_VERSION.to_le_bytes());
             img[16..32].copy_from_slice(&[3; 16]);
-            img[40..44].copy_from_slice(&(HEADER_SIZE as u32 + 8 * (r.next() % 1000) as u32).to_le_bytes());
+            img[40..44].copy_from_slice(
+                &(HEADER_SIZE as u32 + 8 * (r.next() % 1000) as u32).to_le_bytes(),
+            );
             img[44..48].copy_from_slice(&(FRAME_SIZE as u32).to_le_bytes());
             let f = AtomicFrame::from_image(&img).unwrap();
             exercise(&f);
@@ -345,6 +390,9 @@ mod tests {
             }
             exercise(&f);
         }
-        assert!(rejected > 100, "validation catches most structural damage ({rejected})");
+        assert!(
+            rejected > 100,
+            "validation catches most structural damage ({rejected})"
+        );
     }
 }

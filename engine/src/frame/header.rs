@@ -4,7 +4,7 @@
 //! |---:|---:|---|
 //! | 0 | 8 | magic `b"HOLTFRM\0"` |
 //! | 8 | 2 | format version ([`FORMAT_VERSION`]) |
-//! | 10 | 2 | flags (0) |
+//! | 10 | 2 | flags: bit 0 [`FLAG_FAN`] |
 //! | 12 | 4 | CRC32C of the whole frame with this field zeroed |
 //! | 16 | 16 | the frame's own GUID |
 //! | 32 | 8 | highest WAL seq reflected in the image |
@@ -28,6 +28,14 @@ pub(crate) const HEADER_SIZE: usize = 128;
 
 pub(crate) const OFF_MAGIC: usize = 0;
 pub(crate) const OFF_VERSION: usize = 8;
+pub(crate) const OFF_FLAGS: usize = 10;
+/// The frame's root is a *fan* node: an inner node with no prefix and no
+/// value whose children continue the branches of a parent-frame node. A
+/// link to this frame stands in that parent node's child slots, and the
+/// walker looks the branch byte it just consumed up again in the fan
+/// (`tree::read::walk`). Every frame but the tree's root frame is a fan
+/// frame.
+pub(crate) const FLAG_FAN: u16 = 1;
 pub(crate) const OFF_CRC: usize = 12;
 pub(crate) const OFF_GUID: usize = 16;
 pub(crate) const OFF_MAX_SEQ: usize = 32;
@@ -49,6 +57,10 @@ pub(crate) fn init(f: &AtomicFrame, guid: BlobGuid, depth: u32) -> FResult<()> {
     f.write(OFF_GUID, &guid)?;
     f.set_u32(OFF_BUMP, HEADER_SIZE as u32)?;
     f.set_u32(OFF_DEPTH, depth)
+}
+
+pub(crate) fn is_fan(f: &AtomicFrame) -> FResult<bool> {
+    Ok(f.u16(OFF_FLAGS)? & FLAG_FAN != 0)
 }
 
 pub(crate) fn guid(f: &AtomicFrame) -> FResult<BlobGuid> {
@@ -82,7 +94,14 @@ pub(crate) fn used(f: &AtomicFrame) -> FResult<u32> {
 /// Adds `delta` (may be negative) to a counter field.
 pub(crate) fn add(f: &AtomicFrame, off: usize, delta: i64) -> FResult<()> {
     let v = i64::from(f.u32(off)?) + delta;
-    let v = u32::try_from(v).map_err(|_| Corrupt("header counter out of range"))?;
+    let v = u32::try_from(v).map_err(|_| {
+        Corrupt(match off {
+            OFF_GAP => "frame gap counter out of range",
+            OFF_NODES => "frame node counter out of range",
+            OFF_LINKS => "frame link counter out of range",
+            _ => "frame header counter out of range",
+        })
+    })?;
     f.set_u32(off, v)
 }
 
@@ -109,6 +128,9 @@ pub(crate) fn check(f: &AtomicFrame, expect: &BlobGuid) -> FResult<()> {
     let root = root(f)? as usize;
     if root != 0 && (root < HEADER_SIZE || root >= bump || root % 8 != 0) {
         return Err(Corrupt("frame root pointer"));
+    }
+    if f.u16(OFF_FLAGS)? & !FLAG_FAN != 0 {
+        return Err(Corrupt("unknown frame flags"));
     }
     Ok(())
 }

@@ -104,7 +104,11 @@ impl AtomicFrame {
         } else {
             lo | (self.word(wi + 1) << (64 - shift))
         };
-        Ok(if n == 8 { v } else { v & ((1u64 << (n * 8)) - 1) })
+        Ok(if n == 8 {
+            v
+        } else {
+            v & ((1u64 << (n * 8)) - 1)
+        })
     }
 
     #[inline]
@@ -189,7 +193,11 @@ impl AtomicFrame {
         check(off, n)?;
         let wi = off >> 3;
         let shift = (off & 7) * 8;
-        let mask = if n == 8 { u64::MAX } else { (1u64 << (n * 8)) - 1 };
+        let mask = if n == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (n * 8)) - 1
+        };
         let v = v & mask;
         let w0 = &self.words[wi];
         let old = w0.load(Ordering::Relaxed);
@@ -239,7 +247,6 @@ impl AtomicFrame {
         }
         Ok(())
     }
-
 }
 
 #[cfg(test)]

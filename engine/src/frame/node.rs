@@ -347,10 +347,7 @@ pub(crate) fn write_leaf(
     value: &[u8],
 ) -> FResult<()> {
     f.set_u64(off, u64::from(LEAF) | ((size as u64) << 32))?;
-    f.set_u64(
-        off + 8,
-        value.len() as u64 | ((suffix.len() as u64) << 32),
-    )?;
+    f.set_u64(off + 8, value.len() as u64 | ((suffix.len() as u64) << 32))?;
     f.write(off + BYTES_AT, suffix)?;
     f.write(off + BYTES_AT + suffix.len(), value)
 }
@@ -487,7 +484,9 @@ mod tests {
 
     #[test]
     fn simd_and_scalar_node16_search_agree() {
-        let keys: Vec<u8> = vec![1, 3, 5, 7, 9, 11, 13, 15, 100, 120, 130, 140, 200, 220, 250, 255];
+        let keys: Vec<u8> = vec![
+            1, 3, 5, 7, 9, 11, 13, 15, 100, 120, 130, 140, 200, 220, 250, 255,
+        ];
         let mut lo = [0u8; 8];
         let mut hi = [0u8; 8];
         lo.copy_from_slice(&keys[..8]);
@@ -496,7 +495,11 @@ mod tests {
         for count in 0..=16 {
             for b in 0..=255u8 {
                 let expect = keys[..count].iter().position(|&k| k == b);
-                assert_eq!(search16(lo, hi, count, b), expect, "simd b={b} count={count}");
+                assert_eq!(
+                    search16(lo, hi, count, b),
+                    expect,
+                    "simd b={b} count={count}"
+                );
                 assert_eq!(search_scalar(lo, hi, count, b), expect, "scalar b={b}");
             }
         }
@@ -528,14 +531,22 @@ mod tests {
             }
             let mut sorted = bytes.clone();
             sorted.sort_unstable();
-            let got: Vec<u8> = children(&f, &n).unwrap().into_iter().map(|(b, _)| b).collect();
+            let got: Vec<u8> = children(&f, &n)
+                .unwrap()
+                .into_iter()
+                .map(|(b, _)| b)
+                .collect();
             assert_eq!(got, sorted);
             for &b in bytes.iter().step_by(2) {
                 remove_child(&f, &mut n, b).unwrap();
                 assert!(find_child(&f, &n, b).unwrap().is_none());
             }
             assert_eq!(n.count, cap - cap.div_ceil(2));
-            let left: Vec<u8> = children(&f, &n).unwrap().into_iter().map(|(b, _)| b).collect();
+            let left: Vec<u8> = children(&f, &n)
+                .unwrap()
+                .into_iter()
+                .map(|(b, _)| b)
+                .collect();
             let mut expect: Vec<u8> = bytes.iter().skip(1).step_by(2).copied().collect();
             expect.sort_unstable();
             assert_eq!(left, expect);

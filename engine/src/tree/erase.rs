@@ -42,10 +42,40 @@ struct Hop {
     edge: Edge,
 }
 
-pub(crate) fn erase(f: &AtomicFrame, key: &[u8], mut depth: usize, target: Target) -> FResult<Outcome> {
+pub(crate) fn erase(
+    f: &AtomicFrame,
+    key: &[u8],
+    mut depth: usize,
+    target: Target,
+) -> FResult<Outcome> {
     let mut path: Vec<Hop> = Vec::new();
     let mut slot = header::OFF_ROOT;
     let mut edge = Edge::Root;
+    let fan = header::is_fan(f)?;
+    if fan {
+        // Start at the fan node's child for the link's branch byte.
+        let r = f.u32(slot)?;
+        if r == 0 {
+            return Ok(Outcome::Absent);
+        }
+        let Node::Inner(n) = node::decode(f, r)? else {
+            return Err(Corrupt("fan frame root is not a fan node"));
+        };
+        let b = *depth
+            .checked_sub(1)
+            .and_then(|i| key.get(i))
+            .ok_or(Corrupt("fan frame at depth 0"))?;
+        let Some((s, _)) = node::find_child(f, &n, b)? else {
+            return Ok(Outcome::Absent);
+        };
+        path.push(Hop {
+            slot,
+            node: n,
+            edge: Edge::Root,
+        });
+        slot = s;
+        edge = Edge::Child(b);
+    }
     loop {
         let r = f.u32(slot)?;
         if r == 0 {
@@ -56,9 +86,21 @@ pub(crate) fn erase(f: &AtomicFrame, key: &[u8], mut depth: usize, target: Targe
             Node::Link(l) => {
                 return match target {
                     Target::Link(g) if g == l.guid && rest.is_empty() => {
+                        // A fan link stands in several slots of its parent:
+                        // clear the others first, then unhook this one.
+                        if let (Some(hop), Edge::Child(b)) = (path.last_mut(), edge) {
+                            let others: Vec<u8> = node::children(f, &hop.node)?
+                                .into_iter()
+                                .filter(|&(c, p)| p == r && c != b)
+                                .map(|(c, _)| c)
+                                .collect();
+                            for c in others {
+                                node::remove_child(f, &mut hop.node, c)?;
+                            }
+                        }
                         alloc::free(f, l.off, l.size)?;
                         header::add(f, header::OFF_LINKS, -1)?;
-                        unhook(f, &mut path, slot, edge)?;
+                        unhook(f, &mut path, slot, edge, fan)?;
                         Ok(Outcome::Done(Vec::new()))
                     }
                     Target::Link(_) => Ok(Outcome::Absent),
@@ -75,15 +117,21 @@ pub(crate) fn erase(f: &AtomicFrame, key: &[u8], mut depth: usize, target: Targe
                 let mut old = Vec::with_capacity(l.value_len);
                 f.read_into(l.value_at(), l.value_len, &mut old)?;
                 alloc::free(f, l.off, l.size)?;
-                unhook(f, &mut path, slot, edge)?;
+                unhook(f, &mut path, slot, edge, fan)?;
                 return Ok(Outcome::Done(old));
             }
             Node::Inner(n) => {
-                if n.prefix_len > rest.len() || f.common_prefix(n.prefix_at(), n.prefix_len, rest)? != n.prefix_len {
+                if n.prefix_len > rest.len()
+                    || f.common_prefix(n.prefix_at(), n.prefix_len, rest)? != n.prefix_len
+                {
                     return Ok(Outcome::Absent);
                 }
                 depth += n.prefix_len;
-                path.push(Hop { slot, node: n, edge });
+                path.push(Hop {
+                    slot,
+                    node: n,
+                    edge,
+                });
                 match key.get(depth) {
                     None => {
                         if n.value == 0 {
@@ -109,7 +157,10 @@ pub(crate) fn erase(f: &AtomicFrame, key: &[u8], mut depth: usize, target: Targe
 /// Detaches the (already freed) node at `slot` from its parent, then
 /// tidies the parent: an empty node goes too (recursively), a node with
 /// one child collapses into it, an underfull node shrinks.
-fn unhook(f: &AtomicFrame, path: &mut Vec<Hop>, slot: usize, edge: Edge) -> FResult<()> {
+///
+/// In a fan frame the first hop is the fan node itself: it may shrink but
+/// never collapse (its children must stay keyed by the branch byte).
+fn unhook(f: &AtomicFrame, path: &mut Vec<Hop>, slot: usize, edge: Edge, fan: bool) -> FResult<()> {
     let mut edge = edge;
     let mut slot = slot;
     loop {
@@ -131,16 +182,17 @@ fn unhook(f: &AtomicFrame, path: &mut Vec<Hop>, slot: usize, edge: Edge) -> FRes
             edge = hop.edge;
             continue;
         }
-        return tidy(f, hop.slot, &n);
+        let collapse = !(fan && path.is_empty());
+        return tidy(f, hop.slot, &n, collapse);
     }
 }
 
 /// Collapse or shrink `n` (at `slot`) when there is room to rebuild it;
 /// otherwise leave it valid as it is.
-fn tidy(f: &AtomicFrame, slot: usize, n: &Inner) -> FResult<()> {
+fn tidy(f: &AtomicFrame, slot: usize, n: &Inner, collapse: bool) -> FResult<()> {
     let mut prefix = Vec::with_capacity(n.prefix_len);
     f.read_into(n.prefix_at(), n.prefix_len, &mut prefix)?;
-    if n.count == 1 && n.value == 0 {
+    if collapse && n.count == 1 && n.value == 0 {
         let Some((b, c)) = node::next_child(f, n, 0)? else {
             return Err(Corrupt("child count"));
         };
@@ -178,7 +230,7 @@ fn tidy(f: &AtomicFrame, slot: usize, n: &Inner) -> FResult<()> {
         }
         return Ok(());
     }
-    if n.count == 0 {
+    if collapse && n.count == 0 {
         // Only a value left: become a leaf holding it.
         let l = node::decode_leaf(f, n.value)?;
         let size = node::leaf_size(prefix.len(), l.value_len);

@@ -17,13 +17,25 @@ enum Plan {
     /// The key exists: replace the value of `leaf` (pointed to by `slot`).
     Replace { slot: usize, leaf: Leaf },
     /// A leaf for another key: split it under a new Node4.
-    SplitLeaf { slot: usize, leaf: Leaf, at: usize, common: usize },
+    SplitLeaf {
+        slot: usize,
+        leaf: Leaf,
+        at: usize,
+        common: usize,
+    },
     /// An inner node whose prefix diverges from the key at `common`.
-    SplitPrefix { slot: usize, node: Inner, at: usize, common: usize },
+    SplitPrefix {
+        slot: usize,
+        node: Inner,
+        at: usize,
+        common: usize,
+    },
     /// The key ends at `node`, which has no value yet.
     SetValue { node: Inner },
     /// `node` lacks the child for `key[at]`: add a leaf (grow if full).
     AddChild { slot: usize, node: Inner, at: usize },
+    /// An empty fan frame: a new fan node with one leaf under `key[at]`.
+    NewFan { at: usize },
 }
 
 pub(crate) enum Outcome {
@@ -36,6 +48,30 @@ pub(crate) enum Outcome {
 
 fn plan(f: &AtomicFrame, key: &[u8], mut depth: usize) -> FResult<Plan> {
     let mut slot = header::OFF_ROOT;
+    if header::is_fan(f)? {
+        // The link stood for branch byte key[depth - 1]; continue at the
+        // fan node's child for it (DESIGN: fan frames, `header::FLAG_FAN`).
+        let at = depth
+            .checked_sub(1)
+            .ok_or(Corrupt("fan frame at depth 0"))?;
+        let r = f.u32(slot)?;
+        if r == 0 {
+            return Ok(Plan::NewFan { at });
+        }
+        let Node::Inner(fan) = node::decode(f, r)? else {
+            return Err(Corrupt("fan frame root is not a fan node"));
+        };
+        match node::find_child(f, &fan, key[at])? {
+            Some((s, _)) => slot = s,
+            None => {
+                return Ok(Plan::AddChild {
+                    slot,
+                    node: fan,
+                    at,
+                })
+            }
+        }
+    }
     loop {
         let r = f.u32(slot)?;
         if r == 0 {
@@ -49,12 +85,22 @@ fn plan(f: &AtomicFrame, key: &[u8], mut depth: usize) -> FResult<Plan> {
                 if common == leaf.suffix_len && common == rest.len() {
                     return Ok(Plan::Replace { slot, leaf });
                 }
-                return Ok(Plan::SplitLeaf { slot, leaf, at: depth, common });
+                return Ok(Plan::SplitLeaf {
+                    slot,
+                    leaf,
+                    at: depth,
+                    common,
+                });
             }
             Node::Inner(n) => {
                 let common = f.common_prefix(n.prefix_at(), n.prefix_len, rest)?;
                 if common < n.prefix_len {
-                    return Ok(Plan::SplitPrefix { slot, node: n, at: depth, common });
+                    return Ok(Plan::SplitPrefix {
+                        slot,
+                        node: n,
+                        at: depth,
+                        common,
+                    });
                 }
                 depth += n.prefix_len;
                 let Some(&b) = key.get(depth) else {
@@ -62,14 +108,23 @@ fn plan(f: &AtomicFrame, key: &[u8], mut depth: usize) -> FResult<Plan> {
                         return Ok(Plan::SetValue { node: n });
                     }
                     let leaf = node::decode_leaf(f, n.value)?;
-                    return Ok(Plan::Replace { slot: n.value_slot(), leaf });
+                    return Ok(Plan::Replace {
+                        slot: n.value_slot(),
+                        leaf,
+                    });
                 };
                 match node::find_child(f, &n, b)? {
                     Some((s, _)) => {
                         slot = s;
                         depth += 1;
                     }
-                    None => return Ok(Plan::AddChild { slot, node: n, at: depth }),
+                    None => {
+                        return Ok(Plan::AddChild {
+                            slot,
+                            node: n,
+                            at: depth,
+                        })
+                    }
                 }
             }
         }
@@ -103,6 +158,7 @@ fn need(p: &Plan, key: &[u8], vlen: usize) -> usize {
             node::inner_size(N4, *common) + new_leaf
         }
         Plan::SetValue { .. } => node::leaf_size(0, vlen),
+        Plan::NewFan { at } => node::inner_size(N4, 0) + tail_leaf(key, at + 1, vlen),
         Plan::AddChild { node: n, at, .. } => {
             let grow = if n.count >= node::capacity(n.kind) {
                 node::inner_size(node::kind_for(n.count + 1), n.prefix_len)
@@ -164,7 +220,12 @@ fn execute(f: &AtomicFrame, p: Plan, key: &[u8], value: &[u8]) -> FResult<Option
             }
             Ok(Some(old))
         }
-        Plan::SplitLeaf { slot, leaf, at, common } => {
+        Plan::SplitLeaf {
+            slot,
+            leaf,
+            at,
+            common,
+        } => {
             let suffix = read(f, leaf.suffix_at(), leaf.suffix_len)?;
             let old_value = read(f, leaf.value_at(), leaf.value_len)?;
             let size = node::inner_size(N4, common);
@@ -186,13 +247,22 @@ fn execute(f: &AtomicFrame, p: Plan, key: &[u8], value: &[u8]) -> FResult<Option
             attach(f, &mut n, old_byte, leaf.off as u32)?;
             let branch = at + common;
             let new_byte = key.get(branch).copied();
-            let from = if new_byte.is_some() { branch + 1 } else { branch };
+            let from = if new_byte.is_some() {
+                branch + 1
+            } else {
+                branch
+            };
             let l = new_leaf(f, &key[from..], value)?;
             attach(f, &mut n, new_byte, l)?;
             f.set_u32(slot, n4 as u32)?;
             Ok(None)
         }
-        Plan::SplitPrefix { slot, node: old, at, common } => {
+        Plan::SplitPrefix {
+            slot,
+            node: old,
+            at,
+            common,
+        } => {
             let prefix = read(f, old.prefix_at(), old.prefix_len)?;
             let size = node::inner_size(N4, common);
             let n4 = alloc_reserved(f, size)?;
@@ -202,7 +272,8 @@ fn execute(f: &AtomicFrame, p: Plan, key: &[u8], value: &[u8]) -> FResult<Option
             };
             // Shorten the old node's prefix in place: the body moves left.
             let keep = &prefix[common + 1..];
-            let body_len = old.size.min(node::inner_size(old.kind, old.prefix_len)) - (old.body() - old.off);
+            let body_len =
+                old.size.min(node::inner_size(old.kind, old.prefix_len)) - (old.body() - old.off);
             let body = read(f, old.body(), body_len)?;
             f.write(old.prefix_at(), keep)?;
             f.set_u16(old.off + node::OFF_PLEN, keep.len() as u16)?;
@@ -210,7 +281,11 @@ fn execute(f: &AtomicFrame, p: Plan, key: &[u8], value: &[u8]) -> FResult<Option
             attach(f, &mut n, Some(prefix[common]), old.off as u32)?;
             let branch = at + common;
             let new_byte = key.get(branch).copied();
-            let from = if new_byte.is_some() { branch + 1 } else { branch };
+            let from = if new_byte.is_some() {
+                branch + 1
+            } else {
+                branch
+            };
             let l = new_leaf(f, &key[from..], value)?;
             attach(f, &mut n, new_byte, l)?;
             f.set_u32(slot, n4 as u32)?;
@@ -219,6 +294,18 @@ fn execute(f: &AtomicFrame, p: Plan, key: &[u8], value: &[u8]) -> FResult<Option
         Plan::SetValue { node: n } => {
             let l = new_leaf(f, &[], value)?;
             f.set_u32(n.value_slot(), l)?;
+            Ok(None)
+        }
+        Plan::NewFan { at } => {
+            let size = node::inner_size(N4, 0);
+            let fan = alloc_reserved(f, size)?;
+            node::write_inner(f, fan, size, N4, &[], 0)?;
+            let Node::Inner(mut n) = node::decode(f, fan as u32)? else {
+                return Err(Corrupt("new fan node"));
+            };
+            let l = new_leaf(f, &key[at + 1..], value)?;
+            node::add_child(f, &mut n, key[at], l)?;
+            f.set_u32(header::OFF_ROOT, fan as u32)?;
             Ok(None)
         }
         Plan::AddChild { slot, node: n, at } => {

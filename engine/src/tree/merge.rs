@@ -12,7 +12,7 @@ use super::erase::{self, Target};
 use super::{corrupt_in, Core};
 use crate::api::errors::Result;
 use crate::buffer::{CachedBlob, FrameWrite};
-use crate::frame::copy::{self, copy_subtree, subtree_bytes};
+use crate::frame::copy::{self, copy_subtree_sharing, subtree_bytes};
 use crate::frame::node::{self, Node};
 use crate::frame::{alloc, header, AtomicFrame, Corrupt, FResult};
 use crate::store::{BlobGuid, FRAME_SIZE};
@@ -24,22 +24,31 @@ pub(crate) const COMPACT_LIMIT: usize = FRAME_SIZE * 7 / 8;
 /// or below half a frame, so a merge never sets up the next spill.
 pub(crate) const AUTO_MERGE_LIMIT: usize = FRAME_SIZE / 2;
 
-/// Link nodes of a frame with the key bytes from the frame root to them.
+/// Link nodes of a frame, each once, with the key bytes from the frame's
+/// base through one of the branch bytes it stands for. A frame's *base* is
+/// the key prefix above its root: for the root frame, empty; for a fan
+/// frame, the key bytes before the branch byte its link stood for (the
+/// fan's own branch bytes are part of the paths returned).
 pub(crate) fn links_with_paths(f: &AtomicFrame) -> FResult<Vec<(Vec<u8>, BlobGuid)>> {
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let root = header::root(f)?;
     let mut stack: Vec<(u32, Vec<u8>)> = vec![(root, Vec::new())];
-    let mut seen = 0usize;
+    let mut visits = 0usize;
     while let Some((r, path)) = stack.pop() {
-        seen += 1;
-        if r == 0 || seen > FRAME_SIZE / 8 {
-            if r != 0 {
-                return Err(Corrupt("node graph has a cycle"));
-            }
+        visits += 1;
+        if visits > FRAME_SIZE / 8 {
+            return Err(Corrupt("node graph has a cycle"));
+        }
+        if r == 0 {
             continue;
         }
         match node::decode(f, r)? {
-            Node::Link(l) => out.push((path, l.guid)),
+            Node::Link(l) => {
+                if seen.insert(r) {
+                    out.push((path, l.guid));
+                }
+            }
             Node::Leaf(_) => {}
             Node::Inner(i) => {
                 let mut p = path;
@@ -66,6 +75,9 @@ impl Core {
         path: &[u8],
         seq: u64,
     ) -> Result<()> {
+        if parent.guid == child.guid {
+            return Err(corrupt_in(&child, Corrupt("frame links form a cycle")));
+        }
         let Some(pw) = self.lock_live(parent) else {
             return Ok(());
         };
@@ -99,11 +111,24 @@ impl Core {
         let mut merges = 0u64;
         let mut queue: VecDeque<(Arc<CachedBlob>, Vec<u8>)> = VecDeque::new();
         queue.push_back((Arc::clone(&self.root), Vec::new()));
+        let mut visited = std::collections::HashSet::new();
         while let Some((blob, path)) = queue.pop_front() {
+            if !visited.insert(blob.guid) {
+                return Err(corrupt_in(&blob, Corrupt("frame links form a cycle")));
+            }
+            let is_root = blob.guid == self.root.guid;
             let Some(w) = self.lock_live(blob) else {
                 continue;
             };
             let c = |e| corrupt_in(w.blob(), e);
+            let expect = if is_root { 0 } else { path.len() + 1 };
+            super::read::check_link_target(
+                w.blob(),
+                header::depth(w.frame()),
+                header::is_fan(w.frame()),
+                expect,
+                is_root,
+            )?;
             if repack {
                 copy::repack(w.frame()).map_err(c)?;
                 self.bm.mark_dirty(w.blob().guid, seq);
@@ -130,6 +155,9 @@ impl Core {
                 let child = self.bm.pin_silent(&guid)?;
                 let mut key = path.clone();
                 key.extend_from_slice(&rel);
+                // The child is a fan frame: its base excludes the branch
+                // byte the link stands for.
+                key.pop();
                 queue.push_back((child, key));
             }
         }
@@ -149,11 +177,21 @@ impl Core {
     ) -> Result<bool> {
         let pf = pw.frame();
         let cp = |e| corrupt_in(pw.blob(), e);
+        if *guid == pw.blob().guid || *guid == self.root.guid {
+            return Err(cp(Corrupt("frame links form a cycle")));
+        }
         let child = self.bm.pin_silent(guid)?;
         let Some(cw) = self.lock_live(child) else {
             return Ok(false);
         };
         let cc = |e| corrupt_in(cw.blob(), e);
+        super::read::check_link_target(
+            cw.blob(),
+            header::depth(cw.frame()),
+            header::is_fan(cw.frame()),
+            key.len(),
+            false,
+        )?;
         let croot = header::root(cw.frame()).map_err(cc)?;
         let bytes = subtree_bytes(cw.frame(), croot).map_err(cc)?;
         let used = header::used(pf).map_err(cp)? as usize;
@@ -166,17 +204,53 @@ impl Core {
                 return Ok(false);
             }
         }
-        // Find the link's slot: walk the key inside the parent.
-        let slot = link_slot(pf, key, depth, guid).map_err(cp)?;
-        let Some((slot, link_off, link_size)) = slot else {
-            return Ok(false);
-        };
         if croot == 0 {
-            erase::erase(pf, key, depth, Target::Link(*guid)).map_err(cp)?;
+            match erase::erase(pf, key, depth, Target::Link(*guid)).map_err(cp)? {
+                erase::Outcome::Done(_) => {}
+                erase::Outcome::Absent | erase::Outcome::Link => return Ok(false),
+            }
         } else {
-            let new_root = copy_subtree(cw.frame(), croot, pf).map_err(cp)?;
-            pf.set_u32(slot, new_root).map_err(cp)?;
-            alloc::free(pf, link_off, link_size).map_err(cp)?;
+            let Node::Inner(fan) = node::decode(cw.frame(), croot).map_err(cc)? else {
+                return Err(cc(Corrupt("fan frame root is not a fan node")));
+            };
+            let Some((&last, _)) = key.split_last() else {
+                return Ok(false);
+            };
+            let Some(mut y) = node_at(pf, &key[..key.len() - 1], depth).map_err(cp)? else {
+                return Ok(false);
+            };
+            let Some((_, link_ptr)) = node::find_child(pf, &y, last).map_err(cp)? else {
+                return Ok(false);
+            };
+            let Node::Link(link) = node::decode(pf, link_ptr).map_err(cp)? else {
+                return Ok(false);
+            };
+            if link.guid != *guid {
+                return Ok(false);
+            }
+            // Every slot of `y` that stands for the link gets the child
+            // frame's subtree for that branch byte back.
+            let slots: Vec<u8> = node::children(pf, &y)
+                .map_err(cp)?
+                .into_iter()
+                .filter(|&(_, p)| p == link_ptr)
+                .map(|(b, _)| b)
+                .collect();
+            let mut shared_links = std::collections::HashMap::new();
+            for b in slots {
+                match node::find_child(cw.frame(), &fan, b).map_err(cc)? {
+                    Some((_, sub)) => {
+                        let copied = copy_subtree_sharing(cw.frame(), sub, pf, &mut shared_links)
+                            .map_err(cp)?;
+                        let (slot, _) = node::find_child(pf, &y, b)
+                            .map_err(cp)?
+                            .ok_or_else(|| cp(Corrupt("merge slot vanished")))?;
+                        pf.set_u32(slot, copied).map_err(cp)?;
+                    }
+                    None => node::remove_child(pf, &mut y, b).map_err(cp)?,
+                }
+            }
+            alloc::free(pf, link.off, link.size).map_err(cp)?;
             header::add(pf, header::OFF_LINKS, -1).map_err(cp)?;
         }
         cw.blob().mark_obsolete();
@@ -188,37 +262,52 @@ impl Core {
     }
 }
 
-/// The slot holding the link to `guid` at the end of `key`'s path, with
-/// the link node's offset and size.
-fn link_slot(f: &AtomicFrame, key: &[u8], mut depth: usize, guid: &BlobGuid) -> FResult<Option<(usize, usize, usize)>> {
-    let mut slot = header::OFF_ROOT;
-    loop {
-        let r = f.u32(slot)?;
+/// The inner node where `path` ends exactly (after its prefix), walking
+/// from the frame's start; in a fan frame, a path one byte shorter than
+/// the frame's depth names the fan node itself.
+fn node_at(f: &AtomicFrame, path: &[u8], depth: usize) -> FResult<Option<node::Inner>> {
+    let root = header::root(f)?;
+    if root == 0 {
+        return Ok(None);
+    }
+    let mut r = root;
+    if header::is_fan(f)? {
+        if path.len() + 1 == depth {
+            return match node::decode(f, root)? {
+                Node::Inner(n) => Ok(Some(n)),
+                _ => Err(Corrupt("fan frame root is not a fan node")),
+            };
+        }
+        match super::read::fan_entry(f, path, depth)? {
+            Some(c) if c != 0 => r = c,
+            _ => return Ok(None),
+        }
+    }
+    let mut d = depth;
+    for _ in 0..=path.len() + 1 {
         if r == 0 {
             return Ok(None);
         }
-        match node::decode(f, r)? {
-            Node::Link(l) => {
-                return Ok((l.guid == *guid && depth == key.len()).then_some((slot, l.off, l.size)));
+        let Node::Inner(n) = node::decode(f, r)? else {
+            return Ok(None);
+        };
+        let rest = path.get(d..).ok_or(Corrupt("walk past key end"))?;
+        if n.prefix_len > rest.len()
+            || f.common_prefix(n.prefix_at(), n.prefix_len, rest)? != n.prefix_len
+        {
+            return Ok(None);
+        }
+        d += n.prefix_len;
+        let Some(&b) = path.get(d) else {
+            return Ok(Some(n));
+        };
+        match node::find_child(f, &n, b)? {
+            Some((_, c)) => {
+                r = c;
+                d += 1;
             }
-            Node::Leaf(_) => return Ok(None),
-            Node::Inner(n) => {
-                let rest = key.get(depth..).ok_or(Corrupt("walk past key end"))?;
-                if n.prefix_len > rest.len() || f.common_prefix(n.prefix_at(), n.prefix_len, rest)? != n.prefix_len {
-                    return Ok(None);
-                }
-                depth += n.prefix_len;
-                let Some(&b) = key.get(depth) else {
-                    return Ok(None);
-                };
-                match node::find_child(f, &n, b)? {
-                    Some((s, _)) => {
-                        slot = s;
-                        depth += 1;
-                    }
-                    None => return Ok(None),
-                }
-            }
+            None => return Ok(None),
         }
     }
+    Err(Corrupt("walk longer than the key"))
 }

@@ -48,7 +48,9 @@ pub(crate) struct Core {
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Core").field("bm", &self.bm).finish_non_exhaustive()
+        f.debug_struct("Core")
+            .field("bm", &self.bm)
+            .finish_non_exhaustive()
     }
 }
 

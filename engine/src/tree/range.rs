@@ -89,8 +89,20 @@ struct Ctx {
 }
 
 enum Work {
-    Node { frame: usize, ptr: u32, base: usize, byte: Option<u8>, ctx: Ctx },
-    Kids { frame: usize, ptr: u32, at: usize, next: usize, ctx: Ctx },
+    Node {
+        frame: usize,
+        ptr: u32,
+        base: usize,
+        byte: Option<u8>,
+        ctx: Ctx,
+    },
+    Kids {
+        frame: usize,
+        ptr: u32,
+        at: usize,
+        next: usize,
+        ctx: Ctx,
+    },
 }
 
 impl Work {
@@ -144,6 +156,12 @@ impl Frames {
     }
 
     fn enter(&mut self, blob: Arc<CachedBlob>) -> std::result::Result<usize, Abort> {
+        // A fan frame is entered once per branch byte its link stands
+        // for; hold it once (a second shared acquire behind a waiting
+        // writer would wait for ourselves).
+        if let Some(i) = self.held.iter().position(|h| Arc::ptr_eq(h.blob(), &blob)) {
+            return Ok(i);
+        }
         let held = if self.shared {
             Held::Shared(FrameRead::lock(blob))
         } else {
@@ -196,7 +214,14 @@ impl Walker<'_> {
             let end = path.len().min(p.len());
             for i in from..end {
                 if path[i] != p[i] {
-                    return (if path[i] < p[i] { Verdict::Skip } else { Verdict::Stop }, None);
+                    return (
+                        if path[i] < p[i] {
+                            Verdict::Skip
+                        } else {
+                            Verdict::Stop
+                        },
+                        None,
+                    );
                 }
             }
             if path.len() >= p.len() {
@@ -229,7 +254,10 @@ impl Walker<'_> {
         if rollup.is_none() && pre == Pre::Within {
             if let Some(d) = self.q.delimiter {
                 let start = from.max(p.len());
-                if let Some(i) = path.get(start..).and_then(|s| s.iter().position(|&x| x == d)) {
+                if let Some(i) = path
+                    .get(start..)
+                    .and_then(|s| s.iter().position(|&x| x == d))
+                {
                     rollup = Some(start + i + 1);
                 }
             }
@@ -243,7 +271,8 @@ impl Walker<'_> {
             && match lo {
                 Lo::Free => true,
                 Lo::Tight => {
-                    matches!(self.q.lower, Lower::Inclusive(_)) && self.path.len() == self.q.lower.bytes().len()
+                    matches!(self.q.lower, Lower::Inclusive(_))
+                        && self.path.len() == self.q.lower.bytes().len()
                 }
             }
     }
@@ -268,36 +297,80 @@ impl Walker<'_> {
         let root = self.frames.enter(Arc::clone(&core.root))?;
         let r = header::root(self.frames.frame(root)).map_err(|c| self.frames.fail(root, c))?;
         let lo = Lo::Tight;
-        let pre = if self.q.prefix.is_empty() { Pre::Within } else { Pre::Before };
-        let ctx0 = Ctx { lo, pre, rollup: None };
+        let pre = if self.q.prefix.is_empty() {
+            Pre::Within
+        } else {
+            Pre::Before
+        };
+        let ctx0 = Ctx {
+            lo,
+            pre,
+            rollup: None,
+        };
         let mut stack = Vec::new();
         if r != 0 {
-            stack.push(Work::Node { frame: root, ptr: r, base: 0, byte: None, ctx: ctx0 });
+            stack.push(Work::Node {
+                frame: root,
+                ptr: r,
+                base: 0,
+                byte: None,
+                ctx: ctx0,
+            });
         }
         let mut visits = 0usize;
         while let Some(w) = stack.pop() {
             visits += 1;
             if visits > VISIT_BUDGET {
-                return Err(self.frames.abort(crate::api::errors::Error::node_corrupt("range walk does not end")));
+                return Err(self.frames.abort(crate::api::errors::Error::node_corrupt(
+                    "range walk does not end",
+                )));
             }
             match w {
-                Work::Kids { frame, ptr, at, next, ctx } => {
+                Work::Kids {
+                    frame,
+                    ptr,
+                    at,
+                    next,
+                    ctx,
+                } => {
                     let f = self.frames.frame(frame);
                     let n = match node::decode(f, ptr) {
                         Ok(Node::Inner(n)) => n,
-                        Ok(_) => return Err(self.frames.fail(frame, Corrupt("children of a non-inner node"))),
+                        Ok(_) => {
+                            return Err(self
+                                .frames
+                                .fail(frame, Corrupt("children of a non-inner node")))
+                        }
                         Err(c) => return Err(self.frames.fail(frame, c)),
                     };
                     match node::next_child(f, &n, next) {
                         Err(c) => return Err(self.frames.fail(frame, c)),
                         Ok(None) => {}
                         Ok(Some((b, c))) => {
-                            stack.push(Work::Kids { frame, ptr, at, next: usize::from(b) + 1, ctx });
-                            stack.push(Work::Node { frame, ptr: c, base: at, byte: Some(b), ctx });
+                            stack.push(Work::Kids {
+                                frame,
+                                ptr,
+                                at,
+                                next: usize::from(b) + 1,
+                                ctx,
+                            });
+                            stack.push(Work::Node {
+                                frame,
+                                ptr: c,
+                                base: at,
+                                byte: Some(b),
+                                ctx,
+                            });
                         }
                     }
                 }
-                Work::Node { frame, ptr, base, byte, ctx } => {
+                Work::Node {
+                    frame,
+                    ptr,
+                    base,
+                    byte,
+                    ctx,
+                } => {
                     self.path.truncate(base);
                     if let Some(b) = byte {
                         self.path.push(b);
@@ -313,17 +386,46 @@ impl Walker<'_> {
                                 }
                             };
                             let ci = self.frames.enter(child)?;
-                            let cr = header::root(self.frames.frame(ci)).map_err(|c| self.frames.fail(ci, c))?;
-                            if cr != 0 {
-                                // The child root continues at this same
-                                // position: the branch byte is classified
-                                // (by `advance`) when the root is visited.
-                                stack.push(Work::Node { frame: ci, ptr: cr, base, byte, ctx });
+                            {
+                                let cf = self.frames.frame(ci);
+                                let ok = crate::tree::read::check_link_target(
+                                    self.frames.held[ci].blob(),
+                                    header::depth(cf),
+                                    header::is_fan(cf),
+                                    self.path.len(),
+                                    false,
+                                );
+                                if let Err(e) = ok {
+                                    return Err(self.frames.abort(e));
+                                }
+                            }
+                            // The child is a fan frame: look the branch
+                            // byte up again in its fan node. The subtree
+                            // found there sits at this same position (the
+                            // byte is classified by `advance` when visited).
+                            let cf = self.frames.frame(ci);
+                            let found =
+                                crate::tree::read::fan_entry(cf, &self.path, self.path.len())
+                                    .map_err(|c| self.frames.fail(ci, c))?;
+                            if byte.is_none() {
+                                return Err(self
+                                    .frames
+                                    .fail(frame, Corrupt("link outside a child slot")));
+                            }
+                            if let Some(cr) = found.filter(|&r| r != 0) {
+                                stack.push(Work::Node {
+                                    frame: ci,
+                                    ptr: cr,
+                                    base,
+                                    byte,
+                                    ctx,
+                                });
                             }
                         }
                         Node::Leaf(l) => {
                             let from = base;
-                            f.read_into(l.suffix_at(), l.suffix_len, &mut self.path).map_err(|c| self.frames.fail(frame, c))?;
+                            f.read_into(l.suffix_at(), l.suffix_len, &mut self.path)
+                                .map_err(|c| self.frames.fail(frame, c))?;
                             let (v, rollup) = self.advance(&ctx, from);
                             match v {
                                 Verdict::Skip => {}
@@ -333,7 +435,8 @@ impl Walker<'_> {
                                         let mut value = Vec::new();
                                         if rollup.is_none() {
                                             let f = self.frames.frame(frame);
-                                            f.read_into(l.value_at(), l.value_len, &mut value).map_err(|c| self.frames.fail(frame, c))?;
+                                            f.read_into(l.value_at(), l.value_len, &mut value)
+                                                .map_err(|c| self.frames.fail(frame, c))?;
                                         }
                                         if self.emit(rollup, value) {
                                             while stack.last().is_some_and(Work::rollup) {
@@ -349,7 +452,8 @@ impl Walker<'_> {
                         }
                         Node::Inner(n) => {
                             let from = base;
-                            f.read_into(n.prefix_at(), n.prefix_len, &mut self.path).map_err(|c| self.frames.fail(frame, c))?;
+                            f.read_into(n.prefix_at(), n.prefix_len, &mut self.path)
+                                .map_err(|c| self.frames.fail(frame, c))?;
                             let (v, rollup) = self.advance(&ctx, from);
                             let (lo, pre) = match v {
                                 Verdict::Skip => continue,
@@ -360,8 +464,10 @@ impl Walker<'_> {
                                 let mut value = Vec::new();
                                 if rollup.is_none() {
                                     let f = self.frames.frame(frame);
-                                    let l = node::decode_leaf(f, n.value).map_err(|c| self.frames.fail(frame, c))?;
-                                    f.read_into(l.value_at(), l.value_len, &mut value).map_err(|c| self.frames.fail(frame, c))?;
+                                    let l = node::decode_leaf(f, n.value)
+                                        .map_err(|c| self.frames.fail(frame, c))?;
+                                    f.read_into(l.value_at(), l.value_len, &mut value)
+                                        .map_err(|c| self.frames.fail(frame, c))?;
                                 }
                                 if self.emit(rollup, value) {
                                     while stack.last().is_some_and(Work::rollup) {
@@ -394,7 +500,13 @@ impl Walker<'_> {
                                 }
                             }
                             let ctx = Ctx { lo, pre, rollup };
-                            stack.push(Work::Kids { frame, ptr, at: len, next, ctx });
+                            stack.push(Work::Kids {
+                                frame,
+                                ptr,
+                                at: len,
+                                next,
+                                ctx,
+                            });
                         }
                     }
                 }
@@ -404,7 +516,6 @@ impl Walker<'_> {
     }
 }
 
-
 impl Core {
     /// Collects the next batch of entries. Returns the entries and whether
     /// the tree holds nothing past them.
@@ -412,7 +523,15 @@ impl Core {
         let mut attempt = 0usize;
         loop {
             let shared = attempt >= OPTIMISTIC_ATTEMPTS;
-            let mut w = Walker { q, frames: Frames { held: Vec::new(), shared }, path: Vec::new(), out: Vec::new() };
+            let mut w = Walker {
+                q,
+                frames: Frames {
+                    held: Vec::new(),
+                    shared,
+                },
+                path: Vec::new(),
+                out: Vec::new(),
+            };
             let res = w.run(self);
             let valid = w.frames.all_valid();
             match res {

@@ -20,8 +20,16 @@ pub(crate) enum Step {
 /// Walks `key` (from `depth`) inside one frame. With `copy_value` false a
 /// found key yields an empty `Found` (for locating only). Untrusted under
 /// an optimistic latch: validate before acting on the result.
-pub(crate) fn walk(f: &AtomicFrame, key: &[u8], mut depth: usize, copy_value: bool) -> FResult<Step> {
-    let mut r = header::root(f)?;
+pub(crate) fn walk(
+    f: &AtomicFrame,
+    key: &[u8],
+    mut depth: usize,
+    copy_value: bool,
+) -> FResult<Step> {
+    let mut r = match fan_entry(f, key, depth)? {
+        Some(r) => r,
+        None => return Ok(Step::Absent),
+    };
     let mut hops = 0usize;
     loop {
         hops += 1;
@@ -34,7 +42,9 @@ pub(crate) fn walk(f: &AtomicFrame, key: &[u8], mut depth: usize, copy_value: bo
         let rest = key.get(depth..).ok_or(Corrupt("walk past key end"))?;
         match node::decode(f, r)? {
             Node::Leaf(l) => {
-                if l.suffix_len != rest.len() || f.common_prefix(l.suffix_at(), l.suffix_len, rest)? != rest.len() {
+                if l.suffix_len != rest.len()
+                    || f.common_prefix(l.suffix_at(), l.suffix_len, rest)? != rest.len()
+                {
                     return Ok(Step::Absent);
                 }
                 let mut v = Vec::new();
@@ -44,7 +54,9 @@ pub(crate) fn walk(f: &AtomicFrame, key: &[u8], mut depth: usize, copy_value: bo
                 return Ok(Step::Found(v));
             }
             Node::Inner(n) => {
-                if n.prefix_len > rest.len() || f.common_prefix(n.prefix_at(), n.prefix_len, rest)? != n.prefix_len {
+                if n.prefix_len > rest.len()
+                    || f.common_prefix(n.prefix_at(), n.prefix_len, rest)? != n.prefix_len
+                {
                     return Ok(Step::Absent);
                 }
                 depth += n.prefix_len;
@@ -72,6 +84,51 @@ pub(crate) fn walk(f: &AtomicFrame, key: &[u8], mut depth: usize, copy_value: bo
     }
 }
 
+/// Where a walk starts inside a frame: the root, or, in a fan frame
+/// (`header::FLAG_FAN`), the fan's child for the branch byte the link
+/// stood for (`key[depth - 1]`). `None`: nothing there.
+pub(crate) fn fan_entry(f: &AtomicFrame, key: &[u8], depth: usize) -> FResult<Option<u32>> {
+    let root = header::root(f)?;
+    if !header::is_fan(f)? {
+        return Ok(Some(root));
+    }
+    if root == 0 {
+        return Ok(None);
+    }
+    let Node::Inner(fan) = node::decode(f, root)? else {
+        return Err(Corrupt("fan frame root is not a fan node"));
+    };
+    let b = *depth
+        .checked_sub(1)
+        .and_then(|i| key.get(i))
+        .ok_or(Corrupt("fan frame at depth 0"))?;
+    Ok(node::find_child(f, &fan, b)?.map(|(_, c)| c))
+}
+
+/// Frame hops that consume no key byte (a fan frame spilling part of its
+/// own fan node) can chain, each narrowing the set of branch bytes, so a
+/// chain is shorter than 257; a longer one is a cycle.
+pub(crate) const MAX_SAME_DEPTH_HOPS: usize = 257;
+
+/// A frame reached through a link must be a fan frame at exactly the key
+/// depth the link stands at; the root frame (reached from the tree) is not
+/// a fan frame and sits at depth 0. Anything else is corruption (a link
+/// retargeted to the wrong frame, or a cycle).
+pub(crate) fn check_link_target(
+    blob: &CachedBlob,
+    frame_depth: FResult<u32>,
+    fan: FResult<bool>,
+    depth: usize,
+    is_root: bool,
+) -> crate::api::errors::Result<()> {
+    let c = |e| corrupt_in(blob, e);
+    let (frame_depth, fan) = (frame_depth.map_err(c)?, fan.map_err(c)?);
+    if frame_depth as usize != depth || fan == is_root {
+        return Err(c(Corrupt("frame depth does not match its link")));
+    }
+    Ok(())
+}
+
 /// Outcome of an optimistic frame-to-frame descent.
 pub(crate) struct Located {
     /// The frame where the walk for the key ended.
@@ -91,6 +148,7 @@ impl Core {
             let mut blob = Arc::clone(&self.root);
             let mut depth = 0usize;
             let mut parent: Option<(Arc<CachedBlob>, usize)> = None;
+            let mut hops = 0usize;
             loop {
                 let v = blob.latch.optimistic();
                 if blob.is_obsolete() {
@@ -98,12 +156,15 @@ impl Core {
                 }
                 let step = walk(&blob.frame, key, depth, copy_value);
                 let frame_depth = header::depth(&blob.frame);
+                let fan = header::is_fan(&blob.frame);
                 if blob.latch.validate(v).is_err() {
                     self.bm.counters.restarts.add(1);
                     continue 'restart;
                 }
-                if frame_depth != Ok(depth as u32) {
-                    return Err(corrupt_in(&blob, Corrupt("frame depth does not match its link")));
+                check_link_target(&blob, frame_depth, fan, depth, parent.is_none())?;
+                hops += 1;
+                if hops > key.len() + MAX_SAME_DEPTH_HOPS {
+                    return Err(corrupt_in(&blob, Corrupt("frame links form a cycle")));
                 }
                 match step.map_err(|c| corrupt_in(&blob, c))? {
                     Step::Link(g, d) => {
@@ -124,7 +185,12 @@ impl Core {
                         depth = d;
                     }
                     step => {
-                        return Ok(Located { blob, depth, parent, step });
+                        return Ok(Located {
+                            blob,
+                            depth,
+                            parent,
+                            step,
+                        });
                     }
                 }
             }

@@ -1,70 +1,86 @@
-//! Spillover: when a frame cannot take an edit, move one of its subtrees
-//! into a new frame and leave a link in its place.
+//! Spillover: when a frame cannot take an edit, move part of it into a new
+//! frame.
 //!
-//! The subtree is chosen near half of the frame's used bytes, so both
-//! frames end up about half full and the next spill is far away; this is
-//! what keeps the mean fill high (DESIGN.md §4).
+//! What moves is a contiguous run of siblings — children of one inner node
+//! `Y` whose branch bytes are adjacent in order — chosen so its size is as
+//! close as possible to half of the frame's used bytes. The new frame is a
+//! *fan* frame (`header::FLAG_FAN`): its root is a fan node holding those
+//! children under their branch bytes, and in `Y` every moved child's slot
+//! now points to one shared link node. A reader that takes branch `b` at
+//! `Y`, meets the link and looks `b` up again in the fan node.
+//!
+//! Moving a run rather than a single subtree is what keeps frames full:
+//! with path-shaped keys a node often has many children of similar, small
+//! size (months under a year, files under a directory), and moving one of
+//! them at a time would leave a trail of small frames that never fill
+//! (DESIGN.md §4).
 
 use crate::buffer::{BufferManager, CachedBlob, FrameWrite};
-use crate::frame::copy::{copy_subtree, free_subtree};
-use crate::frame::node::{self, Node};
-use crate::frame::{header, AtomicFrame, Corrupt, FResult};
+use crate::frame::copy::{copy_subtree, free_below, free_subtree, repack};
+use crate::frame::node::{self, Node, LINK_SIZE};
+use crate::frame::{alloc, header, AtomicFrame, Corrupt, FResult};
+use crate::store::FRAME_SIZE;
 use std::sync::Arc;
 
-/// A subtree smaller than this is not worth a frame of its own.
+/// A run smaller than this is not worth a frame of its own.
 const MIN_SPILL: usize = 256;
 
-struct Candidate {
-    slot: usize,
-    ptr: u32,
-    /// Key bytes from the frame root to where this node starts.
+struct Choice {
+    /// The parent node of the run.
+    y: u32,
+    /// Branch bytes of the moved children, ascending.
+    bytes: Vec<u8>,
+    /// Key bytes from the frame root to the moved children (branch byte
+    /// included).
     rel_depth: usize,
     size: usize,
 }
 
-/// Picks the subtree to move: the one closest to half the used bytes,
-/// never the frame root, a value leaf or a bare link.
-fn choose(f: &AtomicFrame) -> FResult<Option<Candidate>> {
+/// Sizes of every subtree, then the best run of siblings.
+fn choose(f: &AtomicFrame) -> FResult<Option<Choice>> {
     let root = header::root(f)?;
     if root == 0 {
         return Ok(None);
     }
-    // Pre-order list of (ptr, slot, parent index, rel_depth, own size).
     struct Item {
-        ptr: u32,
-        slot: usize,
         parent: usize,
-        rel_depth: usize,
         total: usize,
-        spillable: bool,
+        /// Children: (branch byte, item index, is a link).
+        kids: Vec<(u8, usize, bool)>,
+        ptr: u32,
+        /// Key bytes from the frame root to where this node's children
+        /// start (its prefix included, branch byte not).
+        child_depth: usize,
     }
     let mut items: Vec<Item> = Vec::new();
-    let mut stack = vec![(root, header::OFF_ROOT, usize::MAX, 0usize, false)];
-    while let Some((ptr, slot, parent, rel_depth, spillable)) = stack.pop() {
-        if items.len() > crate::store::FRAME_SIZE / 8 {
+    // (ptr, parent index, branch byte, depth where the node starts)
+    let mut stack: Vec<(u32, usize, u8, usize)> = vec![(root, usize::MAX, 0, 0)];
+    while let Some((ptr, parent, byte, depth)) = stack.pop() {
+        if items.len() > FRAME_SIZE / 8 {
             return Err(Corrupt("node graph has a cycle"));
         }
         let n = node::decode(f, ptr)?;
         let me = items.len();
-        items.push(Item {
-            ptr,
-            slot,
+        let mut item = Item {
             parent,
-            rel_depth,
             total: node::needed_size(&n),
-            spillable: spillable && !matches!(n, Node::Link(_)),
-        });
+            kids: Vec::new(),
+            ptr,
+            child_depth: depth,
+        };
+        if let Some(p) = items.get_mut(parent) {
+            p.kids.push((byte, me, matches!(n, Node::Link(_))));
+        }
         if let Node::Inner(i) = n {
+            item.child_depth = depth + i.prefix_len;
             if i.value != 0 {
-                stack.push((i.value, i.value_slot(), me, rel_depth + i.prefix_len, false));
+                item.total += node::needed_size(&node::decode(f, i.value)?);
             }
-            let mut from = 0usize;
-            while let Some((b, c)) = node::next_child(f, &i, from)? {
-                let s = node::find_child(f, &i, b)?.map_or(0, |(s, _)| s);
-                stack.push((c, s, me, rel_depth + i.prefix_len + 1, true));
-                from = usize::from(b) + 1;
+            for (b, c) in node::children(f, &i)? {
+                stack.push((c, me, b, depth + i.prefix_len + 1));
             }
         }
+        items.push(item);
     }
     for k in (1..items.len()).rev() {
         let (t, p) = (items[k].total, items[k].parent);
@@ -73,50 +89,134 @@ fn choose(f: &AtomicFrame) -> FResult<Option<Candidate>> {
         }
     }
     let target = header::used(f)? as usize / 2;
-    let best = items
-        .iter()
-        .filter(|c| c.spillable && c.total >= MIN_SPILL)
-        .min_by_key(|c| c.total.abs_diff(target));
-    Ok(best.map(|c| Candidate {
-        slot: c.slot,
-        ptr: c.ptr,
-        rel_depth: c.rel_depth,
-        size: c.total,
-    }))
+    let mut best: Option<(usize, Choice)> = None;
+    for (idx, it) in items.iter().enumerate() {
+        if it.kids.is_empty() {
+            continue;
+        }
+        let mut kids = it.kids.clone();
+        kids.sort_unstable_by_key(|k| k.0);
+        // Runs never include a link (a link may stand in several slots; a
+        // run splitting its group would leave it shared across frames).
+        let mut start = 0;
+        while start < kids.len() {
+            if kids[start].2 {
+                start += 1;
+                continue;
+            }
+            let mut end = start;
+            let mut sum = 0usize;
+            // Grow the run while that brings it closer to the target.
+            while end < kids.len() && !kids[end].2 {
+                let s = items[kids[end].1].total;
+                if sum > 0 && sum.abs_diff(target) < (sum + s).abs_diff(target) {
+                    break;
+                }
+                sum += s;
+                end += 1;
+            }
+            let whole_root = idx == 0 && start == 0 && end == kids.len();
+            if sum >= MIN_SPILL && !whole_root {
+                let score = sum.abs_diff(target);
+                if best.as_ref().is_none_or(|(s, _)| score < *s) {
+                    let bytes = kids[start..end].iter().map(|k| k.0).collect();
+                    best = Some((
+                        score,
+                        Choice {
+                            y: it.ptr,
+                            bytes,
+                            rel_depth: it.child_depth + 1,
+                            size: sum,
+                        },
+                    ));
+                }
+            }
+            start += 1;
+        }
+    }
+    Ok(best.map(|(_, c)| c))
 }
 
-/// Moves a subtree of the latched frame `w` into a new frame. Returns
-/// false when nothing can move (the frame holds a single node).
+/// Moves a run of siblings out of the latched frame `w` into a new fan
+/// frame. Returns false when nothing can move.
 pub(crate) fn spill(bm: &BufferManager, w: &FrameWrite, seq: u64) -> FResult<bool> {
     let f = w.frame();
+    if alloc::tail_room(f)? < LINK_SIZE {
+        repack(f)?;
+    }
     let Some(c) = choose(f)? else {
         return Ok(false);
     };
+    let Node::Inner(y) = node::decode(f, c.y)? else {
+        return Err(Corrupt("spill parent is not an inner node"));
+    };
     let guid = bm.new_guid();
     let child = AtomicFrame::zeroed();
-    let depth = header::depth(f)? as usize + c.rel_depth;
-    header::init(&child, guid, u32::try_from(depth).map_err(|_| Corrupt("depth"))?)?;
-    let root = copy_subtree(f, c.ptr, &child)?;
-    child.set_u32(header::OFF_ROOT, root)?;
+    // `choose` counts a byte for every branch, but a fan root's branch
+    // bytes were consumed above this frame (they are in its depth).
+    let fan_adjust = usize::from(header::is_fan(f)?);
+    let depth = (header::depth(f)? as usize + c.rel_depth)
+        .checked_sub(fan_adjust)
+        .ok_or(Corrupt("fan frame depth"))?;
+    header::init(
+        &child,
+        guid,
+        u32::try_from(depth).map_err(|_| Corrupt("depth"))?,
+    )?;
+    child.set_u16(header::OFF_FLAGS, header::FLAG_FAN)?;
     child.set_u64(header::OFF_MAX_SEQ, header::max_seq(f)?)?;
-    // Reuse the subtree root's own allocation (>= MIN_SPILL bytes, so
-    // >= LINK_SIZE) for the link; free everything below it.
-    let top = node::decode(f, c.ptr)?;
-    let top_size = node::node_size(&top);
-    if let Node::Inner(i) = top {
-        if i.value != 0 {
-            free_subtree(f, i.value)?;
+    let kind = node::kind_for(c.bytes.len());
+    let size = node::inner_size(kind, 0);
+    let fan_at = alloc::alloc_reserved(&child, size)?;
+    node::write_inner(&child, fan_at, size, kind, &[], 0)?;
+    let Node::Inner(mut fan) = node::decode(&child, fan_at as u32)? else {
+        return Err(Corrupt("new fan node"));
+    };
+    let mut moved = Vec::with_capacity(c.bytes.len());
+    for &b in &c.bytes {
+        let (slot, ptr) = node::find_child(f, &y, b)?.ok_or(Corrupt("spill child vanished"))?;
+        let copy = copy_subtree(f, ptr, &child)?;
+        node::add_child(&child, &mut fan, b, copy)?;
+        moved.push((slot, ptr));
+    }
+    child.set_u32(header::OFF_ROOT, fan_at as u32)?;
+    // The link: from the tail, else in place of a moved node big enough.
+    let (link_at, link_size, keep) = match alloc::alloc(f, LINK_SIZE)? {
+        Some(at) => (at, LINK_SIZE, None),
+        None => {
+            let mut spot = None;
+            for &(_, ptr) in &moved {
+                let n = node::decode(f, ptr)?;
+                if node::node_size(&n) >= LINK_SIZE {
+                    spot = Some((ptr as usize, node::node_size(&n), ptr));
+                    break;
+                }
+            }
+            let (at, size, ptr) = spot.ok_or(Corrupt("no room for a link"))?;
+            (at, size, Some(ptr))
         }
-        for (_, kid) in node::children(f, &i)? {
-            free_subtree(f, kid)?;
+    };
+    for &(_, ptr) in &moved {
+        if Some(ptr) == keep {
+            // Free what hangs below the node whose bytes become the link.
+            free_below(f, ptr)?;
+        } else {
+            free_subtree(f, ptr)?;
         }
     }
-    node::write_link(f, c.ptr as usize, top_size, &guid)?;
+    node::write_link(f, link_at, link_size, &guid)?;
     header::add(f, header::OFF_LINKS, 1)?;
-    f.set_u32(c.slot, c.ptr)?;
+    for &(slot, _) in &moved {
+        f.set_u32(slot, link_at as u32)?;
+    }
     let _: Arc<CachedBlob> = bm.insert_new(guid, child, seq);
     #[cfg(feature = "tracing")]
-    tracing::debug!(bytes = c.size, depth, "spillover to a new frame");
+    tracing::debug!(
+        bytes = c.size,
+        children = c.bytes.len(),
+        depth,
+        "spillover to a new frame"
+    );
     let _ = c.size;
     Ok(true)
 }

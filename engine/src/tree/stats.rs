@@ -15,7 +15,14 @@ impl Core {
         let mut blobs = Vec::new();
         let mut queue = VecDeque::new();
         queue.push_back(Arc::clone(&self.root));
+        let mut visited = std::collections::HashSet::new();
         while let Some(blob) = queue.pop_front() {
+            if !visited.insert(blob.guid) {
+                return Err(corrupt_in(
+                    &blob,
+                    crate::frame::Corrupt("frame links form a cycle"),
+                ));
+            }
             let guid = blob.guid;
             let (nums, links) = {
                 let r = FrameRead::lock(blob);
@@ -23,7 +30,7 @@ impl Core {
                 let c = |e| corrupt_in(r.blob(), e);
                 (copy::numbers(f).map_err(c)?, copy::links(f).map_err(c)?)
             };
-            for (_, g) in &links {
+            for g in &links {
                 queue.push_back(self.bm.pin_silent(g)?);
             }
             blobs.push(BlobStats {

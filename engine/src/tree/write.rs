@@ -17,13 +17,20 @@ impl Core {
     /// Inserts or overwrites `key`. `log` runs after the edit, still under
     /// the frame's exclusive latch, and returns the edit's seq (it appends
     /// the WAL record in persistent mode).
-    pub(crate) fn put(&self, key: &[u8], value: &[u8], log: &mut dyn FnMut() -> Result<u64>) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn put(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        log: &mut dyn FnMut() -> Result<u64>,
+    ) -> Result<Option<Vec<u8>>> {
         loop {
             let loc = self.locate(key, false)?;
             let Some(w) = self.lock_live(loc.blob) else {
                 continue;
             };
-            match insert::insert(w.frame(), key, loc.depth, value).map_err(|c| corrupt_in(w.blob(), c))? {
+            match insert::insert(w.frame(), key, loc.depth, value)
+                .map_err(|c| corrupt_in(w.blob(), c))?
+            {
                 Outcome::Done(old) => {
                     let seq = log()?;
                     self.bm.mark_dirty(w.blob().guid, seq);
@@ -49,7 +56,11 @@ impl Core {
 
     /// Removes `key`; `log` as for [`Core::put`], called only if the key
     /// existed.
-    pub(crate) fn delete(&self, key: &[u8], log: &mut dyn FnMut() -> Result<u64>) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn delete(
+        &self,
+        key: &[u8],
+        log: &mut dyn FnMut() -> Result<u64>,
+    ) -> Result<Option<Vec<u8>>> {
         loop {
             let loc = self.locate(key, false)?;
             if !matches!(loc.step, Step::Found(_)) {
@@ -64,7 +75,8 @@ impl Core {
                 erase::Outcome::Done(old) => {
                     let seq = log()?;
                     self.bm.mark_dirty(blob.guid, seq);
-                    let empty = blob.guid != ROOT_GUID && header::root(f).map_err(|c| corrupt_in(&blob, c))? == 0;
+                    let empty = blob.guid != ROOT_GUID
+                        && header::root(f).map_err(|c| corrupt_in(&blob, c))? == 0;
                     drop(w);
                     if empty {
                         if let Some((parent, pd)) = loc.parent {

@@ -70,7 +70,10 @@ pub(crate) fn encode(seq: u64, ops: &[OpRef<'_>], out: &mut Vec<u8>) {
         out.extend_from_slice(v);
     }
     out.resize(start + total, 0);
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[start..start + 4]), &out[start + 8..start + total]);
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&out[start..start + 4]),
+        &out[start + 8..start + total],
+    );
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -126,12 +129,22 @@ mod tests {
     #[test]
     fn round_trip_and_alignment() {
         let mut buf = Vec::new();
-        encode(7, &[OpRef::Put(b"k", b"value"), OpRef::Delete(b"")], &mut buf);
+        encode(
+            7,
+            &[OpRef::Put(b"k", b"value"), OpRef::Delete(b"")],
+            &mut buf,
+        );
         encode(8, &[], &mut buf);
         assert_eq!(buf.len() % 8, 0);
         let (r, n) = decode(&buf).unwrap();
         assert_eq!(r.seq, 7);
-        assert_eq!(r.ops, vec![Op::Put(b"k".to_vec(), b"value".to_vec()), Op::Delete(Vec::new())]);
+        assert_eq!(
+            r.ops,
+            vec![
+                Op::Put(b"k".to_vec(), b"value".to_vec()),
+                Op::Delete(Vec::new())
+            ]
+        );
         let (r2, n2) = decode(&buf[n..]).unwrap();
         assert_eq!((r2.seq, r2.ops.len(), n + n2), (8, 0, buf.len()));
     }

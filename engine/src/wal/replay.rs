@@ -42,7 +42,9 @@ fn parse(bytes: &[u8], active: bool, out: &mut Vec<Record>) -> Result<usize> {
             off += n;
             continue;
         }
-        let later = (off + 8..bytes.len()).step_by(8).any(|at| record::decode(&bytes[at..]).is_some());
+        let later = (off + 8..bytes.len())
+            .step_by(8)
+            .any(|at| record::decode(&bytes[at..]).is_some());
         if later {
             return Err(Error::ReplaySanityFailed {
                 context: if active {
@@ -59,7 +61,15 @@ fn parse(bytes: &[u8], active: bool, out: &mut Vec<Record>) -> Result<usize> {
 }
 
 fn read_all(driver: &Arc<dyn IoDriver>, path: &Path) -> Result<Vec<u8>> {
-    let f = driver.open(path, OpenOptions { create: false, direct: false }).map_err(io)?;
+    let f = driver
+        .open(
+            path,
+            OpenOptions {
+                create: false,
+                direct: false,
+            },
+        )
+        .map_err(io)?;
     let len = f.len().map_err(io)?;
     let len = usize::try_from(len).map_err(|_| Error::Internal("WAL file larger than memory"))?;
     let mut buf = vec![0u8; len];
@@ -93,14 +103,25 @@ pub(crate) fn scan(dir: &Path, driver: &Arc<dyn IoDriver>) -> Result<Scanned> {
         active_file_len = bytes.len() as u64;
         active_len = parse(&bytes, true, &mut records)? as u64;
     }
-    Ok(Scanned { records, active_len, active_file_len, retired })
+    Ok(Scanned {
+        records,
+        active_len,
+        active_file_len,
+        retired,
+    })
 }
 
 /// Cuts a torn tail off the active file.
 pub(crate) fn cut_tail(dir: &Path, driver: &Arc<dyn IoDriver>, s: &Scanned) -> Result<()> {
     if s.active_file_len > s.active_len {
         let f = driver
-            .open(&dir.join(ACTIVE), OpenOptions { create: false, direct: false })
+            .open(
+                &dir.join(ACTIVE),
+                OpenOptions {
+                    create: false,
+                    direct: false,
+                },
+            )
             .map_err(io)?;
         f.set_len(s.active_len).map_err(io)?;
         f.sync_all().map_err(io)?;
@@ -138,7 +159,9 @@ mod tests {
         b[30] ^= 0xFF; // inside the first record
         let mut out = Vec::new();
         match parse(&b, true, &mut out) {
-            Err(Error::ReplaySanityFailed { record_offset: 0, .. }) => {}
+            Err(Error::ReplaySanityFailed {
+                record_offset: 0, ..
+            }) => {}
             other => panic!("{other:?}"),
         }
     }

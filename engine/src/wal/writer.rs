@@ -33,7 +33,10 @@ pub(crate) fn retired_name(last: u64) -> String {
 
 /// Parses a retired file name back to its last seq.
 pub(crate) fn retired_seq(name: &str) -> Option<u64> {
-    name.strip_prefix("journal-")?.strip_suffix(".wal")?.parse().ok()
+    name.strip_prefix("journal-")?
+        .strip_suffix(".wal")?
+        .parse()
+        .ok()
 }
 
 struct State {
@@ -63,7 +66,9 @@ pub(crate) struct Wal {
 
 impl std::fmt::Debug for Wal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Wal").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Wal")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,7 +87,13 @@ impl Wal {
         retired: Vec<(u64, PathBuf)>,
     ) -> Result<Self> {
         let file = driver
-            .open(&dir.join(ACTIVE), OpenOptions { create: true, direct: false })
+            .open(
+                &dir.join(ACTIVE),
+                OpenOptions {
+                    create: true,
+                    direct: false,
+                },
+            )
             .map_err(io)?;
         driver.sync_dir(dir).map_err(io)?;
         let last = next_seq.saturating_sub(1);
@@ -105,7 +116,9 @@ impl Wal {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The highest seq assigned so far.
@@ -149,7 +162,10 @@ impl Wal {
                 return Ok(());
             }
             if st.leader {
-                st = self.cond.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+                st = self
+                    .cond
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 continue;
             }
             st.leader = true;
@@ -208,7 +224,10 @@ impl Wal {
         self.drain(cut, true)?;
         let mut st = self.lock();
         while st.leader {
-            st = self.cond.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+            st = self
+                .cond
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         if st.file_len == 0 {
             return Ok(cut);
@@ -217,7 +236,13 @@ impl Wal {
         let retired = self.dir.join(retired_name(cut));
         let res = (|| -> std::io::Result<Arc<dyn IoFile>> {
             self.driver.rename(&active, &retired)?;
-            let f = self.driver.open(&active, OpenOptions { create: true, direct: false })?;
+            let f = self.driver.open(
+                &active,
+                OpenOptions {
+                    create: true,
+                    direct: false,
+                },
+            )?;
             self.driver.sync_dir(&self.dir)?;
             Ok(f)
         })();
@@ -242,7 +267,8 @@ impl Wal {
         let mut st = self.lock();
         let driver = &self.driver;
         let before = st.retired.len();
-        st.retired.retain(|(last, path)| *last > cut || driver.remove(path).is_err());
+        st.retired
+            .retain(|(last, path)| *last > cut || driver.remove(path).is_err());
         st.retired.len() < before
     }
 }

@@ -1,0 +1,380 @@
+//! Hand-rolled command-line parsing.
+
+use std::path::PathBuf;
+
+use crate::error::{BenchError, Result};
+use crate::ops::OpKind;
+use crate::shapes::Shape;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Memory,
+    Persistent,
+}
+
+impl Mode {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Memory => "memory",
+            Mode::Persistent => "persistent",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineKind {
+    Holt,
+    Reference,
+}
+
+impl EngineKind {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            EngineKind::Holt => "holt",
+            EngineKind::Reference => "reference",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Args {
+    pub shapes: Vec<Shape>,
+    pub n: usize,
+    /// Op groups in canonical order; `load` is always included.
+    pub ops: Vec<OpKind>,
+    pub threads: Vec<usize>,
+    pub mode: Mode,
+    pub dir: Option<PathBuf>,
+    pub engines: Vec<EngineKind>,
+    pub pool: Option<usize>,
+    pub flush_on_write: bool,
+    pub json: Option<PathBuf>,
+    pub quick: bool,
+    pub seed: u64,
+    pub help: bool,
+}
+
+pub const DEFAULT_N: usize = 1_000_000;
+pub const QUICK_N: usize = 100_000;
+
+pub const HELP: &str = "\
+holt-bench: throughput and latency of holt on path-shaped keys
+
+USAGE: cargo run --release -p holt-bench -- [FLAGS]
+
+With no flags: shapes objstore and fs, n = 1 000 000, memory mode, engines
+holt and reference, every op group; prints markdown tables (stdout) and
+writes JSON lines (target/holt-bench.jsonl).
+
+FLAGS
+  --shape S        key shape: kv | objstore | fs; repeatable or a comma list
+                   [default: objstore,fs]
+  --n N            keys loaded per shape; accepts 1000000, 1_000_000, 1e6,
+                   100k, 1m  [default: 1000000; --quick: 100000]
+  --ops LIST       comma list of op groups: load, get, update, mixed,
+                   scan100, list_dir, rename, create_delete, get_tN, delete,
+                   or all. get_tN uses the --threads counts; get_t4 names one
+                   count directly. load always runs (the other groups need
+                   the data)  [default: all]
+  --threads N      thread counts for get_tN, a number or a comma list
+                   [default: 2]
+  --mode M         memory | persistent  [default: memory]. Persistent mode
+                   stores holt in --dir (the reference engine stays in RAM)
+  --dir PATH       where persistent trees go (one subdirectory per engine
+                   and shape, which must not already exist)
+                   [default: a fresh temporary directory]
+  --engine LIST    holt | reference, a comma list  [default: holt,reference]
+  --pool FRAMES    holt buffer pool in 512 KiB frames
+                   [default: enough for the tree, at least 64]
+  --flush-on-write memory mode: write every mutation's dirty frames through
+                   to the in-process backend (holt's own default; costs a
+                   512 KiB copy + checksum per write)  [default: off]
+  --json PATH      JSON-lines output file, truncated at start
+                   [default: target/holt-bench.jsonl if ./target exists,
+                   else holt-bench.jsonl in the system temp dir]
+  --seed S         seed of keys, values and op sequences  [default: 0]
+  --quick          CI smoke run: n = 100 000 unless --n is given
+  -h, --help       this text
+
+OP GROUPS (op counts scale with n)
+  load           insert n keys in random order, then checkpoint
+  get            n uniform random gets, 10% of them misses
+  update         n/2 overwrites of random existing keys
+  mixed          n/2 ops, 80% get / 20% update
+  scan100        n/100 scans: first 100 keys under a random ancestor
+                 directory of a random key
+  list_dir       n/1000 listings: one level (delimiter '/'), up to 1000
+                 entries, under a random ancestor directory
+  rename         n/10 renames: n/20 keys moved to another directory, then
+                 moved back
+  create_delete  n/10 ops: create a new key, then delete it
+  get_tN         n gets in total, spread over N threads sharing the engine
+  delete         delete 10% of the keys (runs last)
+
+Latency is sampled (every 16th point op, every scan/listing); ops/s is
+ops / wall time of the whole group. Each single-threaded group prints a
+digest of what it read; engines running the same sequence must agree.
+Exit status 1 on any engine error or digest mismatch.
+";
+
+/// Parses `1000000`, `1_000_000`, `1e6`, `100k`, `2m`.
+fn parse_count(s: &str) -> Option<usize> {
+    let t: String = s.chars().filter(|&c| c != '_' && c != ',').collect();
+    let t = t.to_ascii_lowercase();
+    if let Some((m, e)) = t.split_once('e') {
+        let m: usize = m.parse().ok()?;
+        let e: u32 = e.parse().ok()?;
+        return m.checked_mul(10usize.checked_pow(e)?);
+    }
+    let (digits, mul) = match t.as_bytes().last()? {
+        b'k' => (&t[..t.len() - 1], 1_000),
+        b'm' => (&t[..t.len() - 1], 1_000_000),
+        _ => (&t[..], 1),
+    };
+    digits.parse::<usize>().ok()?.checked_mul(mul)
+}
+
+fn list(v: &str) -> impl Iterator<Item = &str> {
+    v.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn usage(m: impl Into<String>) -> BenchError {
+    BenchError::Usage(m.into())
+}
+
+/// Parses the arguments after the program name.
+///
+/// # Errors
+/// `BenchError::Usage` on an unknown flag or a bad value.
+pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
+    let mut shapes = Vec::new();
+    let mut n = None;
+    let mut ops: Option<Vec<OpKind>> = None;
+    let mut threads = Vec::new();
+    let mut mode = Mode::Memory;
+    let mut dir = None;
+    let mut engines = Vec::new();
+    let mut pool = None;
+    let mut flush_on_write = false;
+    let mut json = None;
+    let mut quick = false;
+    let mut seed = 0;
+    let mut help = false;
+
+    let mut it = argv.into_iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => it
+                    .next()
+                    .ok_or_else(|| usage(format!("{name} needs a value"))),
+            }
+        };
+        match flag.as_str() {
+            "-h" | "--help" => help = true,
+            "--quick" => quick = true,
+            "--flush-on-write" => flush_on_write = true,
+            "--shape" | "--shapes" => {
+                for s in list(&value("--shape")?) {
+                    let sh = Shape::parse(s)
+                        .ok_or_else(|| usage(format!("unknown shape {s:?} (kv, objstore, fs)")))?;
+                    if !shapes.contains(&sh) {
+                        shapes.push(sh);
+                    }
+                }
+            }
+            "--n" => {
+                let v = value("--n")?;
+                let c = parse_count(&v).ok_or_else(|| usage(format!("bad --n {v:?}")))?;
+                if c == 0 || c > u32::MAX as usize / 2 {
+                    return Err(usage(format!("--n {c} out of range")));
+                }
+                n = Some(c);
+            }
+            "--ops" => {
+                let v = value("--ops")?;
+                let mut sel = ops.take().unwrap_or_default();
+                for s in list(&v) {
+                    if s == "all" {
+                        sel.extend(OpKind::ALL_BUT_THREADED);
+                        sel.push(OpKind::GetThreads(0));
+                        continue;
+                    }
+                    let op = OpKind::parse(s).ok_or_else(|| {
+                        usage(format!(
+                            "unknown op group {s:?} (load, get, update, mixed, scan100, \
+                             list_dir, rename, create_delete, get_tN, delete, all)"
+                        ))
+                    })?;
+                    sel.push(op);
+                }
+                ops = Some(sel);
+            }
+            "--threads" => {
+                let v = value("--threads")?;
+                for s in list(&v) {
+                    let t = parse_count(s)
+                        .filter(|&t| (1..=1024).contains(&t))
+                        .ok_or_else(|| usage(format!("bad --threads {s:?}")))?;
+                    if !threads.contains(&t) {
+                        threads.push(t);
+                    }
+                }
+            }
+            "--mode" => {
+                mode = match value("--mode")?.as_str() {
+                    "memory" | "mem" => Mode::Memory,
+                    "persistent" | "disk" => Mode::Persistent,
+                    other => {
+                        return Err(usage(format!("bad --mode {other:?} (memory, persistent)")))
+                    }
+                }
+            }
+            "--dir" => dir = Some(PathBuf::from(value("--dir")?)),
+            "--engine" | "--engines" => {
+                for s in list(&value("--engine")?) {
+                    let e = match s {
+                        "holt" => EngineKind::Holt,
+                        "reference" | "ref" => EngineKind::Reference,
+                        other => {
+                            return Err(usage(format!(
+                                "unknown engine {other:?} (holt, reference)"
+                            )))
+                        }
+                    };
+                    if !engines.contains(&e) {
+                        engines.push(e);
+                    }
+                }
+            }
+            "--pool" => {
+                let v = value("--pool")?;
+                let p = parse_count(&v)
+                    .filter(|&p| p > 0)
+                    .ok_or_else(|| usage(format!("bad --pool {v:?}")))?;
+                pool = Some(p);
+            }
+            "--json" => json = Some(PathBuf::from(value("--json")?)),
+            "--seed" => {
+                let v = value("--seed")?;
+                seed = v.parse().map_err(|_| usage(format!("bad --seed {v:?}")))?;
+            }
+            other => return Err(usage(format!("unknown argument {other:?}"))),
+        }
+    }
+
+    if shapes.is_empty() {
+        shapes = vec![Shape::Objstore, Shape::Fs];
+    }
+    if engines.is_empty() {
+        engines = vec![EngineKind::Holt, EngineKind::Reference];
+    }
+    if threads.is_empty() {
+        threads.push(2);
+    }
+    let n = n.unwrap_or(if quick { QUICK_N } else { DEFAULT_N });
+
+    // Expand get_tN into one group per thread count; canonical order.
+    let mut sel = ops.unwrap_or_else(|| {
+        let mut v = OpKind::ALL_BUT_THREADED.to_vec();
+        v.push(OpKind::GetThreads(0));
+        v
+    });
+    sel.push(OpKind::Load);
+    let mut expanded = Vec::new();
+    for op in sel {
+        match op {
+            OpKind::GetThreads(0) => {
+                expanded.extend(threads.iter().map(|&t| OpKind::GetThreads(t)));
+            }
+            op => expanded.push(op),
+        }
+    }
+    expanded.sort_by_key(|op| op.order());
+    expanded.dedup();
+
+    Ok(Args {
+        shapes,
+        n,
+        ops: expanded,
+        threads,
+        mode,
+        dir,
+        engines,
+        pool,
+        flush_on_write,
+        json,
+        quick,
+        seed,
+        help,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(v: &[&str]) -> Result<Args> {
+        parse(v.iter().map(|s| (*s).to_string()))
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(parse_count("1_000_000"), Some(1_000_000));
+        assert_eq!(parse_count("1e6"), Some(1_000_000));
+        assert_eq!(parse_count("100k"), Some(100_000));
+        assert_eq!(parse_count("2M"), Some(2_000_000));
+        assert_eq!(parse_count("x"), None);
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let a = p(&[]).unwrap();
+        assert_eq!(a.shapes, vec![Shape::Objstore, Shape::Fs]);
+        assert_eq!(a.n, DEFAULT_N);
+        assert_eq!(a.ops.first(), Some(&OpKind::Load));
+        assert_eq!(a.ops.last(), Some(&OpKind::Delete));
+        assert!(a.ops.contains(&OpKind::GetThreads(2)));
+
+        let a = p(&[
+            "--shape",
+            "kv",
+            "--shape=fs,kv",
+            "--ops",
+            "get,get_t4,get_tN",
+            "--threads",
+            "1,3",
+            "--quick",
+            "--mode",
+            "persistent",
+            "--engine",
+            "holt",
+        ])
+        .unwrap();
+        assert_eq!(a.shapes, vec![Shape::Kv, Shape::Fs]);
+        assert_eq!(a.n, QUICK_N);
+        assert_eq!(
+            a.ops,
+            vec![
+                OpKind::Load,
+                OpKind::Get,
+                OpKind::GetThreads(1),
+                OpKind::GetThreads(3),
+                OpKind::GetThreads(4)
+            ]
+        );
+        assert_eq!(a.mode, Mode::Persistent);
+        assert_eq!(a.engines, vec![EngineKind::Holt]);
+
+        assert!(p(&["--bogus"]).is_err());
+        assert!(p(&["--n"]).is_err());
+        assert!(p(&["--ops", "nope"]).is_err());
+    }
+}

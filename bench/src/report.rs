@@ -1,0 +1,392 @@
+//! Markdown tables for people, JSON lines for machines, and process
+//! memory numbers from `/proc/self/status`.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use crate::error::{BenchError, Result};
+use crate::ops::GroupResult;
+
+// ---------------------------------------------------------------- JSON --
+
+/// One JSON object, built field by field.
+#[derive(Default)]
+pub struct Obj(String);
+
+fn escape(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+impl Obj {
+    fn key(&mut self, k: &str) {
+        self.0.push(if self.0.is_empty() { '{' } else { ',' });
+        escape(k, &mut self.0);
+        self.0.push(':');
+    }
+
+    #[must_use]
+    pub fn str(mut self, k: &str, v: &str) -> Self {
+        self.key(k);
+        escape(v, &mut self.0);
+        self
+    }
+
+    #[must_use]
+    pub fn int(mut self, k: &str, v: u64) -> Self {
+        self.key(k);
+        let _ = write!(self.0, "{v}");
+        self
+    }
+
+    #[must_use]
+    pub fn num(mut self, k: &str, v: f64) -> Self {
+        self.key(k);
+        if v.is_finite() {
+            let _ = write!(self.0, "{v}");
+        } else {
+            self.0.push_str("null");
+        }
+        self
+    }
+
+    #[must_use]
+    pub fn opt_int(self, k: &str, v: Option<u64>) -> Self {
+        match v {
+            Some(v) => self.int(k, v),
+            None => self.null(k),
+        }
+    }
+
+    #[must_use]
+    pub fn opt_num(self, k: &str, v: Option<f64>) -> Self {
+        match v {
+            Some(v) => self.num(k, v),
+            None => self.null(k),
+        }
+    }
+
+    #[must_use]
+    pub fn bool(mut self, k: &str, v: bool) -> Self {
+        self.key(k);
+        self.0.push_str(if v { "true" } else { "false" });
+        self
+    }
+
+    #[must_use]
+    pub fn null(mut self, k: &str) -> Self {
+        self.key(k);
+        self.0.push_str("null");
+        self
+    }
+
+    #[must_use]
+    pub fn finish(mut self) -> String {
+        if self.0.is_empty() {
+            self.0.push('{');
+        }
+        self.0.push('}');
+        self.0
+    }
+}
+
+/// JSON-lines sink; every line is flushed so a crashed run keeps its rows.
+pub struct JsonOut {
+    w: BufWriter<File>,
+    path: String,
+}
+
+impl JsonOut {
+    /// # Errors
+    /// Creating the parent directory or the file.
+    pub fn create(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| BenchError::io(format!("create {}", dir.display()), e))?;
+        }
+        let f = File::create(path)
+            .map_err(|e| BenchError::io(format!("create {}", path.display()), e))?;
+        Ok(Self {
+            w: BufWriter::new(f),
+            path: path.display().to_string(),
+        })
+    }
+
+    /// # Errors
+    /// Write errors.
+    pub fn line(&mut self, obj: Obj) -> Result<()> {
+        let s = obj.finish();
+        writeln!(self.w, "{s}")
+            .and_then(|()| self.w.flush())
+            .map_err(|e| BenchError::io(format!("write {}", self.path), e))
+    }
+
+    #[must_use]
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+// ------------------------------------------------------------- numbers --
+
+/// Latency in µs with sensible precision.
+#[must_use]
+pub fn us(ns: u64) -> String {
+    let u = ns as f64 / 1000.0;
+    if u < 10.0 {
+        format!("{u:.2}")
+    } else if u < 1000.0 {
+        format!("{u:.1}")
+    } else {
+        format!("{u:.0}")
+    }
+}
+
+/// Integer with thin thousands separators: 1 234 567.
+#[must_use]
+pub fn grouped(v: u64) -> String {
+    let s = v.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Latency {
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: f64,
+    pub samples: u64,
+}
+
+impl Latency {
+    #[must_use]
+    pub fn of(r: &GroupResult) -> Self {
+        let h = &r.hist;
+        Self {
+            p50: h.value_at_quantile(0.5),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: h.mean(),
+            samples: h.len(),
+        }
+    }
+}
+
+// -------------------------------------------------------------- tables --
+
+pub struct Row {
+    pub engine: String,
+    pub shape: String,
+    pub n: usize,
+    pub threads: usize,
+    pub op: String,
+    pub ops: u64,
+    pub ops_per_sec: f64,
+    pub lat: Latency,
+}
+
+#[must_use]
+pub fn ops_table(rows: &[Row]) -> String {
+    let mut s = String::new();
+    s.push_str(
+        "| engine | shape | n | threads | op | ops | ops/s | p50 µs | p99 µs | p99.9 µs | max µs |\n",
+    );
+    s.push_str("|---|---|--:|--:|---|--:|--:|--:|--:|--:|--:|\n");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.engine,
+            r.shape,
+            grouped(r.n as u64),
+            r.threads,
+            r.op,
+            grouped(r.ops),
+            grouped(r.ops_per_sec.round() as u64),
+            us(r.lat.p50),
+            us(r.lat.p99),
+            us(r.lat.p999),
+            us(r.lat.max),
+        );
+    }
+    s
+}
+
+/// Per (engine, shape) numbers.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub engine: String,
+    pub shape: String,
+    pub n: usize,
+    pub pool: Option<usize>,
+    pub load_secs: f64,
+    pub checkpoint_secs: f64,
+    pub frames: Option<u64>,
+    pub mean_fill: Option<f64>,
+    pub cache_hits: Option<u64>,
+    pub cache_misses: Option<u64>,
+    pub restarts: Option<u64>,
+    pub peak_rss: Option<u64>,
+    pub base_rss: Option<u64>,
+    pub bytes_per_key: Option<f64>,
+    pub bytes_per_key_source: &'static str,
+    pub wall_secs: f64,
+}
+
+fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> String) -> String {
+    v.map_or_else(|| "-".to_string(), f)
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.0}", b as f64 / (1024.0 * 1024.0))
+}
+
+impl Summary {
+    #[must_use]
+    pub fn hit_rate(&self) -> Option<f64> {
+        match (self.cache_hits, self.cache_misses) {
+            (Some(h), Some(m)) if h + m > 0 => Some(h as f64 / (h + m) as f64),
+            _ => None,
+        }
+    }
+}
+
+#[must_use]
+pub fn summary_table(rows: &[Summary]) -> String {
+    let mut s = String::new();
+    s.push_str(
+        "| engine | shape | n | load s | ckpt s | frames | pool | fill % | cache hit % | \
+         restarts | peak RSS MiB | (base MiB) | bytes/key | wall s |\n",
+    );
+    s.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.2} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+            r.engine,
+            r.shape,
+            grouped(r.n as u64),
+            r.load_secs,
+            r.checkpoint_secs,
+            opt(r.frames, grouped),
+            opt(r.pool, |p| grouped(p as u64)),
+            opt(r.mean_fill, |f| format!("{:.1}", f * 100.0)),
+            opt(r.hit_rate(), |h| format!("{:.2}", h * 100.0)),
+            opt(r.restarts, grouped),
+            opt(r.peak_rss, mib),
+            opt(r.base_rss, mib),
+            opt(r.bytes_per_key, |b| format!(
+                "{b:.0} ({})",
+                r.bytes_per_key_source
+            )),
+            r.wall_secs,
+        );
+    }
+    s
+}
+
+// -------------------------------------------------------------- memory --
+
+/// `(VmRSS, VmHWM)` in bytes, from `/proc/self/status`.
+#[must_use]
+pub fn rss() -> (Option<u64>, Option<u64>) {
+    let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
+        return (None, None);
+    };
+    let field = |name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The 1/5/15-minute load averages, from `/proc/loadavg`.
+#[must_use]
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Resets the peak-RSS mark to the current RSS (Linux >= 4.0); best
+/// effort. Returns whether it worked.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Bytes allocated on disk under `dir` (recursively).
+#[must_use]
+pub fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for ent in rd.flatten() {
+            let Ok(md) = ent.metadata() else { continue };
+            if md.is_dir() {
+                stack.push(ent.path());
+            } else {
+                total += md.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_and_numbers() {
+        let s = Obj::default()
+            .str("a", "x\"y\n")
+            .int("b", 3)
+            .num("c", f64::NAN)
+            .bool("d", true)
+            .finish();
+        assert_eq!(s, r#"{"a":"x\"y\n","b":3,"c":null,"d":true}"#);
+        assert_eq!(Obj::default().finish(), "{}");
+        assert_eq!(grouped(1_234_567), "1,234,567");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(us(1234), "1.23");
+        assert_eq!(us(123_456), "123.5");
+        let (r, h) = rss();
+        assert!(r.is_some() && h.is_some());
+    }
+}
