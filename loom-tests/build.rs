@@ -1,5 +1,6 @@
 //! Turns `cfg(loom)` on for this crate only, so the engine files it
-//! includes by path (`sync.rs`, `latch.rs`) compile against loom's atomics.
+//! includes by path (`sync.rs`, `latch.rs`, `buffer/dirty.rs`,
+//! `buffer/eviction.rs`) compile against loom's atomics.
 
 fn main() {
     println!("cargo:rustc-check-cfg=cfg(loom)");

@@ -44,7 +44,10 @@ pub struct Args {
     pub n: usize,
     /// Op groups in canonical order; `load` is always included.
     pub ops: Vec<OpKind>,
+    /// Thread counts of `get_tN`.
     pub threads: Vec<usize>,
+    /// Thread counts of `sync_commit_tN`.
+    pub sync_threads: Vec<usize>,
     pub mode: Mode,
     pub dir: Option<PathBuf>,
     pub engines: Vec<EngineKind>,
@@ -65,8 +68,9 @@ holt-bench: throughput and latency of holt on path-shaped keys
 USAGE: cargo run --release -p holt-bench -- [FLAGS]
 
 With no flags: shapes objstore and fs, n = 1 000 000, memory mode, engines
-holt and reference, every op group; prints markdown tables (stdout) and
-writes JSON lines (target/holt-bench.jsonl).
+holt and reference, every op group of that mode; prints markdown tables
+(stdout) and writes JSON lines (target/holt-bench.jsonl). --mode persistent
+adds the persistence groups (reopen, reopen_wal, fdatasync, sync_commit_tN).
 
 FLAGS
   --shape S        key shape: kv | objstore | fs; repeatable or a comma list
@@ -75,13 +79,17 @@ FLAGS
                    100k, 1m  [default: 1000000; --quick: 100000]
   --ops LIST       comma list of op groups: load, get, update, mixed,
                    scan100, list_dir, rename, create_delete, get_tN, delete,
-                   or all. get_tN uses the --threads counts; get_t4 names one
-                   count directly. load always runs (the other groups need
-                   the data)  [default: all]
-  --threads N      thread counts for get_tN, a number or a comma list
-                   [default: 2]
+                   reopen, reopen_wal, fdatasync, sync_commit_tN, or all.
+                   get_tN and sync_commit_tN use the --threads counts;
+                   get_t4 names one count directly. load always runs (the
+                   other groups need the data); sync_commit brings
+                   fdatasync along  [default: every group of the mode]
+  --threads N      thread counts for get_tN and sync_commit_tN, a number
+                   or a comma list  [default: 2 for get_tN, 1,2,4,8 for
+                   sync_commit_tN]
   --mode M         memory | persistent  [default: memory]. Persistent mode
-                   stores holt in --dir (the reference engine stays in RAM)
+                   stores holt in --dir (the reference engine stays in RAM
+                   and skips the persistence groups)
   --dir PATH       where persistent trees go (one subdirectory per engine
                    and shape, which must not already exist)
                    [default: a fresh temporary directory]
@@ -111,9 +119,22 @@ OP GROUPS (op counts scale with n)
                  moved back
   create_delete  n/10 ops: create a new key, then delete it
   get_tN         n gets in total, spread over N threads sharing the engine
-  delete         delete 10% of the keys (runs last)
+  delete         delete 10% of the keys (runs after the groups above)
 
-Latency is sampled (every 16th point op, every scan/listing); ops/s is
+PERSISTENCE GROUPS (persistent mode, holt only; skipped with a note
+elsewhere)
+  reopen         right after load: clean close, open + first get (recovery
+                 time), then n gets on the cold buffer pool
+  reopen_wal     n/10 fresh keys with the buffered WAL and no checkpoint,
+                 close, open replaying the WAL tail + first get; the keys
+                 are then checked and deleted again (untimed)
+  fdatasync      200 appends of 4 KiB + fdatasync to a scratch file in the
+                 data directory: the disk's floor for a sync per commit
+  sync_commit_tN fresh-key puts with wal_sync_on_commit(true) on N threads
+                 (n/200 puts, at least 500, at most 5000); runs last
+
+Latency is sampled (every 16th point op, every scan/listing, every
+persistence op); ops/s is
 ops / wall time of the whole group. Each single-threaded group prints a
 digest of what it read; engines running the same sequence must agree.
 Exit status 1 on any engine error or digest mismatch.
@@ -205,12 +226,14 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
                     if s == "all" {
                         sel.extend(OpKind::ALL_BUT_THREADED);
                         sel.push(OpKind::GetThreads(0));
+                        sel.extend(OpKind::PERSISTENT);
                         continue;
                     }
                     let op = OpKind::parse(s).ok_or_else(|| {
                         usage(format!(
                             "unknown op group {s:?} (load, get, update, mixed, scan100, \
-                             list_dir, rename, create_delete, get_tN, delete, all)"
+                             list_dir, rename, create_delete, get_tN, delete, reopen, \
+                             reopen_wal, fdatasync, sync_commit_tN, all)"
                         ))
                     })?;
                     sel.push(op);
@@ -276,15 +299,24 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
     if engines.is_empty() {
         engines = vec![EngineKind::Holt, EngineKind::Reference];
     }
+    let sync_threads = if threads.is_empty() {
+        vec![1, 2, 4, 8]
+    } else {
+        threads.clone()
+    };
     if threads.is_empty() {
         threads.push(2);
     }
     let n = n.unwrap_or(if quick { QUICK_N } else { DEFAULT_N });
 
-    // Expand get_tN into one group per thread count; canonical order.
+    // Expand get_tN / sync_commit_tN into one group per thread count;
+    // canonical order.
     let mut sel = ops.unwrap_or_else(|| {
         let mut v = OpKind::ALL_BUT_THREADED.to_vec();
         v.push(OpKind::GetThreads(0));
+        if mode == Mode::Persistent {
+            v.extend(OpKind::PERSISTENT);
+        }
         v
     });
     sel.push(OpKind::Load);
@@ -294,8 +326,17 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
             OpKind::GetThreads(0) => {
                 expanded.extend(threads.iter().map(|&t| OpKind::GetThreads(t)));
             }
+            OpKind::SyncCommit(0) => {
+                expanded.extend(sync_threads.iter().map(|&t| OpKind::SyncCommit(t)));
+            }
             op => expanded.push(op),
         }
+    }
+    if expanded
+        .iter()
+        .any(|op| matches!(op, OpKind::SyncCommit(_)))
+    {
+        expanded.push(OpKind::Fsync);
     }
     expanded.sort_by_key(|op| op.order());
     expanded.dedup();
@@ -305,6 +346,7 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
         n,
         ops: expanded,
         threads,
+        sync_threads,
         mode,
         dir,
         engines,
@@ -342,6 +384,46 @@ mod tests {
         assert_eq!(a.ops.first(), Some(&OpKind::Load));
         assert_eq!(a.ops.last(), Some(&OpKind::Delete));
         assert!(a.ops.contains(&OpKind::GetThreads(2)));
+        assert!(!a.ops.iter().any(|op| op.needs_persistence()));
+
+        let a = p(&["--mode", "persistent"]).unwrap();
+        assert_eq!(
+            &a.ops[..3],
+            &[OpKind::Load, OpKind::Reopen, OpKind::ReopenWal]
+        );
+        assert_eq!(
+            &a.ops[a.ops.len() - 6..],
+            &[
+                OpKind::Delete,
+                OpKind::Fsync,
+                OpKind::SyncCommit(1),
+                OpKind::SyncCommit(2),
+                OpKind::SyncCommit(4),
+                OpKind::SyncCommit(8)
+            ]
+        );
+        assert!(a.ops.contains(&OpKind::GetThreads(2)));
+
+        let a = p(&["--ops", "sync_commit_t3,reopen", "--threads", "2"]).unwrap();
+        assert_eq!(
+            a.ops,
+            vec![
+                OpKind::Load,
+                OpKind::Reopen,
+                OpKind::Fsync,
+                OpKind::SyncCommit(3)
+            ]
+        );
+        let a = p(&["--ops", "sync_commit", "--threads", "2,6"]).unwrap();
+        assert_eq!(
+            a.ops,
+            vec![
+                OpKind::Load,
+                OpKind::Fsync,
+                OpKind::SyncCommit(2),
+                OpKind::SyncCommit(6)
+            ]
+        );
 
         let a = p(&[
             "--shape",

@@ -90,9 +90,43 @@ pub trait Engine: Sync {
 
     fn stats(&self) -> Result<EngineStats>;
 
-    /// Directory holding the engine's files, if it has any.
+    /// Directory holding the engine's files, if it has any. The
+    /// persistence groups (`reopen`, `sync_commit`, ...) run only on
+    /// engines that have one.
     fn data_dir(&self) -> Option<&Path> {
         None
+    }
+
+    /// Persistent engines: a clean close (drop every handle). Until
+    /// [`reopen`](Self::reopen), every other call fails.
+    fn close(&mut self) -> Result<()> {
+        Err(unsupported(self.name(), "close"))
+    }
+
+    /// Persistent engines: closes (if open) and opens the same directory
+    /// again, with a WAL sync on every commit or not.
+    fn reopen(&mut self, _sync_on_commit: bool) -> Result<()> {
+        Err(unsupported(self.name(), "reopen"))
+    }
+
+    /// Whether the open engine syncs its WAL on every commit; `None` if
+    /// the engine has no such setting or is closed.
+    fn sync_on_commit(&self) -> Option<bool> {
+        None
+    }
+
+    /// A put callable from several threads at once (engines whose writers
+    /// can share the handle). True if the key existed.
+    fn put_shared(&self, _key: &[u8], _value: &[u8]) -> Result<bool> {
+        Err(unsupported(self.name(), "put from several threads"))
+    }
+}
+
+fn unsupported(engine: &'static str, what: &str) -> BenchError {
+    BenchError::Engine {
+        engine,
+        what: what.to_string(),
+        err: "not supported by this engine".into(),
     }
 }
 
@@ -108,14 +142,15 @@ pub struct HoltOptions {
 }
 
 pub struct HoltEngine {
-    tree: holt::Tree,
-    dir: Option<PathBuf>,
+    /// `None` between [`Engine::close`] and [`Engine::reopen`].
+    tree: Option<holt::Tree>,
+    opts: HoltOptions,
+    sync_on_commit: bool,
 }
 
 impl HoltEngine {
     /// # Errors
-    /// Whatever `Tree::open` returns (persistent mode is not implemented
-    /// yet and returns `NotYetImplemented`).
+    /// Whatever `Tree::open` returns.
     pub fn open(opts: &HoltOptions) -> Result<Self> {
         let mut cfg = match &opts.dir {
             None => holt::TreeConfig::memory(),
@@ -133,9 +168,24 @@ impl HoltEngine {
             err: e.to_string(),
         })?;
         Ok(Self {
-            tree,
-            dir: opts.dir.clone(),
+            tree: Some(tree),
+            opts: opts.clone(),
+            sync_on_commit: false,
         })
+    }
+
+    #[inline]
+    fn tree(&self) -> Result<&holt::Tree> {
+        self.tree.as_ref().ok_or_else(closed)
+    }
+}
+
+#[cold]
+fn closed() -> BenchError {
+    BenchError::Engine {
+        engine: "holt",
+        what: "use of the tree".into(),
+        err: "the tree is closed".into(),
     }
 }
 
@@ -154,7 +204,7 @@ impl Engine for HoltEngine {
 
     #[inline]
     fn get(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
-        match self.tree.get(key) {
+        match self.tree()?.get(key) {
             Ok(Some(v)) => {
                 *out = v;
                 Ok(true)
@@ -166,7 +216,7 @@ impl Engine for HoltEngine {
 
     #[inline]
     fn put(&mut self, key: &[u8], value: &[u8], old: &mut Vec<u8>) -> Result<bool> {
-        match self.tree.put(key, value) {
+        match self.tree()?.put(key, value) {
             Ok(Some(v)) => {
                 *old = v;
                 Ok(true)
@@ -178,7 +228,7 @@ impl Engine for HoltEngine {
 
     #[inline]
     fn delete(&mut self, key: &[u8], old: &mut Vec<u8>) -> Result<bool> {
-        match self.tree.delete(key) {
+        match self.tree()?.delete(key) {
             Ok(Some(v)) => {
                 *old = v;
                 Ok(true)
@@ -189,7 +239,7 @@ impl Engine for HoltEngine {
     }
 
     fn rename(&mut self, src: &[u8], dst: &[u8]) -> Result<Renamed> {
-        match self.tree.rename(src, dst, false) {
+        match self.tree()?.rename(src, dst, false) {
             Ok(()) => Ok(Renamed::Done),
             Err(holt::Error::NotFound) => Ok(Renamed::NotFound),
             Err(holt::Error::DstExists) => Ok(Renamed::DstExists),
@@ -199,7 +249,7 @@ impl Engine for HoltEngine {
 
     fn scan<F: FnMut(&[u8], &[u8])>(&self, prefix: &[u8], limit: usize, mut f: F) -> Result<usize> {
         let mut seen = 0;
-        for e in self.tree.scan_prefix(prefix).into_iter().take(limit) {
+        for e in self.tree()?.scan_prefix(prefix).into_iter().take(limit) {
             match e {
                 Ok(holt::RangeEntry::Key { key, value }) => f(&key, &value),
                 Ok(other) => {
@@ -224,7 +274,7 @@ impl Engine for HoltEngine {
         mut f: F,
     ) -> Result<usize> {
         let mut seen = 0;
-        let it = self.tree.range().prefix(prefix).delimiter(delim);
+        let it = self.tree()?.range().prefix(prefix).delimiter(delim);
         for e in it.into_iter().take(limit) {
             match e {
                 Ok(holt::RangeEntry::Key { key, value }) => f(DirEntry::Key(&key, &value)),
@@ -244,13 +294,16 @@ impl Engine for HoltEngine {
     }
 
     fn checkpoint(&mut self) -> Result<()> {
-        self.tree
+        self.tree()?
             .checkpoint()
             .map_err(|e| holt_err("checkpoint", b"", &e))
     }
 
     fn stats(&self) -> Result<EngineStats> {
-        let s = self.tree.stats().map_err(|e| holt_err("stats", b"", &e))?;
+        let s = self
+            .tree()?
+            .stats()
+            .map_err(|e| holt_err("stats", b"", &e))?;
         Ok(EngineStats {
             frames: Some(u64::from(s.blob_count)),
             space_used: Some(s.total_space_used),
@@ -262,7 +315,54 @@ impl Engine for HoltEngine {
     }
 
     fn data_dir(&self) -> Option<&Path> {
-        self.dir.as_deref()
+        self.opts.dir.as_deref()
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if self.opts.dir.is_none() {
+            return Err(unsupported("holt", "close of a memory tree"));
+        }
+        // Dropping the last handle drains and syncs the WAL.
+        drop(self.tree.take());
+        Ok(())
+    }
+
+    fn reopen(&mut self, sync_on_commit: bool) -> Result<()> {
+        let Some(dir) = &self.opts.dir else {
+            return Err(unsupported("holt", "reopen of a memory tree"));
+        };
+        // The directory is locked while a handle lives: drop first.
+        drop(self.tree.take());
+        let tree = holt::TreeBuilder::new(dir.clone())
+            .buffer_pool_size(self.opts.pool_frames)
+            .wal_sync_on_commit(sync_on_commit)
+            .open()
+            .map_err(|e| BenchError::Engine {
+                engine: "holt",
+                what: format!(
+                    "reopen persistent tree at {} (wal_sync_on_commit {sync_on_commit})",
+                    dir.display()
+                ),
+                err: e.to_string(),
+            })?;
+        self.tree = Some(tree);
+        self.sync_on_commit = sync_on_commit;
+        Ok(())
+    }
+
+    fn sync_on_commit(&self) -> Option<bool> {
+        match (&self.opts.dir, &self.tree) {
+            (Some(_), Some(_)) => Some(self.sync_on_commit),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn put_shared(&self, key: &[u8], value: &[u8]) -> Result<bool> {
+        match self.tree()?.put(key, value) {
+            Ok(v) => Ok(v.is_some()),
+            Err(e) => Err(holt_err("put", key, &e)),
+        }
     }
 }
 

@@ -6,25 +6,29 @@
 //! - `shapes`: deterministic key / value generators;
 //! - `engines`: the `Engine` trait with `holt` and `reference`;
 //! - `ops`: the timed op groups;
+//! - `persist`: the groups that need a persistent engine (reopen, WAL
+//!   replay, sync per commit, the `fdatasync` baseline);
 //! - `report`: tables, JSON lines, RSS.
 
 mod args;
 mod engines;
 mod error;
 mod ops;
+mod persist;
 mod report;
 mod shapes;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use args::{Args, EngineKind, Mode};
 use engines::{Engine, HoltEngine, HoltOptions, ReferenceEngine};
 use error::{BenchError, Result};
 use ops::{Ctx, OpKind};
-use report::{JsonOut, Latency, Obj, Row, Summary};
+use report::{JsonOut, Latency, Obj, Recovery, Row, Summary};
 use shapes::{KeySet, Shape, ValuePool};
 
 fn main() -> ExitCode {
@@ -58,6 +62,9 @@ struct Collector {
     /// read-only threaded ones, whose digests are deterministic too.
     digests: Vec<(Shape, String, &'static str, u64)>,
     errors: Vec<String>,
+    /// Op groups skipped and why.
+    notes: Vec<String>,
+    recovery: Vec<Recovery>,
 }
 
 impl Collector {
@@ -142,6 +149,8 @@ fn run(args: &Args) -> Result<bool> {
         summaries: Vec::new(),
         digests: Vec::new(),
         errors: Vec::new(),
+        notes: Vec::new(),
+        recovery: Vec::new(),
     };
     let op_names: Vec<String> = args.ops.iter().map(|o| o.name()).collect();
     let shape_names: Vec<&str> = args.shapes.iter().map(|s| s.name()).collect();
@@ -159,6 +168,15 @@ fn run(args: &Args) -> Result<bool> {
                 "threads",
                 &args
                     .threads
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .str(
+                "sync_threads",
+                &args
+                    .sync_threads
                     .iter()
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
@@ -261,10 +279,45 @@ fn run(args: &Args) -> Result<bool> {
     println!("{}", report::summary_table(&col.summaries));
     println!(
         "Latency: sampled 1 op in 16 for point ops, 1 in 4 for rename/create_delete, every op for \
-         scans; timer overhead {timer_overhead} ns subtracted. fill = space used / (frames x 512 KiB) \
-         after load. bytes/key: engine space used (mem), bytes on disk (disk), estimated heap of the maps \
-         (est), or RSS growth over the load (rss). peak RSS is the process peak during that engine's run."
+         scans and for reopen / fdatasync / sync_commit; timer overhead {timer_overhead} ns subtracted. \
+         fill = space used / (frames x 512 KiB) after load. bytes/key: sum of the file sizes in the \
+         data directory after the load's checkpoint (disk), engine space used (mem), estimated heap of \
+         the maps (est), or RSS growth over the load (rss). peak RSS is the process peak during that \
+         engine's run. cache hit % counts from the engine's last open (the persistence groups reopen \
+         it)."
     );
+    if !col.recovery.is_empty() {
+        println!("\n### Recovery (persistent mode)\n");
+        println!("{}", report::recovery_table(&col.recovery));
+        println!(
+            "reopen: clean close right after the load's checkpoint, open, first get of a random key; \
+             then the `get` op sequence on the cold buffer pool (frames are read with O_DIRECT), whose \
+             digest is checked against `get`. reopen_wal: n/10 fresh keys put with the default buffered \
+             WAL and no checkpoint (the reopen_wal row in the ops table times these puts), close (drains \
+             and syncs the WAL), open replaying the WAL tail, first get of the last key written; then, \
+             untimed, every key is checked, deleted again and a checkpoint taken. WAL MiB: journal*.wal \
+             files just before the open; dir MiB: every file in the directory."
+        );
+    }
+    if let Some(t) = report::sync_table(&col.rows) {
+        println!("\n### Sync per commit (persistent mode)\n");
+        println!("{t}");
+        println!(
+            "fdatasync: {} appends of 4 KiB to a scratch file in the data directory, each followed by \
+             fdatasync (after one untimed): the disk's floor for one sync per commit. sync_commit_tN: \
+             the tree reopened with wal_sync_on_commit(true) and its cache warmed by a full scan \
+             (untimed), then fresh-key puts on N threads sharing the tree. x fdatasync rate = ops/s / \
+             fdatasync ops/s: about 1.0 means one sync per commit; above 1 means group commit covers \
+             several commits per sync; below 1 means a commit costs more than one bare sync.",
+            persist::FSYNC_OPS
+        );
+    }
+    if !col.notes.is_empty() {
+        println!("\nSkipped:");
+        for note in &col.notes {
+            println!("- {note}");
+        }
+    }
     if args.engines.len() > 1 {
         if compared == 0 {
             println!(
@@ -375,7 +428,9 @@ fn run_engine<E: Engine>(
         label: format!("{engine} {shape}"),
         progress: plan.progress,
         timer_overhead: plan.timer_overhead,
+        next_extra: AtomicUsize::new(0),
     };
+    let mut skipped = Vec::new();
     let mut sum = Summary {
         engine: engine.to_string(),
         shape: shape.name().to_string(),
@@ -385,6 +440,10 @@ fn run_engine<E: Engine>(
         ..Summary::default()
     };
     for &op in &args.ops {
+        if op.needs_persistence() && e.data_dir().is_none() {
+            skipped.push(op.name());
+            continue;
+        }
         let r = match ops::run(&mut e, op, &cx) {
             Ok(r) => r,
             Err(err) => {
@@ -424,7 +483,12 @@ fn run_engine<E: Engine>(
         if let Some(w) = &r.wrong {
             col.error(engine, shape, &r.op, format!("wrong results: {w}"))?;
         }
-        col.digests.push((shape, r.op.clone(), engine, r.digest));
+        let digest_op = r.digest_as.map_or_else(|| r.op.clone(), str::to_string);
+        col.digests.push((shape, digest_op, engine, r.digest));
+        if op == OpKind::Reopen || op == OpKind::ReopenWal {
+            col.recovery
+                .push(recovery_row(engine, shape, args.n, op, &r));
+        }
         col.rows.push(Row {
             engine: engine.to_string(),
             shape: shape.name().to_string(),
@@ -445,6 +509,23 @@ fn run_engine<E: Engine>(
                 .map_or(0.0, |(_, v)| *v);
             after_load(&e, shape, args.n, base_rss, &mut sum, pool, col)?;
         }
+    }
+    if !skipped.is_empty() {
+        let why = if args.mode == Mode::Memory {
+            "memory mode has no files to reopen or sync (use --mode persistent)"
+        } else {
+            "this engine keeps no files"
+        };
+        let note = format!("{engine} {shape}: {}: {why}", skipped.join(", "));
+        col.json.line(
+            Obj::default()
+                .str("type", "skipped")
+                .str("engine", engine)
+                .str("shape", shape.name())
+                .str("ops", &skipped.join(","))
+                .str("reason", why),
+        )?;
+        col.notes.push(note);
     }
     match e.stats() {
         Ok(s) => {
@@ -478,6 +559,8 @@ fn run_engine<E: Engine>(
             .opt_int("base_rss_bytes", sum.base_rss)
             .opt_num("bytes_per_key", sum.bytes_per_key)
             .str("bytes_per_key_source", sum.bytes_per_key_source)
+            .opt_int("disk_bytes", sum.disk_bytes)
+            .opt_int("disk_allocated_bytes", sum.disk_allocated)
             .num("wall_secs", sum.wall_secs),
     )?;
     col.summaries.push(sum);
@@ -511,7 +594,10 @@ fn after_load<E: Engine>(
         }
     }
     if let Some(dir) = e.data_dir() {
-        sum.bytes_per_key = Some(report::disk_usage(dir) as f64 / n as f64);
+        let bytes = report::dir_bytes(dir);
+        sum.disk_bytes = Some(bytes);
+        sum.disk_allocated = Some(report::disk_usage(dir));
+        sum.bytes_per_key = Some(bytes as f64 / n as f64);
         sum.bytes_per_key_source = "disk";
     } else if let Some(used) = stats.space_used {
         sum.bytes_per_key = Some(used as f64 / n as f64);
@@ -524,4 +610,34 @@ fn after_load<E: Engine>(
         sum.bytes_per_key_source = "rss";
     }
     Ok(())
+}
+
+/// The recovery-table row of a `reopen` / `reopen_wal` group.
+fn recovery_row(
+    engine: &str,
+    shape: Shape,
+    n: usize,
+    op: OpKind,
+    r: &ops::GroupResult,
+) -> Recovery {
+    let x = |k: &str| r.extra.iter().find(|(name, _)| *name == k).map(|(_, v)| *v);
+    let clean = op == OpKind::Reopen;
+    Recovery {
+        engine: engine.to_string(),
+        shape: shape.name().to_string(),
+        n,
+        case: if clean {
+            "reopen: clean close".into()
+        } else {
+            "reopen_wal: WAL tail".into()
+        },
+        wal_keys: x("wal_keys").unwrap_or(0.0) as u64,
+        wal_bytes: x("wal_bytes").unwrap_or(0.0) as u64,
+        disk_bytes: x("disk_bytes").unwrap_or(0.0) as u64,
+        close_ms: x("close_ms").unwrap_or(f64::NAN),
+        open_ms: x("open_ms").unwrap_or(f64::NAN),
+        first_get_ms: x("first_get_ms").unwrap_or(f64::NAN),
+        cold_ops_per_sec: clean.then(|| r.ops_per_sec()),
+        frame_loads: x("frame_loads").map(|v| v as u64),
+    }
 }

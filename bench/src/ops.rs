@@ -13,6 +13,7 @@
 //! ops/s is always total ops / wall time of the whole loop.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
 use std::time::Instant;
 
@@ -20,6 +21,7 @@ use hdrhistogram::Histogram;
 
 use crate::engines::{DirEntry, Engine, Renamed};
 use crate::error::{BenchError, Result};
+use crate::persist;
 use crate::shapes::{permutation, KeySet, Rng, ValuePool};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,6 +37,16 @@ pub enum OpKind {
     /// `get` on this many threads; 0 means "the `--threads` counts".
     GetThreads(usize),
     Delete,
+    // Persistent engines only (see `persist`).
+    /// Clean close after the load's checkpoint, reopen, cold-cache gets.
+    Reopen,
+    /// Unflushed inserts, close, reopen replaying the WAL tail.
+    ReopenWal,
+    /// Baseline: 4 KiB append + `fdatasync` of a scratch file.
+    Fsync,
+    /// Puts with a WAL sync per commit on this many threads; 0 means "the
+    /// sync thread counts".
+    SyncCommit(usize),
 }
 
 impl OpKind {
@@ -50,6 +62,24 @@ impl OpKind {
         OpKind::Delete,
     ];
 
+    /// The groups that need a persistent engine (`SyncCommit(0)` expands
+    /// to the sync thread counts).
+    pub const PERSISTENT: [OpKind; 4] = [
+        OpKind::Reopen,
+        OpKind::ReopenWal,
+        OpKind::Fsync,
+        OpKind::SyncCommit(0),
+    ];
+
+    /// Whether the group needs an engine with files (persistent mode).
+    #[must_use]
+    pub const fn needs_persistence(self) -> bool {
+        matches!(
+            self,
+            OpKind::Reopen | OpKind::ReopenWal | OpKind::Fsync | OpKind::SyncCommit(_)
+        )
+    }
+
     #[must_use]
     pub fn parse(s: &str) -> Option<OpKind> {
         Some(match s {
@@ -63,12 +93,26 @@ impl OpKind {
             "create_delete" => OpKind::CreateDelete,
             "delete" => OpKind::Delete,
             "get_tN" | "get_tn" | "get_t" => OpKind::GetThreads(0),
+            "reopen" => OpKind::Reopen,
+            "reopen_wal" => OpKind::ReopenWal,
+            "fdatasync" | "fsync" => OpKind::Fsync,
+            "sync_commit" | "sync_commit_tN" | "sync_commit_tn" | "sync_commit_t" => {
+                OpKind::SyncCommit(0)
+            }
             other => {
-                let t: usize = other.strip_prefix("get_t")?.parse().ok()?;
+                let (sync, t) = match other.strip_prefix("sync_commit_t") {
+                    Some(t) => (true, t),
+                    None => (false, other.strip_prefix("get_t")?),
+                };
+                let t: usize = t.parse().ok()?;
                 if t == 0 || t > 1024 {
                     return None;
                 }
-                OpKind::GetThreads(t)
+                if sync {
+                    OpKind::SyncCommit(t)
+                } else {
+                    OpKind::GetThreads(t)
+                }
             }
         })
     }
@@ -86,24 +130,35 @@ impl OpKind {
             OpKind::CreateDelete => "create_delete".into(),
             OpKind::GetThreads(t) => format!("get_t{t}"),
             OpKind::Delete => "delete".into(),
+            OpKind::Reopen => "reopen".into(),
+            OpKind::ReopenWal => "reopen_wal".into(),
+            OpKind::Fsync => "fdatasync".into(),
+            OpKind::SyncCommit(t) => format!("sync_commit_t{t}"),
         }
     }
 
-    /// Position in the run: the data each group needs is in place, and the
-    /// destructive `delete` comes last.
+    /// Position in the run: the data each group needs is in place, the
+    /// recovery groups run right after the load's checkpoint, the
+    /// destructive `delete` comes after the read/write groups, and the
+    /// sync-commit groups (which add keys and reopen with a sync per
+    /// commit) come last.
     #[must_use]
     pub fn order(self) -> usize {
         match self {
             OpKind::Load => 0,
-            OpKind::Get => 1,
-            OpKind::Update => 2,
-            OpKind::Mixed => 3,
-            OpKind::Scan100 => 4,
-            OpKind::ListDir => 5,
-            OpKind::Rename => 6,
-            OpKind::CreateDelete => 7,
+            OpKind::Reopen => 1,
+            OpKind::ReopenWal => 2,
+            OpKind::Get => 10,
+            OpKind::Update => 11,
+            OpKind::Mixed => 12,
+            OpKind::Scan100 => 13,
+            OpKind::ListDir => 14,
+            OpKind::Rename => 15,
+            OpKind::CreateDelete => 16,
             OpKind::GetThreads(t) => 100 + t,
             OpKind::Delete => 10_000,
+            OpKind::Fsync => 20_000,
+            OpKind::SyncCommit(t) => 20_001 + t,
         }
     }
 }
@@ -166,7 +221,7 @@ impl Digest {
 
 // ------------------------------------------------------------- sampler --
 
-fn new_hist() -> Result<Histogram<u64>> {
+pub(crate) fn new_hist() -> Result<Histogram<u64>> {
     // 1 ns .. 1 hour, 3 significant digits.
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).map_err(|e| BenchError::Engine {
         engine: "harness",
@@ -188,14 +243,14 @@ pub fn timer_overhead_ns() -> u64 {
     v[v.len() / 2]
 }
 
-struct Sampler {
-    hist: Histogram<u64>,
+pub(crate) struct Sampler {
+    pub(crate) hist: Histogram<u64>,
     mask: usize,
     overhead: u64,
 }
 
 impl Sampler {
-    fn new(every: usize, overhead: u64) -> Result<Self> {
+    pub(crate) fn new(every: usize, overhead: u64) -> Result<Self> {
         Ok(Self {
             hist: new_hist()?,
             mask: every.next_power_of_two() - 1,
@@ -204,7 +259,7 @@ impl Sampler {
     }
 
     #[inline]
-    fn start(&self, j: usize) -> Option<Instant> {
+    pub(crate) fn start(&self, j: usize) -> Option<Instant> {
         if j & self.mask == 0 {
             Some(Instant::now())
         } else {
@@ -213,7 +268,7 @@ impl Sampler {
     }
 
     #[inline]
-    fn stop(&mut self, t: Option<Instant>) {
+    pub(crate) fn stop(&mut self, t: Option<Instant>) {
         if let Some(t) = t {
             let ns = t.elapsed().as_nanos() as u64;
             self.hist
@@ -224,7 +279,7 @@ impl Sampler {
 
 // ------------------------------------------------------------ progress --
 
-struct Progress {
+pub(crate) struct Progress {
     on: bool,
     label: String,
     total: usize,
@@ -234,7 +289,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(on: bool, label: String, total: usize) -> Self {
+    pub(crate) fn new(on: bool, label: String, total: usize) -> Self {
         let now = Instant::now();
         Self {
             on: on && std::io::stderr().is_terminal(),
@@ -248,7 +303,7 @@ impl Progress {
 
     /// Called every 1024 ops or so; prints at most 4 times a second.
     #[inline]
-    fn tick(&mut self, done: usize) {
+    pub(crate) fn tick(&mut self, done: usize) {
         if !self.on {
             return;
         }
@@ -272,7 +327,7 @@ impl Progress {
         let _ = err.flush();
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if self.shown {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[K");
@@ -297,6 +352,8 @@ pub struct GroupResult {
     pub extra: Vec<(&'static str, f64)>,
     /// Answers the op sequence rules out (an engine bug), with an example.
     pub wrong: Option<String>,
+    /// The op group whose digest this one must equal (`None`: its own).
+    pub digest_as: Option<&'static str>,
 }
 
 impl GroupResult {
@@ -308,34 +365,34 @@ impl GroupResult {
 
 /// Counts impossible answers and keeps the first one.
 #[derive(Default)]
-struct Wrong {
+pub(crate) struct Wrong {
     count: u64,
     first: Option<String>,
 }
 
 impl Wrong {
     #[cold]
-    fn note(&mut self, what: impl FnOnce() -> String) {
+    pub(crate) fn note(&mut self, what: impl FnOnce() -> String) {
         self.count += 1;
         if self.first.is_none() {
             self.first = Some(what());
         }
     }
 
-    fn merge(&mut self, other: Wrong) {
+    pub(crate) fn merge(&mut self, other: Wrong) {
         self.count += other.count;
         if self.first.is_none() {
             self.first = other.first;
         }
     }
 
-    fn finish(self, total: u64) -> Option<String> {
+    pub(crate) fn finish(self, total: u64) -> Option<String> {
         self.first
             .map(|f| format!("{} of {total} ops wrong; first: {f}", self.count))
     }
 }
 
-fn show(k: &[u8]) -> String {
+pub(crate) fn show(k: &[u8]) -> String {
     String::from_utf8_lossy(k).into_owned()
 }
 
@@ -349,9 +406,19 @@ pub struct Ctx<'a> {
     pub label: String,
     pub progress: bool,
     pub timer_overhead: u64,
+    /// Fresh keys beyond every reserved index (`KeySet::extra`) are handed
+    /// out from here, so no two groups insert the same one.
+    pub next_extra: AtomicUsize,
 }
 
-const POINT_SAMPLE: usize = 16;
+impl Ctx<'_> {
+    /// Reserves `count` fresh key indices; returns the first.
+    pub fn take_extra(&self, count: usize) -> usize {
+        self.next_extra.fetch_add(count, Ordering::Relaxed)
+    }
+}
+
+pub(crate) const POINT_SAMPLE: usize = 16;
 
 /// Runs one op group.
 ///
@@ -365,7 +432,7 @@ pub fn run<E: Engine>(e: &mut E, op: OpKind, cx: &Ctx<'_>) -> Result<GroupResult
     match op {
         OpKind::Load => load(e, cx, &mut rng, label),
         OpKind::Get => {
-            let (s, d, w, secs) = gets(&*e, cx, rng, n, label, true)?;
+            let (s, d, w, secs) = gets(&*e, cx, rng, n, label, true, POINT_SAMPLE)?;
             Ok(point_result(name, 1, n, secs, s, d, w))
         }
         OpKind::Update => update(e, cx, &mut rng, label, name, (n / 2).max(1), 0),
@@ -376,10 +443,14 @@ pub fn run<E: Engine>(e: &mut E, op: OpKind, cx: &Ctx<'_>) -> Result<GroupResult
         OpKind::CreateDelete => create_delete(e, cx, label, name),
         OpKind::GetThreads(t) => get_threads(&*e, cx, t.max(1), label, name),
         OpKind::Delete => delete(e, cx, &mut rng, label, name),
+        OpKind::Reopen => persist::reopen(e, cx, &mut rng, label, name),
+        OpKind::ReopenWal => persist::reopen_wal(e, cx, label, name),
+        OpKind::Fsync => persist::fsync_baseline(e, cx, name),
+        OpKind::SyncCommit(t) => persist::sync_commit(e, cx, t.max(1), label, name),
     }
 }
 
-fn point_result(
+pub(crate) fn point_result(
     op: String,
     threads: usize,
     ops: usize,
@@ -399,6 +470,7 @@ fn point_result(
         items: 0,
         extra: Vec::new(),
         wrong: w.finish(ops as u64),
+        digest_as: None,
     }
 }
 
@@ -440,18 +512,20 @@ fn load<E: Engine>(e: &mut E, cx: &Ctx<'_>, rng: &mut Rng, label: String) -> Res
     Ok(r)
 }
 
-/// `count` gets (10% misses); shared by `get` and `get_tN`.
-fn gets<E: Engine>(
+/// `count` gets (10% misses), timing one in `sample_every`; shared by
+/// `get`, `get_tN` and `reopen`.
+pub(crate) fn gets<E: Engine>(
     e: &E,
     cx: &Ctx<'_>,
     mut rng: Rng,
     count: usize,
     label: String,
     show_progress: bool,
+    sample_every: usize,
 ) -> Result<(Sampler, Digest, Wrong, f64)> {
     let keys = cx.keys;
     let (n, misses) = (keys.n, keys.misses);
-    let mut s = Sampler::new(POINT_SAMPLE, cx.timer_overhead)?;
+    let mut s = Sampler::new(sample_every, cx.timer_overhead)?;
     let mut d = Digest::default();
     let mut w = Wrong::default();
     let mut out = Vec::new();
@@ -607,6 +681,7 @@ fn scans<E: Engine>(
         items,
         extra: Vec::new(),
         wrong: w.finish(count as u64),
+        digest_as: None,
     })
 }
 
@@ -763,7 +838,7 @@ fn get_threads<E: Engine>(
                     let rng = Rng::for_label(cx.seed, &format!("{name}/{t}"));
                     barrier.wait();
                     let start = Instant::now();
-                    let (s, d, w, _) = gets(e, cx, rng, per, label, t == 0)?;
+                    let (s, d, w, _) = gets(e, cx, rng, per, label, t == 0, POINT_SAMPLE)?;
                     Ok((s, d, w, start, Instant::now()))
                 })
             })
@@ -814,6 +889,7 @@ fn get_threads<E: Engine>(
         items: 0,
         extra: Vec::new(),
         wrong: wrong.finish(total as u64),
+        digest_as: None,
     })
 }
 
@@ -836,6 +912,7 @@ mod tests {
                 label: String::new(),
                 progress: false,
                 timer_overhead: 0,
+                next_extra: AtomicUsize::new(0),
             };
             let mut h = HoltEngine::open(&HoltOptions {
                 dir: None,

@@ -254,6 +254,10 @@ pub struct Summary {
     pub base_rss: Option<u64>,
     pub bytes_per_key: Option<f64>,
     pub bytes_per_key_source: &'static str,
+    /// Persistent engines, after the load's checkpoint: sum of the file
+    /// sizes in the data directory, and the blocks allocated to them.
+    pub disk_bytes: Option<u64>,
+    pub disk_allocated: Option<u64>,
     pub wall_secs: f64,
 }
 
@@ -344,6 +348,120 @@ pub fn loadavg() -> String {
 /// effort. Returns whether it worked.
 pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// One reopen of a persistent engine (`reopen` / `reopen_wal`).
+#[derive(Clone, Debug, Default)]
+pub struct Recovery {
+    pub engine: String,
+    pub shape: String,
+    pub n: usize,
+    pub case: String,
+    /// Keys written since the last checkpoint (the WAL tail to replay).
+    pub wal_keys: u64,
+    /// Bytes of `journal*.wal` files just before the open.
+    pub wal_bytes: u64,
+    /// Bytes of all files in the directory just before the open.
+    pub disk_bytes: u64,
+    pub close_ms: f64,
+    pub open_ms: f64,
+    pub first_get_ms: f64,
+    /// Cold-cache gets after a clean reopen: ops/s and frames loaded.
+    pub cold_ops_per_sec: Option<f64>,
+    pub frame_loads: Option<u64>,
+}
+
+#[must_use]
+pub fn recovery_table(rows: &[Recovery]) -> String {
+    let mut s = String::new();
+    s.push_str(
+        "| engine | shape | n | case | WAL tail keys | WAL MiB | dir MiB | close ms | open ms | \
+         first get ms | open + get ms | cold gets/s | frames loaded |\n",
+    );
+    s.push_str("|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {} | {} |",
+            r.engine,
+            r.shape,
+            grouped(r.n as u64),
+            r.case,
+            grouped(r.wal_keys),
+            r.wal_bytes as f64 / (1024.0 * 1024.0),
+            r.disk_bytes as f64 / (1024.0 * 1024.0),
+            r.close_ms,
+            r.open_ms,
+            r.first_get_ms,
+            r.open_ms + r.first_get_ms,
+            opt(r.cold_ops_per_sec, |v| grouped(v.round() as u64)),
+            opt(r.frame_loads, grouped),
+        );
+    }
+    s
+}
+
+/// `sync_commit_tN` rows beside the `fdatasync` baseline of the same
+/// engine and shape; `None` if there are none.
+#[must_use]
+pub fn sync_table(rows: &[Row]) -> Option<String> {
+    let sync: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.op.starts_with("sync_commit_t") || r.op == "fdatasync")
+        .collect();
+    if sync.is_empty() {
+        return None;
+    }
+    let mut s = String::new();
+    s.push_str(
+        "| engine | shape | op | threads | ops/s | p50 µs | p99 µs | max µs | \
+         x fdatasync rate |\n",
+    );
+    s.push_str("|---|---|---|--:|--:|--:|--:|--:|--:|\n");
+    for r in &sync {
+        let base = sync
+            .iter()
+            .find(|b| b.op == "fdatasync" && b.engine == r.engine && b.shape == r.shape)
+            .map(|b| b.ops_per_sec);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.engine,
+            r.shape,
+            r.op,
+            r.threads,
+            grouped(r.ops_per_sec.round() as u64),
+            us(r.lat.p50),
+            us(r.lat.p99),
+            us(r.lat.max),
+            opt(base.filter(|b| *b > 0.0), |b| format!(
+                "{:.2}",
+                r.ops_per_sec / b
+            )),
+        );
+    }
+    Some(s)
+}
+
+/// Sum of the sizes of the files under `dir` (recursively).
+#[must_use]
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for ent in rd.flatten() {
+            let Ok(md) = ent.metadata() else { continue };
+            if md.is_dir() {
+                stack.push(ent.path());
+            } else {
+                total += md.len();
+            }
+        }
+    }
+    total
 }
 
 /// Bytes allocated on disk under `dir` (recursively).

@@ -328,10 +328,13 @@ impl ByteTable {
 }
 
 /// The keys of one shape: `0..n` loaded, `n..n+misses` absent (used for
-/// misses), `n+misses..` absent (rename targets and temporary creates).
+/// misses), `n+misses..n+misses+aux` absent (rename targets and temporary
+/// creates); indices beyond those are "extra" fresh keys, generated on
+/// demand ([`KeySet::extra_keys`]).
 #[derive(Debug)]
 pub struct KeySet {
     pub shape: Shape,
+    pub seed: u64,
     pub n: usize,
     pub misses: usize,
     pub aux: usize,
@@ -349,11 +352,31 @@ impl KeySet {
         }
         Self {
             shape,
+            seed,
             n,
             misses,
             aux,
             table,
         }
+    }
+
+    /// Key index of extra key `j` (beyond every reserved index).
+    #[must_use]
+    pub fn extra_index(&self, j: usize) -> usize {
+        self.n + self.misses + self.aux + j
+    }
+
+    /// Extra keys `first..first + count`, generated now (they are not in
+    /// the table).
+    #[must_use]
+    pub fn extra_keys(&self, first: usize, count: usize) -> ByteTable {
+        let mut t = ByteTable::with_capacity(count, count * 64);
+        for j in first..first + count {
+            self.shape
+                .write_key(self.seed, self.extra_index(j) as u64, &mut t.buf);
+            t.seal();
+        }
+        t
     }
 
     #[inline]
@@ -424,6 +447,15 @@ mod tests {
             for i in 0..a.table.len() {
                 assert_eq!(a.key(i), b.key(i));
                 assert!(seen.insert(a.key(i).to_vec()), "{shape}: duplicate key {i}");
+            }
+            let x = a.extra_keys(10, 300);
+            assert_eq!(x.len(), 300);
+            assert_eq!(x.get(0), a.extra_keys(10, 1).get(0));
+            for j in 0..x.len() {
+                assert!(
+                    seen.insert(x.get(j).to_vec()),
+                    "{shape}: extra {j} repeats a key"
+                );
             }
         }
     }

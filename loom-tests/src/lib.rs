@@ -1,7 +1,7 @@
 //! loom model checks of holt's HybridLatch (DESIGN.md §6) and of the
-//! buffer manager's dirty map (DESIGN.md §5, I1/I3), compiled from the
-//! engine's real source, with deliberately broken variants that loom must
-//! catch.
+//! buffer manager's dirty map and eviction rule (DESIGN.md §5, I1/I3),
+//! compiled from the engine's real source, with deliberately broken
+//! variants that loom must catch.
 //!
 //! # Running
 //! ```text
@@ -13,8 +13,9 @@
 //! execution. Every model defaults to preemption bound 3 (`tests.rs`); on
 //! two cores the whole suite takes about 2 s at 3, 4 s at 4 and 12 s at 5
 //! with `--test-threads=1` (model 1 is half of it). The mutation tests of
-//! models 4 and 6 need bound 2 to find their bug. loom's own environment
-//! variables override the defaults:
+//! model 4 and model 6's live-only control need bound 2 to find their
+//! bug, model 6's `EVICT_IGNORES_DIRTY` test bound 1. loom's own
+//! environment variables override the defaults:
 //! * `LOOM_MAX_PREEMPTIONS=N` — explore executions with up to `N` forced
 //!   thread switches. Cost grows steeply with `N`; add `--test-threads=1`
 //!   and a test name to look at one model.
@@ -42,16 +43,20 @@
 //! and `#[path = "latch.rs"] mod latch;` inside it are the engine's files
 //! (a `#[path]` inside an inline module is resolved against the directory
 //! the module's own `#[path]` names), and `mod buffer { #[path =
-//! "dirty.rs"] mod dirty; }` is `engine/src/buffer/dirty.rs` (a nested
-//! inline module adds its name to that directory). Next to them sits a
-//! `mutation` module written here. `latch.rs` refers only to
+//! "dirty.rs"] mod dirty; #[path = "eviction.rs"] mod eviction; }` are
+//! `engine/src/buffer/dirty.rs` and `engine/src/buffer/eviction.rs` (a
+//! nested inline module adds its name to that directory). Next to them
+//! sits a `mutation` module written here. `latch.rs` refers only to
 //! `super::sync` and `super::mutation`, `buffer/dirty.rs` only to
-//! `super::super::{sync, mutation}`, so in each variant both bind to the
-//! included `sync.rs` — which under `cfg(loom)` re-exports loom's atomics,
-//! fences, `Mutex` and a `yield_now`, so every lock, spin and backoff step
-//! is a loom scheduling point — and to this crate's switches. Nothing is
-//! copied: an edit to `engine/src/latch.rs` or `engine/src/buffer/dirty.rs`
-//! is what these models check on the next run.
+//! `super::super::{sync, mutation}`, `buffer/eviction.rs` only to
+//! `super::super::mutation` and `super::dirty::SeqMap`, so in each variant
+//! they bind to the included `sync.rs` — which under `cfg(loom)`
+//! re-exports loom's atomics, fences, `Mutex` and a `yield_now`, so every
+//! lock, spin and backoff step is a loom scheduling point — to the
+//! included `SeqMap`, and to this crate's switches. Nothing is copied: an
+//! edit to `engine/src/latch.rs`, `engine/src/buffer/dirty.rs` or
+//! `engine/src/buffer/eviction.rs` is what these models check on the next
+//! run.
 //!
 //! `engine/src/mutation.rs` defines deliberate-bug switches, all `false`
 //! there so the broken branches compile away. Each variant's `mutation`
@@ -64,18 +69,20 @@
 //! * [`skip_version_bump`] — `LATCH_SKIP_VERSION_BUMP`;
 //! * [`weak_validate`] — `LATCH_WEAK_VALIDATE`;
 //! * [`shared_ignores_writer`] — `LATCH_SHARED_IGNORES_WRITER`;
-//! * [`dirty_restore_overwrites`] — `DIRTY_RESTORE_OVERWRITES`.
+//! * [`dirty_restore_overwrites`] — `DIRTY_RESTORE_OVERWRITES`;
+//! * [`evict_ignores_dirty`] — `EVICT_IGNORES_DIRTY`.
 //!
-//! `EVICT_IGNORES_DIRTY` is defined in every variant but no model can
-//! turn it on: it lives in `buffer/manager.rs`, which needs `DashMap` and
-//! cannot be compiled against loom. Model 6 therefore copies the eviction
-//! rule (see its docs).
+//! `buffer/manager.rs` itself is not included (its `DashMap` is not
+//! loom-aware); it calls `buffer::eviction::evictable` for every eviction
+//! decision, and model 6 calls the same function, with a loom `RwLock`
+//! standing in for the map shard.
 //!
 //! The models (`models.rs`) are generic over two small traits that each
 //! variant implements by forwarding to its own code: `Latch` to
 //! `latch::HybridLatch` (the real guards and their `Drop`s, and the raw
 //! lock/unlock calls `FrameRead`/`FrameWrite` use), `SeqMap` to
-//! `buffer::dirty::SeqMap`. `tests.rs` runs every model against `correct`,
+//! `buffer::dirty::SeqMap` (and its `evictable` to
+//! `buffer::eviction::evictable`, which takes that `SeqMap`). `tests.rs` runs every model against `correct`,
 //! and each model against the variants whose bug it documents, requiring
 //! loom to panic *on the invariant that bug breaks* (the panic message is
 //! checked). A passing mutation test means loom found the bug; a failing
@@ -92,7 +99,7 @@
 //! | 3 `upgrade_increments` | `try_upgrade` only on an unchanged version | `LATCH_SKIP_VERSION_BUMP` |
 //! | 4 `dirty_marks_vs_round` (complete / restore) | marks racing a drain are neither lost nor lose their minimum; in-flight entries count (I1, I3) | `DIRTY_RESTORE_OVERWRITES` (restore) |
 //! | 5 `capture_vs_writer` | a checkpoint capture under the shared latch is all-before or all-after a write | `LATCH_SHARED_IGNORES_WRITER` |
-//! | 6 `evict_vs_dirty` (complete / restore) | eviction never drops a frame marked dirty, live or in flight (I1) | none in the included files; a live-only evictor (control) |
+//! | 6 `evict_vs_dirty` (complete / restore) | the real eviction rule (`buffer::eviction::evictable`) never drops a frame marked dirty, live or in flight (I1) | `EVICT_IGNORES_DIRTY` (complete); a live-only evictor (control, written here) |
 //!
 //! # loom and `SeqCst`
 //! loom 0.7 treats `SeqCst` loads, stores and read-modify-writes as
@@ -168,12 +175,15 @@ macro_rules! variant {
             #[path = "latch.rs"]
             pub(crate) mod latch;
 
-            /// `engine/src/buffer/dirty.rs` at the same depth as in the
-            /// engine, so its `super::super::{sync, mutation}` are this
-            /// variant's modules.
+            /// `engine/src/buffer/dirty.rs` and `eviction.rs` at the same
+            /// depth as in the engine, so their `super::super::{sync,
+            /// mutation}` are this variant's modules and `eviction.rs`'s
+            /// `super::dirty::SeqMap` is this variant's `SeqMap`.
             pub(crate) mod buffer {
                 #[path = "dirty.rs"]
                 pub(crate) mod dirty;
+                #[path = "eviction.rs"]
+                pub(crate) mod eviction;
             }
 
             /// This variant's copy of `engine/src/mutation.rs`.
@@ -254,6 +264,14 @@ macro_rules! variant {
                 fn min_seq(&self) -> Option<u64> {
                     buffer::dirty::SeqMap::min_seq(self)
                 }
+                fn evictable(
+                    other_refs: usize,
+                    guid: &crate::models::Guid,
+                    dirty: &Self,
+                    pending_deletes: &Self,
+                ) -> bool {
+                    buffer::eviction::evictable(other_refs, guid, dirty, pending_deletes)
+                }
             }
         }
     };
@@ -290,6 +308,11 @@ variant!(
     /// `DIRTY_RESTORE_OVERWRITES`: a failed round's restore overwrites a
     /// fresh mark with the drained seq instead of keeping the minimum.
     dirty_restore_overwrites: [DIRTY_RESTORE_OVERWRITES]
+);
+variant!(
+    /// `EVICT_IGNORES_DIRTY`: the eviction rule skips the dirty map, so a
+    /// frame whose changes are live or in flight can be dropped.
+    evict_ignores_dirty: [EVICT_IGNORES_DIRTY]
 );
 
 #[cfg(test)]

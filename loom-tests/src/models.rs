@@ -52,7 +52,8 @@ pub(crate) type Guid = [u8; 16];
 pub(crate) type Drained = HashMap<Guid, u64>;
 
 /// The real `buffer::dirty::SeqMap` of one variant (see `variant!` in
-/// `lib.rs`); every method forwards to the method of the same name.
+/// `lib.rs`); every method forwards to the method of the same name, and
+/// [`SeqMap::evictable`] to the same variant's eviction rule.
 pub(crate) trait SeqMap: Send + Sync + Sized + 'static {
     /// `SeqMap::default`.
     fn new() -> Self;
@@ -65,6 +66,11 @@ pub(crate) trait SeqMap: Send + Sync + Sized + 'static {
     /// `SeqMap::len`: live entries only, in-flight ones not counted.
     fn live_len(&self) -> usize;
     fn min_seq(&self) -> Option<u64>;
+    /// The variant's `buffer::eviction::evictable` (engine/src/buffer/
+    /// eviction.rs, the rule `BufferManager::evict_one` applies): here
+    /// because it takes that variant's `SeqMap`, and its
+    /// `EVICT_IGNORES_DIRTY` switch is that variant's.
+    fn evictable(other_refs: usize, guid: &Guid, dirty: &Self, pending_deletes: &Self) -> bool;
 }
 
 // ===== running =====
@@ -685,12 +691,15 @@ impl<L: Latch> Cached<L> {
 /// Which rule model 6's evictor applies.
 #[derive(Clone, Copy)]
 pub(crate) enum EvictRule {
-    /// `BufferManager::evictable` (engine/src/buffer/manager.rs) with its
-    /// switch off: not pinned, not dirty or in flight, not pending delete.
+    /// The engine's rule, `buffer::eviction::evictable` of the variant
+    /// the seq map comes from (via [`SeqMap::evictable`]): not pinned,
+    /// not dirty or in flight, not pending delete — unless that variant
+    /// turns `EVICT_IGNORES_DIRTY` on.
     Engine,
-    /// Control: consults the dirty map's live entries only
-    /// (`SeqMap::len`; `G` is the model's only guid, so "live map
-    /// non-empty" is "`G` live"), ignoring in-flight ones.
+    /// Control, written here (not an engine switch): consults the dirty
+    /// map's live entries only (`SeqMap::len`; `G` is the model's only
+    /// guid, so "live map non-empty" is "`G` live"), ignoring in-flight
+    /// ones.
     LiveOnly,
 }
 
@@ -715,13 +724,15 @@ impl<L: Latch, M: SeqMap> Cache<L, M> {
 
     /// The evictor's decision on `b` under `rule`.
     fn evictable(&self, b: &Arc<Cached<L>>, rule: EvictRule) -> bool {
-        // The shard's reference is the only one: nobody has it pinned.
-        Arc::strong_count(b) == 1
-            && match rule {
-                EvictRule::Engine => !self.dirty.contains(&G),
-                EvictRule::LiveOnly => self.dirty.live_len() == 0,
+        // As `BufferManager::evictable`: the shard holds one reference,
+        // any other is a pin.
+        let other_refs = Arc::strong_count(b).saturating_sub(1);
+        match rule {
+            EvictRule::Engine => M::evictable(other_refs, &G, &self.dirty, &self.pending_deletes),
+            EvictRule::LiveOnly => {
+                other_refs == 0 && self.dirty.live_len() == 0 && !self.pending_deletes.contains(&G)
             }
-            && !self.pending_deletes.contains(&G)
+        }
     }
 
     /// `BufferManager::evict_one`'s `remove_if` for `G`; `true` if it
@@ -761,12 +772,18 @@ impl<L: Latch, M: SeqMap> Cache<L, M> {
 /// * a drained frame is still cached when the checkpoint pins it;
 /// * at the end, a cached frame that is not dirty is durable.
 ///
-/// The rule is a copy of `BufferManager::evictable` (manager.rs cannot be
-/// included: `DashMap` is not loom-aware), so `EVICT_IGNORES_DIRTY` cannot
-/// be tested here; no switch in the included files breaks this model.
-/// With [`EvictRule::LiveOnly`] (a control, not an engine switch) it
-/// fails: the evictor drops `G` while it is in flight, before the
-/// checkpoint wrote it.
+/// With [`EvictRule::Engine`] the evictor runs the engine's real rule,
+/// `buffer::eviction::evictable` (engine/src/buffer/eviction.rs, which
+/// `BufferManager::evictable` calls with the map's reference subtracted
+/// from the `Arc` count, as [`Cache::evictable`] does here; the `DashMap`
+/// around it is not loom-aware, so the shard is a loom `RwLock`).
+///
+/// Fails with `EVICT_IGNORES_DIRTY`: once the writer has unpinned, the
+/// evictor drops `G` although it is marked dirty (live, or in flight
+/// before the checkpoint wrote it), and the dropped image is newer than
+/// the durable one. With [`EvictRule::LiveOnly`] (a control written here,
+/// not an engine switch) it fails too: the evictor drops `G` while it is
+/// in flight, before the checkpoint wrote it.
 pub(crate) fn evict_vs_dirty<L: Latch, M: SeqMap>(round_ok: bool, rule: EvictRule) {
     let frame = Arc::new(Cached {
         latch: L::new(),

@@ -4,7 +4,8 @@
 
 use crate::models::{self, check, check_finds_bug, EvictRule};
 use crate::{
-    correct, dirty_restore_overwrites, shared_ignores_writer, skip_version_bump, weak_validate,
+    correct, dirty_restore_overwrites, evict_ignores_dirty, shared_ignores_writer,
+    skip_version_bump, weak_validate,
 };
 
 type Correct = correct::latch::HybridLatch;
@@ -14,6 +15,8 @@ type SharedIgnoresWriter = shared_ignores_writer::latch::HybridLatch;
 
 type CorrectSeqMap = correct::buffer::dirty::SeqMap;
 type RestoreOverwrites = dirty_restore_overwrites::buffer::dirty::SeqMap;
+/// Its `SeqMap::evictable` runs that variant's `buffer::eviction`.
+type EvictIgnoresDirty = evict_ignores_dirty::buffer::dirty::SeqMap;
 
 // ===== model 1: optimistic reader vs exclusive writer =====
 
@@ -213,10 +216,10 @@ fn capture_vs_writer_catches_shared_ignores_writer() {
 
 // ===== model 6: eviction vs dirty marks and a checkpoint =====
 
-/// Model 6 with the real latch and `SeqMap`, round completes: the
-/// engine's eviction rule never drops a frame whose mark is live or in
-/// flight. No switch in the included files breaks it (`EVICT_IGNORES_DIRTY`
-/// lives in manager.rs); the control below shows the model's teeth.
+/// Model 6 with the real latch, `SeqMap` and eviction rule
+/// (`buffer::eviction::evictable`), round completes: eviction never drops
+/// a frame whose mark is live or in flight. Broken by
+/// `EVICT_IGNORES_DIRTY` (test below).
 #[test]
 fn evict_vs_dirty_completed_round() {
     check("evict_vs_dirty/complete", 3, || {
@@ -224,13 +227,27 @@ fn evict_vs_dirty_completed_round() {
     });
 }
 
-/// Model 6, round fails and restores: the frame stays dirty throughout
-/// and is never evicted. No switch in the included files breaks it.
+/// Model 6 with the real eviction rule, round fails and restores: the
+/// frame is pinned, then dirty, throughout and is never evicted.
 #[test]
 fn evict_vs_dirty_failed_round() {
     check("evict_vs_dirty/restore", 3, || {
         models::evict_vs_dirty::<Correct, CorrectSeqMap>(false, EvictRule::Engine)
     });
+}
+
+/// `EVICT_IGNORES_DIRTY` must make model 6 (completed round) fail: the
+/// real `eviction::evictable` skips the dirty map, so once the writer has
+/// unpinned, the evictor drops `G` while its mark is live or in flight,
+/// before the checkpoint wrote it, losing the write (I1).
+#[test]
+fn evict_vs_dirty_catches_evict_ignores_dirty() {
+    check_finds_bug(
+        "evict_vs_dirty/complete/evict_ignores_dirty",
+        3,
+        || models::evict_vs_dirty::<Correct, EvictIgnoresDirty>(true, EvictRule::Engine),
+        "evicted a frame whose cached image is newer than the durable one (I1)",
+    );
 }
 
 /// Control for model 6 (not an engine switch): an evictor that consults

@@ -100,6 +100,9 @@ impl TreeInner {
     /// drained entries back (I3) and leaves the previous manifest and all
     /// WAL files in force (W2D).
     pub(crate) fn checkpoint_round(&self) -> Result<RoundOutcome> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
         let Some(d) = &self.durable else {
             let frames = self.write_back()?;
             self.core.bm.backend().flush()?;
@@ -550,9 +553,15 @@ impl Tree {
             }
             // Every frame the batch will touch must load and decode before
             // anything is applied, so a corrupt or unreadable frame fails
-            // the batch while it is still untouched.
+            // the batch while it is still untouched; the frames stay pinned
+            // (unevictable) until the batch is applied.
+            let mut pins = Vec::with_capacity(view.len() * 2);
             for k in view.keys() {
-                core.locate(k, false)?;
+                let loc = core.locate(k, false)?;
+                pins.push(loc.blob);
+                if let Some((p, _)) = loc.parent {
+                    pins.push(p);
+                }
             }
             // One record for the whole batch: its after-images.
             let ops: Vec<OpRef<'_>> = view
@@ -564,17 +573,28 @@ impl Tree {
                 .collect();
             let seq = inner.log(&ops)?;
             let mut log = || Ok(seq);
-            // Puts before deletes: should a backend fail midway anyway, a
+            // Puts before deletes: should the apply fail midway anyway, a
             // moved value is never lost (at worst present twice).
-            for (k, v) in &view {
-                if let Some(v) = v {
-                    core.put(k, v, &mut log)?;
+            let applied = (|| -> Result<()> {
+                for (k, v) in &view {
+                    if let Some(v) = v {
+                        core.put(k, v, &mut log)?;
+                    }
                 }
-            }
-            for (k, v) in &view {
-                if v.is_none() {
-                    core.delete(k, &mut log)?;
+                for (k, v) in &view {
+                    if v.is_none() {
+                        core.delete(k, &mut log)?;
+                    }
                 }
+                Ok(())
+            })();
+            drop(pins);
+            if let Err(e) = applied {
+                // Half a batch is in the cache: no checkpoint may persist
+                // it. The WAL (if any) holds the whole batch, so a reopen
+                // recovers it whole.
+                inner.poisoned.store(true, Ordering::Release);
+                return Err(e);
             }
             seq
         };

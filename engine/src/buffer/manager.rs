@@ -12,9 +12,9 @@ use dashmap::DashMap;
 use super::cached_blob::{CachedBlob, FrameRead};
 use super::counters::Counter;
 use super::dirty::SeqMap;
+use super::eviction;
 use crate::api::errors::{Error, Result};
 use crate::frame::{copy, header, AtomicFrame};
-use crate::mutation;
 use crate::store::{AlignedBlobBuf, Backend, BlobGuid};
 
 /// Root frame GUID: every tree's root frame has this name.
@@ -26,6 +26,9 @@ pub(crate) struct BmCounters {
     pub(crate) misses: Counter,
     pub(crate) restarts: Counter,
     pub(crate) evictions: Counter,
+    /// Keys erased: background merge passes run only after erases (a
+    /// tree that only grows has nothing to fold back).
+    pub(crate) erases: Counter,
 }
 
 pub(crate) struct BufferManager {
@@ -193,10 +196,13 @@ impl BufferManager {
     }
 
     fn evictable(&self, b: &Arc<CachedBlob>) -> bool {
-        // The map's own reference is the only one: nobody has it pinned.
-        Arc::strong_count(b) == 1
-            && (mutation::EVICT_IGNORES_DIRTY || !self.dirty.contains(&b.guid))
-            && !self.pending_deletes.contains(&b.guid)
+        // The map holds one reference; any other is a pin.
+        eviction::evictable(
+            Arc::strong_count(b).saturating_sub(1),
+            &b.guid,
+            &self.dirty,
+            &self.pending_deletes,
+        )
     }
 
     fn evict_one(&self, filter: impl Fn(&CachedBlob) -> bool) -> bool {

@@ -13,6 +13,7 @@
 pub(crate) mod cached_blob;
 pub(crate) mod counters;
 pub(crate) mod dirty;
+pub(crate) mod eviction;
 pub(crate) mod manager;
 
 pub(crate) use cached_blob::{CachedBlob, FrameWrite};

@@ -125,6 +125,7 @@ fn planner(tree: &TreeInner, stop: &AtomicBool, cfg: &CheckpointConfig, tx: &Syn
 
 fn io_loop(tree: &TreeInner, stop: &AtomicBool, cfg: &CheckpointConfig, rx: &Receiver<()>) {
     let c = &tree.ckpt_counters;
+    let mut erases_seen = 0u64;
     while !stop.load(Ordering::Acquire) {
         match rx.recv_timeout(POLL) {
             Ok(()) => {}
@@ -135,7 +136,9 @@ fn io_loop(tree: &TreeInner, stop: &AtomicBool, cfg: &CheckpointConfig, rx: &Rec
             continue;
         }
         c.rounds_attempted.fetch_add(1, Ordering::Relaxed);
-        if cfg.auto_merge {
+        let erases = tree.core.bm.counters.erases.get();
+        if cfg.auto_merge && erases != erases_seen {
+            erases_seen = erases;
             match tree.core.merge_pass(0, false, AUTO_MERGE_LIMIT) {
                 Ok(n) => {
                     c.merges_total.fetch_add(n, Ordering::Relaxed);

@@ -73,6 +73,7 @@ impl Core {
             let f = w.frame();
             match erase::erase(f, key, loc.depth, Target::Key).map_err(|c| corrupt_in(&blob, c))? {
                 erase::Outcome::Done(old) => {
+                    self.bm.counters.erases.add(1);
                     let seq = log()?;
                     self.bm.mark_dirty(blob.guid, seq);
                     let empty = blob.guid != ROOT_GUID

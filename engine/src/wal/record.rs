@@ -12,6 +12,13 @@
 //!
 //! Records are 8-aligned so a scan can look for a later valid record at
 //! every 8-byte step (to tell a torn tail from corruption in the middle).
+//!
+//! **Batch markers.** Every write the group-commit leader makes starts with
+//! a marker record: seq 0, no ops, an 8-byte body holding the file length
+//! that was durable (synced) when the write was made. A later marker that
+//! vouches for bytes past a damaged record proves the damage hit synced
+//! data (corruption); otherwise the damage lies in writes no sync ever
+//! covered, which a power loss may tear in any order (a torn tail).
 
 pub(crate) const HEADER: usize = 24;
 const OP_HEAD: usize = 12;
@@ -29,6 +36,25 @@ pub(crate) enum Op {
 pub(crate) struct Record {
     pub(crate) seq: u64,
     pub(crate) ops: Vec<Op>,
+    /// For a batch marker (seq 0): the durable file length it vouches for.
+    pub(crate) marker: Option<u64>,
+}
+
+/// Size of an encoded batch marker.
+pub(crate) const MARKER_LEN: usize = HEADER + 8;
+
+/// Writes a batch marker into `out[..MARKER_LEN]`.
+pub(crate) fn encode_marker(durable_len: u64, out: &mut [u8]) {
+    let mut v = Vec::with_capacity(MARKER_LEN);
+    v.extend_from_slice(&(MARKER_LEN as u32).to_le_bytes());
+    v.extend_from_slice(&[0u8; 4]);
+    v.extend_from_slice(&0u64.to_le_bytes());
+    v.extend_from_slice(&0u32.to_le_bytes());
+    v.extend_from_slice(&8u32.to_le_bytes());
+    v.extend_from_slice(&durable_len.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&v[..4]), &v[8..]);
+    v[4..8].copy_from_slice(&crc.to_le_bytes());
+    out[..MARKER_LEN].copy_from_slice(&v);
 }
 
 /// Borrowed op for encoding without copies.
@@ -99,6 +125,21 @@ pub(crate) fn decode(b: &[u8]) -> Option<(Record, usize)> {
     if HEADER + body > total {
         return None;
     }
+    if seq == 0 {
+        // A batch marker: no ops, the durable length as its body.
+        if count != 0 || body != 8 || total != MARKER_LEN {
+            return None;
+        }
+        let len = u64::from_le_bytes(b.get(HEADER..HEADER + 8)?.try_into().ok()?);
+        return Some((
+            Record {
+                seq,
+                ops: Vec::new(),
+                marker: Some(len),
+            },
+            total,
+        ));
+    }
     let mut ops = Vec::with_capacity(count.min(1 << 16));
     let mut at = HEADER;
     let end = HEADER + body;
@@ -119,7 +160,14 @@ pub(crate) fn decode(b: &[u8]) -> Option<(Record, usize)> {
         });
         at = v1;
     }
-    (at == end).then_some((Record { seq, ops }, total))
+    (at == end).then_some((
+        Record {
+            seq,
+            ops,
+            marker: None,
+        },
+        total,
+    ))
 }
 
 #[cfg(test)]
@@ -147,6 +195,16 @@ mod tests {
         );
         let (r2, n2) = decode(&buf[n..]).unwrap();
         assert_eq!((r2.seq, r2.ops.len(), n + n2), (8, 0, buf.len()));
+    }
+
+    #[test]
+    fn markers_round_trip_and_carry_the_durable_length() {
+        let mut buf = vec![0u8; MARKER_LEN];
+        encode_marker(123_456, &mut buf);
+        let (r, n) = decode(&buf).unwrap();
+        assert_eq!((r.seq, r.marker, n), (0, Some(123_456), MARKER_LEN));
+        buf[HEADER] ^= 1;
+        assert!(decode(&buf).is_none());
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! detection.
 //!
 //! A file's records are read until the first one that does not decode.
-//! If any valid record follows it (checked at every 8-byte step), the
-//! damage is in the middle: the open fails with `ReplaySanityFailed` and no
-//! file is changed. Otherwise it is a torn tail (a write cut short by a
-//! crash): the active file is cut back to the last whole record before new
-//! records are appended.
+//! If a later batch marker (see `record`) vouches that bytes past the
+//! damage were synced, the damage hit durable data: the open fails with
+//! `ReplaySanityFailed` and no file is changed. Otherwise the damage lies
+//! in writes no sync covered — a torn tail, possibly with later sectors of
+//! an unsynced write persisted before earlier ones, none of it acknowledged
+//! as durable — and the active file is cut back to the last whole record
+//! before new records are appended.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,24 +35,38 @@ fn io(e: std::io::Error) -> Error {
     Error::BackendIo(e)
 }
 
-/// Parses one file. `Err` only for a bad record followed by valid ones.
+/// Parses one file. `Err` only for damage that a later batch marker
+/// proves was synced (see `record`): a bad record followed by valid ones
+/// inside the durable part of the file.
 fn parse(bytes: &[u8], active: bool, out: &mut Vec<Record>) -> Result<usize> {
     let mut off = 0usize;
     while off < bytes.len() {
         if let Some((r, n)) = record::decode(&bytes[off..]) {
-            out.push(r);
+            if r.marker.is_none() {
+                out.push(r);
+            }
             off += n;
             continue;
         }
-        let later = (off + 8..bytes.len())
-            .step_by(8)
-            .any(|at| record::decode(&bytes[at..]).is_some());
-        if later {
+        // Damage at `off`. Walk whatever valid records follow and see
+        // whether any batch marker vouches for bytes past `off`.
+        let mut at = off + 8;
+        let mut vouched = false;
+        while at < bytes.len() {
+            match record::decode(&bytes[at..]) {
+                Some((r, n)) => {
+                    vouched |= r.marker.is_some_and(|len| len > off as u64);
+                    at += n;
+                }
+                None => at += 8,
+            }
+        }
+        if vouched {
             return Err(Error::ReplaySanityFailed {
                 context: if active {
-                    "bad record followed by valid records in journal.wal"
+                    "damaged record inside the synced part of journal.wal"
                 } else {
-                    "bad record followed by valid records in a retired journal file"
+                    "damaged record inside a retired journal file"
                 },
                 record_offset: off as u64,
             });
@@ -134,17 +150,30 @@ mod tests {
     use super::*;
     use crate::wal::record::{encode, OpRef};
 
-    fn records(n: u64) -> Vec<u8> {
+    /// `batches` group-commit writes of `per` records each, every write
+    /// led by a marker vouching for everything before it (synced).
+    fn log(batches: u64, per: u64) -> Vec<u8> {
         let mut b = Vec::new();
-        for s in 1..=n {
-            encode(s, &[OpRef::Put(format!("k{s}").as_bytes(), b"v")], &mut b);
+        let mut seq = 0;
+        for _ in 0..batches {
+            let start = b.len();
+            b.resize(start + crate::wal::record::MARKER_LEN, 0);
+            crate::wal::record::encode_marker(start as u64, &mut b[start..]);
+            for _ in 0..per {
+                seq += 1;
+                encode(
+                    seq,
+                    &[OpRef::Put(format!("k{seq}").as_bytes(), b"v")],
+                    &mut b,
+                );
+            }
         }
         b
     }
 
     #[test]
     fn torn_tail_is_cut_not_an_error() {
-        let b = records(5);
+        let b = log(1, 5);
         for cut in [b.len() - 1, b.len() - 9, b.len() - 20] {
             let mut out = Vec::new();
             let valid = parse(&b[..cut], true, &mut out).unwrap();
@@ -154,15 +183,33 @@ mod tests {
     }
 
     #[test]
-    fn bad_record_before_valid_ones_is_refused() {
-        let mut b = records(5);
-        b[30] ^= 0xFF; // inside the first record
+    fn damage_in_synced_data_is_refused() {
+        let mut b = log(2, 3);
+        b[60] ^= 0xFF; // inside the first batch, which the second vouches for
         let mut out = Vec::new();
         match parse(&b, true, &mut out) {
-            Err(Error::ReplaySanityFailed {
-                record_offset: 0, ..
-            }) => {}
+            Err(Error::ReplaySanityFailed { .. }) => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn damage_in_unsynced_writes_is_a_torn_tail() {
+        // Two writes after the last sync: the first lost, the second kept.
+        let mut b = log(1, 2);
+        let synced = b.len() as u64;
+        for _ in 0..2 {
+            let start = b.len();
+            b.resize(start + crate::wal::record::MARKER_LEN, 0);
+            crate::wal::record::encode_marker(synced, &mut b[start..]);
+            encode(9, &[OpRef::Delete(b"x")], &mut b);
+        }
+        let lost_from = synced as usize;
+        let lost_to = lost_from + crate::wal::record::MARKER_LEN + 32;
+        b[lost_from..lost_to].iter_mut().for_each(|x| *x = 0);
+        let mut out = Vec::new();
+        let valid = parse(&b, true, &mut out).unwrap();
+        assert_eq!(valid, lost_from);
+        assert_eq!(out.len(), 2);
     }
 }

@@ -50,6 +50,8 @@ struct State {
     written: u64,
     /// All records with seq <= `synced` are durable.
     synced: u64,
+    /// Bytes of the active file known durable (covered by a sync).
+    synced_len: u64,
     /// A leader is writing outside the mutex.
     leader: bool,
     poisoned: bool,
@@ -76,6 +78,13 @@ fn io(e: std::io::Error) -> Error {
     Error::BackendIo(e)
 }
 
+/// A write buffer with room reserved for the batch marker at its front.
+fn fresh_buf() -> Vec<u8> {
+    let mut b = Vec::with_capacity(DRAIN_AT * 2);
+    b.resize(record::MARKER_LEN, 0);
+    b
+}
+
 impl Wal {
     /// Opens the active file for appending at `len` (after recovery cut
     /// any torn tail), continuing at `next_seq`.
@@ -95,6 +104,9 @@ impl Wal {
                 },
             )
             .map_err(io)?;
+        // What an earlier process left may sit in the page cache only: make
+        // it durable so the batch markers written from now on vouch for it.
+        file.sync_data().map_err(io)?;
         driver.sync_dir(dir).map_err(io)?;
         let last = next_seq.saturating_sub(1);
         Ok(Self {
@@ -103,10 +115,11 @@ impl Wal {
             state: Mutex::new(State {
                 file,
                 file_len: len,
-                buf: Vec::with_capacity(DRAIN_AT * 2),
+                buf: fresh_buf(),
                 next_seq,
                 written: last,
                 synced: last,
+                synced_len: len,
                 leader: false,
                 poisoned: false,
                 retired,
@@ -169,13 +182,15 @@ impl Wal {
                 continue;
             }
             st.leader = true;
-            let buf = std::mem::take(&mut st.buf);
+            let mut buf = std::mem::replace(&mut st.buf, fresh_buf());
+            let has_records = buf.len() > record::MARKER_LEN;
+            record::encode_marker(st.synced_len, &mut buf);
             let upto = st.next_seq - 1;
             let off = st.file_len;
             let file = Arc::clone(&st.file);
             drop(st);
             let res = (|| -> std::io::Result<()> {
-                if !buf.is_empty() {
+                if has_records {
                     file.write_at(&buf, off)?;
                 }
                 if sync {
@@ -187,16 +202,18 @@ impl Wal {
             st.leader = false;
             match res {
                 Ok(()) => {
-                    st.file_len = off + buf.len() as u64;
+                    if has_records {
+                        st.file_len = off + buf.len() as u64;
+                    }
                     st.written = st.written.max(upto);
                     if sync {
                         st.synced = st.synced.max(upto);
+                        st.synced_len = st.file_len;
                     }
-                    if st.buf.is_empty() {
-                        // Keep the allocation for the next round.
-                        let mut b = buf;
-                        b.clear();
-                        st.buf = b;
+                    if st.buf.len() == record::MARKER_LEN {
+                        // Keep the larger allocation for the next round.
+                        buf.truncate(record::MARKER_LEN);
+                        st.buf = buf;
                     }
                 }
                 Err(e) => {
@@ -250,6 +267,7 @@ impl Wal {
             Ok(f) => {
                 st.file = f;
                 st.file_len = 0;
+                st.synced_len = 0;
                 st.retired.push((cut, retired));
                 Ok(cut)
             }
