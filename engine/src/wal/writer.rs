@@ -189,9 +189,16 @@ impl Wal {
             let off = st.file_len;
             let file = Arc::clone(&st.file);
             drop(st);
+            // Which stage failed matters: a write refused for lack of space
+            // changed nothing durable and can be retried once space
+            // returns; a failed sync may have lost pages for good.
+            let mut wrote = true;
             let res = (|| -> std::io::Result<()> {
                 if has_records {
-                    file.write_at(&buf, off)?;
+                    if let Err(e) = file.write_at(&buf, off) {
+                        wrote = false;
+                        return Err(e);
+                    }
                 }
                 if sync {
                     file.sync_data()?;
@@ -215,6 +222,16 @@ impl Wal {
                         buf.truncate(record::MARKER_LEN);
                         st.buf = buf;
                     }
+                }
+                Err(e) if !wrote && e.kind() == std::io::ErrorKind::StorageFull => {
+                    // Disk full: put the records back in front of what was
+                    // appended meanwhile; the next leader writes them at the
+                    // same offset (nothing past `file_len` counts).
+                    let newer = st.buf.split_off(record::MARKER_LEN);
+                    buf.extend_from_slice(&newer);
+                    st.buf = buf;
+                    self.cond.notify_all();
+                    return Err(io(e));
                 }
                 Err(e) => {
                     st.poisoned = true;
