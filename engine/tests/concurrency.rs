@@ -13,11 +13,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use holt::{Error, RangeEntry, Tree, TreeConfig};
+use holt::{AlignedBlobBuf, Backend, BlobGuid, Error, MemoryBackend, RangeEntry, Tree, TreeConfig};
 
 const DIRS: usize = 16;
 const STABLE_PER_DIR: usize = 300;
@@ -682,4 +682,128 @@ fn churn_with_write_through_and_a_three_frame_cache() {
         tiny_write_through: true,
         seed: 0xC0FF_EE04,
     });
+}
+
+// ------------------------------------------- a stale load racing a write
+
+/// Channels a paused `read_blob` uses: "I have copied the image" and "go".
+type Gate = (BlobGuid, mpsc::Sender<()>, mpsc::Receiver<()>);
+
+/// A `MemoryBackend` wrapper that logs reads and can pause the next read
+/// of one frame *after* it copied the image, until the test says go.
+#[derive(Default)]
+struct Gated {
+    inner: MemoryBackend,
+    log: Mutex<Vec<BlobGuid>>,
+    gate: Mutex<Option<Gate>>,
+}
+
+impl Backend for Gated {
+    fn read_blob(&self, guid: BlobGuid, dst: &mut AlignedBlobBuf) -> holt::Result<()> {
+        self.log.lock().unwrap().push(guid);
+        let r = self.inner.read_blob(guid, dst);
+        let armed = {
+            let mut g = self.gate.lock().unwrap();
+            if g.as_ref().is_some_and(|x| x.0 == guid) {
+                g.take()
+            } else {
+                None
+            }
+        };
+        if let Some((_, copied, go)) = armed {
+            copied.send(()).unwrap();
+            go.recv().unwrap();
+        }
+        r
+    }
+    fn write_blob(&self, guid: BlobGuid, src: &AlignedBlobBuf) -> holt::Result<()> {
+        self.inner.write_blob(guid, src)
+    }
+    fn delete_blob(&self, guid: BlobGuid) -> holt::Result<()> {
+        self.inner.delete_blob(guid)
+    }
+    fn list_blobs(&self) -> holt::Result<Vec<BlobGuid>> {
+        self.inner.list_blobs()
+    }
+    fn flush(&self) -> holt::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Reader X misses frame A and reads its image from the backend; before X
+/// puts it in the cache, a writer loads A itself, updates a key in it,
+/// writes it through, and A is evicted. X's image is now stale and must
+/// not become the cached copy (DESIGN.md §5, I1): the update must survive.
+#[test]
+fn stale_frame_load_racing_a_write_through_loses_no_update() {
+    let s = Arc::new(Gated::default());
+    {
+        let mut cfg = TreeConfig::memory();
+        cfg.memory_flush_on_write = false;
+        cfg.buffer_pool_size = 1 << 20;
+        let t = Tree::open_with_backend(cfg, s.clone()).unwrap();
+        for p in ["a", "b"] {
+            for i in 0..3000 {
+                t.put(format!("{p}/{i:05}").as_bytes(), &[7u8; 300])
+                    .unwrap();
+            }
+        }
+        t.checkpoint().unwrap();
+        assert!(t.stats().unwrap().blob_count >= 3);
+    }
+    let mut cfg = TreeConfig::memory();
+    cfg.memory_flush_on_write = true;
+    cfg.buffer_pool_size = 1;
+    let t = Tree::open_with_backend(cfg, s.clone()).unwrap();
+    let (ka, kb) = (b"a/01500", b"b/01500");
+    // Which frames hold ka and kb (each get misses exactly once).
+    s.log.lock().unwrap().clear();
+    t.get(ka).unwrap().unwrap();
+    let la: Vec<BlobGuid> = s.log.lock().unwrap().drain(..).collect();
+    t.get(kb).unwrap().unwrap();
+    let lb: Vec<BlobGuid> = s.log.lock().unwrap().drain(..).collect();
+    assert_eq!((la.len(), lb.len()), (1, 1), "one frame load per key");
+    let (a, b) = (la[0], lb[0]);
+    assert!(
+        a != [0u8; 16] && a != b,
+        "ka and kb live in different child frames"
+    );
+
+    let (copied_tx, copied_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel();
+    *s.gate.lock().unwrap() = Some((a, copied_tx, go_rx));
+    let tx = t.clone();
+    let x = thread::spawn(move || tx.get(ka).unwrap());
+    copied_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("reader X reads frame A");
+    // X holds A's old image. Update ka (loads A again), then load B, which
+    // evicts the clean A. An engine that makes concurrent loads of one
+    // frame wait for each other blocks this writer until X goes on, so
+    // X is released after at most 3 s either way.
+    let tw = t.clone();
+    let w = thread::spawn(move || {
+        let old = tw.put(ka, b"new").unwrap();
+        tw.get(kb).unwrap().unwrap();
+        old
+    });
+    let t0 = Instant::now();
+    while !w.is_finished() && t0.elapsed() < Duration::from_secs(3) {
+        thread::sleep(Duration::from_millis(5));
+    }
+    go_tx.send(()).unwrap();
+    assert_eq!(
+        w.join().unwrap(),
+        Some(vec![7u8; 300]),
+        "put returns the old value"
+    );
+    let seen = x.join().unwrap();
+    assert!(seen == Some(vec![7u8; 300]) || seen == Some(b"new".to_vec()));
+    let now = t.get(ka).unwrap();
+    assert!(
+        now.as_deref() == Some(&b"new"[..]),
+        "update lost: get(ka) returned a {}-byte old value after a stale frame load",
+        now.map_or(0, |v| v.len())
+    );
+    drop(t);
 }

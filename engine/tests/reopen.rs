@@ -180,3 +180,40 @@ fn torn_wal_tail_is_cut_and_mid_file_damage_refused() {
         "refused open changed the WAL"
     );
 }
+
+#[test]
+fn a_tree_written_by_one_driver_opens_with_the_other() {
+    use holt::io::SyncDriver;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = BTreeMap::new();
+    {
+        // Default driver: io_uring where the kernel allows.
+        let t = TreeBuilder::new(dir.path()).open().unwrap();
+        let io = t.io_stats().expect("persistent tree");
+        assert!(
+            io.driver == "io_uring" || io.fallback_reason.is_some(),
+            "{io:?}"
+        );
+        workload(&t, &mut model, 1);
+        t.checkpoint().unwrap();
+        workload(&t, &mut model, 2);
+    }
+    {
+        let t = TreeBuilder::new(dir.path())
+            .io_driver(Arc::new(SyncDriver::new()))
+            .open()
+            .unwrap();
+        assert_eq!(t.io_stats().unwrap().driver, "sync");
+        assert_eq!(all(&t), model);
+        workload(&t, &mut model, 3);
+        t.checkpoint().unwrap();
+        workload(&t, &mut model, 4);
+    }
+    let t = TreeBuilder::new(dir.path()).open().unwrap();
+    assert_eq!(all(&t), model);
+    assert!(Tree::open(TreeConfig::memory())
+        .unwrap()
+        .io_stats()
+        .is_none());
+}

@@ -12,7 +12,7 @@ use crate::api::stats::TreeStats;
 use crate::api::txn::{BatchOp, TxnBatch};
 use crate::buffer::BufferManager;
 use crate::checkpoint::{Checkpointer, Counters as CkptCounters};
-use crate::io::{IoDriver, SyncDriver};
+use crate::io::IoDriver;
 use crate::store::{Backend, MemoryBackend, PersistentBackend, FRAME_SIZE};
 use crate::tree::{Core, MAX_KEY, MAX_VALUE};
 use crate::wal::{self, Op, OpRef, Wal};
@@ -69,6 +69,58 @@ impl Drop for Lifecycle {
 pub(crate) struct Durable {
     pub(crate) wal: Wal,
     pub(crate) store: Arc<PersistentBackend>,
+    pub(crate) io: IoStats,
+}
+
+/// Which I/O path a persistent tree runs on ([`Tree::io_stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IoStats {
+    /// The I/O driver's name: `"io_uring"` or `"sync"` (or a caller's
+    /// driver given to [`TreeBuilder::io_driver`](crate::TreeBuilder::io_driver)).
+    pub driver: &'static str,
+    /// Why io_uring is not in use, when the default choice fell back to
+    /// the sync driver (`ENOSYS`, `EPERM` under seccomp,
+    /// `kernel.io_uring_disabled`, or the `io-uring` feature being off).
+    pub fallback_reason: Option<String>,
+    /// True when the frame file is opened with `O_DIRECT`; false where the
+    /// filesystem refused it and buffered I/O plus fdatasync is used.
+    pub direct_io: bool,
+}
+
+/// The default driver: io_uring where the kernel allows (feature
+/// `io-uring`), else the sync driver, with the reason.
+///
+/// `HOLT_IO_DRIVER=sync` (or `uring`) in the environment forces the
+/// choice; `TreeBuilder::io_driver` overrides both.
+fn default_driver() -> (Arc<dyn IoDriver>, IoStats) {
+    if std::env::var("HOLT_IO_DRIVER").is_ok_and(|v| v == "sync") {
+        let stats = IoStats {
+            driver: "sync",
+            fallback_reason: Some("forced by HOLT_IO_DRIVER=sync".to_string()),
+            direct_io: false,
+        };
+        return (Arc::new(crate::io::SyncDriver::new()), stats);
+    }
+    #[cfg(feature = "io-uring")]
+    {
+        let (driver, info) = holt_backend_uring::best_driver();
+        let stats = IoStats {
+            driver: info.name,
+            fallback_reason: info.fallback_reason,
+            direct_io: false,
+        };
+        (driver, stats)
+    }
+    #[cfg(not(feature = "io-uring"))]
+    {
+        let stats = IoStats {
+            driver: "sync",
+            fallback_reason: Some("built without the io-uring feature".to_string()),
+            direct_io: false,
+        };
+        (Arc::new(crate::io::SyncDriver::new()), stats)
+    }
 }
 
 impl TreeInner {
@@ -283,7 +335,8 @@ impl Tree {
             }
             Storage::Persistent { dir } => {
                 let dir = dir.clone();
-                Self::open_persistent(cfg, &dir, Arc::new(SyncDriver::new()))
+                let (driver, info) = default_driver();
+                Self::open_persistent(cfg, &dir, driver, info)
             }
         }
     }
@@ -295,7 +348,12 @@ impl Tree {
         match &cfg.storage {
             Storage::Persistent { dir } => {
                 let dir = dir.clone();
-                Self::open_persistent(cfg, &dir, driver)
+                let info = IoStats {
+                    driver: driver.name(),
+                    fallback_reason: None,
+                    direct_io: false,
+                };
+                Self::open_persistent(cfg, &dir, driver, info)
             }
             _ => Self::open(cfg),
         }
@@ -305,8 +363,14 @@ impl Tree {
     /// every WAL file (refusing mid-file corruption before changing
     /// anything), cut a torn tail, replay the records above the
     /// checkpoint cut in seq order, stopping at the first gap.
-    fn open_persistent(cfg: TreeConfig, dir: &Path, driver: Arc<dyn IoDriver>) -> Result<Self> {
+    fn open_persistent(
+        cfg: TreeConfig,
+        dir: &Path,
+        driver: Arc<dyn IoDriver>,
+        mut io: IoStats,
+    ) -> Result<Self> {
         let store = Arc::new(PersistentBackend::open_with_driver(dir, driver)?);
+        io.direct_io = store.is_direct();
         let driver = Arc::clone(store.driver());
         let (cut, floor) = store.checkpoint_meta();
         let scanned = wal::replay::scan(dir, &driver)?;
@@ -340,7 +404,7 @@ impl Tree {
         }
         let retired = scanned.retired.clone();
         let wal = Wal::open(dir, driver, scanned.active_len, max_seen + 1, retired)?;
-        let tree = Self::assemble(cfg, core, false, false, Some(Durable { wal, store }))?;
+        let tree = Self::assemble(cfg, core, false, false, Some(Durable { wal, store, io }))?;
         if gap {
             // Records past a gap are not part of any prefix: a checkpoint
             // at the highest seq seen makes the replayed prefix durable and
@@ -637,6 +701,14 @@ impl Tree {
             st.checkpointer = Some(self.inner.ckpt_counters.snapshot());
         }
         Ok(st)
+    }
+
+    /// The I/O path of a persistent tree: driver in use, why io_uring is
+    /// not (if it is not), and whether frames use `O_DIRECT`. `None` in
+    /// memory mode and over a caller's backend.
+    #[must_use]
+    pub fn io_stats(&self) -> Option<IoStats> {
+        self.inner.durable.as_ref().map(|d| d.io.clone())
     }
 
     /// Repacks every frame and folds child frames that fit back into their

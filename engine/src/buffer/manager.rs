@@ -43,7 +43,13 @@ pub(crate) struct BufferManager {
     flush_lock: Mutex<()>,
     guid_seed: std::collections::hash_map::RandomState,
     guid_counter: AtomicU64,
+    /// Bumped after every successful write-back, before the frames it
+    /// cleaned become evictable (see `load`).
+    writebacks: AtomicU64,
 }
+
+/// Optimistic load attempts before a load reads under the shard lock.
+const LOAD_RETRIES: usize = 4;
 
 impl std::fmt::Debug for BufferManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,6 +77,7 @@ impl BufferManager {
             flush_lock: Mutex::new(()),
             guid_seed: std::collections::hash_map::RandomState::new(),
             guid_counter: AtomicU64::new(1),
+            writebacks: AtomicU64::new(0),
         }
     }
 
@@ -126,23 +133,58 @@ impl BufferManager {
 
     /// Reads, verifies and caches a frame.
     fn load(&self, guid: &BlobGuid) -> Result<Arc<CachedBlob>> {
+        // An image read from the backend may be stale by the time it is
+        // inserted: the frame could have been loaded by another thread,
+        // changed, written back and evicted meanwhile. Write-backs bump
+        // `writebacks` before the frames they cleaned can be evicted, so a
+        // loader that sees the counter unchanged when it inserts (under
+        // the shard lock that eviction also needs) read a current image.
+        // After a few lost races it reads under the shard lock itself.
+        for _ in 0..LOAD_RETRIES {
+            let epoch = self.writebacks.load(Ordering::Acquire);
+            let frame = self.read_frame(guid)?;
+            match self.map.entry(*guid) {
+                dashmap::Entry::Occupied(e) => return Ok(Arc::clone(e.get())),
+                dashmap::Entry::Vacant(v) => {
+                    if self.writebacks.load(Ordering::Acquire) != epoch {
+                        continue;
+                    }
+                    let blob = Arc::clone(&v.insert(self.new_blob(*guid, frame)));
+                    return Ok(self.after_load(blob));
+                }
+            }
+        }
+        let blob = match self.map.entry(*guid) {
+            dashmap::Entry::Occupied(e) => Arc::clone(e.get()),
+            dashmap::Entry::Vacant(v) => {
+                let frame = self.read_frame(guid)?;
+                Arc::clone(&v.insert(self.new_blob(*guid, frame)))
+            }
+        };
+        Ok(self.after_load(blob))
+    }
+
+    /// Reads and checks one frame image (checksum, name, structure).
+    fn read_frame(&self, guid: &BlobGuid) -> Result<AtomicFrame> {
         let mut buf = AlignedBlobBuf::uninit();
         self.backend.read_blob(*guid, &mut buf)?;
         let image = buf.as_slice();
         header::verify_image_crc(image).map_err(|e| corrupt(*guid, e))?;
         let frame = AtomicFrame::from_image(image).map_err(|e| corrupt(*guid, e))?;
         copy::validate(&frame, guid).map_err(|e| corrupt(*guid, e))?;
+        Ok(frame)
+    }
+
+    fn new_blob(&self, guid: BlobGuid, frame: AtomicFrame) -> Arc<CachedBlob> {
         let tick = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
-        let blob = Arc::clone(
-            &*self
-                .map
-                .entry(*guid)
-                .or_insert_with(|| Arc::new(CachedBlob::new(*guid, frame, tick))),
-        );
+        Arc::new(CachedBlob::new(guid, frame, tick))
+    }
+
+    fn after_load(&self, blob: Arc<CachedBlob>) -> Arc<CachedBlob> {
         self.evict_over_capacity();
         #[cfg(feature = "tracing")]
-        tracing::trace!(guid = ?&guid[..4], "frame loaded");
-        Ok(blob)
+        tracing::trace!(guid = ?&blob.guid[..4], "frame loaded");
+        blob
     }
 
     /// Adds a frame the walker just built (spillover or a fresh root). It
@@ -278,11 +320,16 @@ impl BufferManager {
     pub(crate) fn persist(&self, r: &Round) -> Result<()> {
         let refs: Vec<(BlobGuid, &AlignedBlobBuf)> =
             r.images.iter().map(|(g, b)| (*g, b)).collect();
-        self.backend.write_blobs(&refs)?;
-        for g in r.deletes.keys() {
-            self.backend.delete_blob(*g)?;
-        }
-        Ok(())
+        let res = self.backend.write_blobs(&refs).and_then(|()| {
+            for g in r.deletes.keys() {
+                self.backend.delete_blob(*g)?;
+            }
+            Ok(())
+        });
+        // Even a failed round may have replaced some images; loads in
+        // flight must not trust what they read before this point.
+        self.writebacks.fetch_add(1, Ordering::AcqRel);
+        res
     }
 
     /// Ends a round: forget its entries, or merge them back (I3).

@@ -1,0 +1,352 @@
+//! [`UringFile`]: an [`IoFile`] whose reads, writes and syncs go through a
+//! private io_uring instance.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+
+use holt_backend_sync::{check_direct_alignment, IoFile, SyncFile};
+
+use crate::faults::Faults;
+use crate::ring::{check_range, Op, Ring, UringStats};
+
+/// Default number of SQEs per ring: a 512-frame checkpoint batch goes
+/// through in four refills, and the rings stay small (a few pages).
+pub const DEFAULT_RING_ENTRIES: u32 = 128;
+
+/// How [`UringFile`]s are set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UringConfig {
+    /// SQ size of each file's ring (the kernel clamps it; the CQ is twice
+    /// as large). Larger batches are submitted in ring-sized refills.
+    pub ring_entries: u32,
+    /// Faults to inject into every completion (tests only; the default
+    /// injects nothing).
+    pub faults: Faults,
+}
+
+impl Default for UringConfig {
+    fn default() -> Self {
+        Self {
+            ring_entries: DEFAULT_RING_ENTRIES,
+            faults: Faults::none(),
+        }
+    }
+}
+
+/// How a caller waits for the ring.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Block until the ring is free (batches).
+    Block,
+    /// Use the blocking syscall instead if another thread holds the ring.
+    OrFallBack,
+}
+
+/// An open file driven through io_uring. Created by
+/// [`UringDriver`](crate::UringDriver) (or [`UringFile::from_file`]).
+///
+/// * [`IoFile::write_batch`] pushes one `IORING_OP_WRITE` per entry —
+///   all of them when they fit the ring, else ring-sized refills — and
+///   submits them with one `io_uring_enter`, then reaps and checks every
+///   completion: short writes resubmit the remainder, `EINTR`/`EAGAIN`
+///   are retried (at most 100 times per write), any other error fails the
+///   call *after* everything in flight has completed. The writes run
+///   concurrently, so after an error an arbitrary subset of the batch —
+///   not necessarily a prefix — may have been written.
+/// * [`IoFile::read_at`], [`IoFile::write_at`], [`IoFile::sync_data`]
+///   (`IORING_OP_FSYNC` + `DATASYNC`) and [`IoFile::sync_all`] are one SQE
+///   each, with the same checking.
+/// * `len`, `set_len`, `allocate` are plain syscalls (as in
+///   [`SyncFile`]).
+///
+/// The ring sits behind a mutex: a batch owns it until it is done. A
+/// single read, write or sync that finds it busy does not wait behind the
+/// batch; it is served by the equivalent blocking syscall
+/// (`pread`/`pwrite`/`fdatasync`) instead, which the contract allows for
+/// concurrent calls on disjoint ranges. If the ring cannot be created at
+/// open, or breaks later, the file keeps working on those syscalls
+/// ([`UringFile::fallback_reason`]).
+#[derive(Debug)]
+pub struct UringFile {
+    /// The ring (declared first: dropped before the file it names).
+    /// `None` when it could not be set up.
+    ring: Option<Mutex<Ring>>,
+    /// Why there is no ring.
+    no_ring: Option<String>,
+    /// Calls served by the blocking path because the ring was busy.
+    contended: AtomicU64,
+    /// The descriptor, and the blocking implementation used for metadata
+    /// and as fallback.
+    sync: SyncFile,
+}
+
+impl UringFile {
+    /// Wraps an already opened file (read + write). `direct` must say
+    /// whether `file` was opened with `O_DIRECT`. Setting up the ring
+    /// cannot fail the call: if it does not work the file uses blocking
+    /// syscalls and [`UringFile::fallback_reason`] says why.
+    #[must_use]
+    pub fn from_file(file: File, path: PathBuf, direct: bool, config: UringConfig) -> Self {
+        let fd = file.as_raw_fd();
+        let (ring, no_ring) =
+            match Ring::new(fd, config.ring_entries, direct, path.clone(), config.faults) {
+                Ok(ring) => (Some(Mutex::new(ring)), None),
+                Err(e) => (None, Some(format!("io_uring setup failed: {e}"))),
+            };
+        Self {
+            ring,
+            no_ring,
+            contended: AtomicU64::new(0),
+            sync: SyncFile::from_file(file, path, direct),
+        }
+    }
+
+    /// Why this file is not (or no longer) using io_uring, if so.
+    #[must_use]
+    pub fn fallback_reason(&self) -> Option<String> {
+        if let Some(why) = &self.no_ring {
+            return Some(why.clone());
+        }
+        let ring = self.ring.as_ref()?;
+        let ring = ring.lock().unwrap_or_else(PoisonError::into_inner);
+        ring.broken().map(str::to_owned)
+    }
+
+    /// Counters of the ring (all zero without one). Waits for a call in
+    /// progress.
+    #[must_use]
+    pub fn stats(&self) -> UringStats {
+        let mut stats = self.ring.as_ref().map_or_else(UringStats::default, |ring| {
+            ring.lock().unwrap_or_else(PoisonError::into_inner).stats()
+        });
+        stats.sync_fallbacks += self.contended.load(Ordering::Relaxed);
+        stats
+    }
+
+    /// Replaces the injected [`Faults`] and restarts their completion
+    /// counters. Waits for a call in progress.
+    pub fn set_faults(&self, faults: Faults) {
+        if let Some(ring) = &self.ring {
+            ring.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .set_faults(faults);
+        }
+    }
+
+    /// Whether the descriptor is registered with the ring (fixed file).
+    #[must_use]
+    pub fn registered_file(&self) -> bool {
+        self.ring.as_ref().is_some_and(|ring| {
+            ring.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .registered_file()
+        })
+    }
+
+    /// SQ size of the ring (0 without one): how many writes one submission
+    /// carries.
+    #[must_use]
+    pub fn ring_depth(&self) -> usize {
+        self.ring.as_ref().map_or(0, |ring| {
+            ring.lock().unwrap_or_else(PoisonError::into_inner).depth()
+        })
+    }
+
+    /// The ring to use, or `None` for the blocking path (no ring, broken
+    /// ring, or busy with `Wait::OrFallBack`).
+    fn ring(&self, wait: Wait) -> Option<MutexGuard<'_, Ring>> {
+        let ring = self.ring.as_ref()?;
+        let mut guard = match wait {
+            Wait::Block => ring.lock().unwrap_or_else(PoisonError::into_inner),
+            Wait::OrFallBack => match ring.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    self.contended.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+            },
+        };
+        if guard.broken().is_some() {
+            guard.note_sync_fallback();
+            return None;
+        }
+        Some(guard)
+    }
+
+    /// The `O_DIRECT` rule and the `off_t` range for one transfer.
+    fn check(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if self.sync.is_direct() {
+            check_direct_alignment(buf, offset)?;
+        }
+        check_range(offset, buf.len())
+    }
+}
+
+impl IoFile for UringFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.check(buf, offset)?;
+        match self.ring(Wait::OrFallBack) {
+            Some(mut ring) => ring.run(&mut [Op::read(buf, offset)]),
+            None => self.sync.read_at(buf, offset),
+        }
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.check(buf, offset)?;
+        match self.ring(Wait::OrFallBack) {
+            Some(mut ring) => ring.run(&mut [Op::write(buf, offset)]),
+            None => self.sync.write_at(buf, offset),
+        }
+    }
+
+    fn write_batch(&self, writes: &[(u64, &[u8])]) -> io::Result<()> {
+        // Check the whole batch first: a bad entry writes nothing. Empty
+        // entries are no-ops, whatever their address.
+        for &(offset, buf) in writes {
+            if !buf.is_empty() {
+                self.check(buf, offset)?;
+            }
+        }
+        let mut ops: Vec<Op<'_>> = writes
+            .iter()
+            .filter(|(_, buf)| !buf.is_empty())
+            .map(|&(offset, buf)| Op::write(buf, offset))
+            .collect();
+        if ops.is_empty() {
+            return Ok(());
+        }
+        match self.ring(Wait::Block) {
+            Some(mut ring) => ring.run(&mut ops),
+            None => self.sync.write_batch(writes),
+        }
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        match self.ring(Wait::OrFallBack) {
+            Some(mut ring) => ring.run(&mut [Op::fsync(true)]),
+            None => self.sync.sync_data(),
+        }
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        match self.ring(Wait::OrFallBack) {
+            Some(mut ring) => ring.run(&mut [Op::fsync(false)]),
+            None => self.sync.sync_all(),
+        }
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.sync.len()
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.sync.set_len(len)
+    }
+
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.sync.allocate(offset, len)
+    }
+
+    fn is_direct(&self) -> bool {
+        self.sync.is_direct()
+    }
+
+    fn path(&self) -> &Path {
+        self.sync.path()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buffered(config: UringConfig) -> (tempfile::TempDir, UringFile) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        (dir, UringFile::from_file(file, path, false, config))
+    }
+
+    #[test]
+    fn buffered_file_takes_any_alignment() {
+        let (_dir, f) = buffered(UringConfig::default());
+        assert!(!f.is_direct());
+        assert!(f.fallback_reason().is_none());
+        assert!(f.registered_file());
+        assert!(f.ring_depth() >= 128);
+        f.write_at(b"abc", 3).unwrap();
+        f.write_batch(&[(0, b"xy"), (6, b""), (8, b"z")]).unwrap();
+        let mut out = [0xffu8; 9];
+        f.read_at(&mut out, 0).unwrap();
+        assert_eq!(&out, b"xy\0abc\0\0z");
+        assert_eq!(f.len().unwrap(), 9);
+        // Empty I/O is a no-op, even past the end.
+        f.read_at(&mut [], 1 << 40).unwrap();
+        f.write_at(&[], 1 << 40).unwrap();
+        f.write_batch(&[]).unwrap();
+        assert_eq!(f.len().unwrap(), 9);
+        let before = f.stats();
+        f.sync_data().unwrap();
+        f.sync_all().unwrap();
+        assert_eq!(f.stats().completions, before.completions + 2);
+    }
+
+    #[test]
+    fn ranges_past_off_t_are_rejected_up_front() {
+        let (_dir, f) = buffered(UringConfig::default());
+        let err = f.write_at(b"a", i64::MAX as u64).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let err = f.write_batch(&[(0, b"ok"), (u64::MAX, b"a")]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(f.len().unwrap(), 0, "a rejected batch writes nothing");
+        assert_eq!(f.stats().sqes, 0);
+    }
+
+    #[test]
+    fn ring_setup_failure_falls_back_to_syscalls() {
+        // Building a file whose ring could not be set up (the kernel refusing
+        // io_uring_setup is hard to provoke here) must leave a working file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        let f = UringFile {
+            ring: None,
+            no_ring: Some("io_uring setup failed: test".into()),
+            contended: AtomicU64::new(0),
+            sync: SyncFile::from_file(file, path, false),
+        };
+        assert_eq!(
+            f.fallback_reason().as_deref(),
+            Some("io_uring setup failed: test")
+        );
+        f.write_batch(&[(0, b"ab"), (2, b"cd")]).unwrap();
+        f.sync_data().unwrap();
+        assert_eq!(f.len().unwrap(), 4);
+        assert_eq!(f.stats(), UringStats::default());
+        assert!(!f.registered_file());
+        assert_eq!(f.ring_depth(), 0);
+    }
+}
