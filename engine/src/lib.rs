@@ -5,7 +5,7 @@
 //! whose nodes live inside self-describing 512 KiB *blob frames*; a frame
 //! links to child frames by GUID, so a tree of any size is a tree of frames.
 //! Frames are cached by a buffer manager, each behind its own
-//! [`HybridLatch`](crate::latch) so readers run optimistically and writers
+//! `HybridLatch`, so readers run optimistically and writers
 //! in disjoint subtrees run in parallel.
 //!
 //! ```
@@ -28,6 +28,7 @@
 //! # Ok::<(), holt::Error>(())
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(missing_docs)]
 
 #[cfg(not(unix))]
 compile_error!("holt supports Unix targets only");

@@ -320,7 +320,7 @@ impl Tree {
     /// Opens a tree as `cfg` says.
     ///
     /// Memory mode (`TreeConfig::memory()`) keeps the frames in a private
-    /// [`MemoryBackend`](crate::MemoryBackend) and has no WAL.
+    /// [`MemoryBackend`] and has no WAL.
     ///
     /// # Errors
     /// Invalid configuration, or I/O and corruption errors from loading
