@@ -38,6 +38,24 @@ impl EngineKind {
     }
 }
 
+/// An I/O driver the `checkpoint` scenario measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriverKind {
+    Sync,
+    Uring,
+}
+
+impl DriverKind {
+    /// The name `holt::Tree::io_stats` reports for it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            DriverKind::Sync => "sync",
+            DriverKind::Uring => "io_uring",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Args {
     pub shapes: Vec<Shape>,
@@ -56,11 +74,17 @@ pub struct Args {
     pub json: Option<PathBuf>,
     pub quick: bool,
     pub seed: u64,
+    /// Dirty-frame counts of the `checkpoint` scenario.
+    pub ckpt_frames: Vec<usize>,
+    /// I/O drivers of the `checkpoint` scenario.
+    pub ckpt_drivers: Vec<DriverKind>,
     pub help: bool,
 }
 
 pub const DEFAULT_N: usize = 1_000_000;
 pub const QUICK_N: usize = 100_000;
+/// Dirty-frame counts of the `checkpoint` scenario (`--quick`: the first).
+pub const DEFAULT_CKPT_FRAMES: [usize; 3] = [64, 512, 2048];
 
 pub const HELP: &str = "\
 holt-bench: throughput and latency of holt on path-shaped keys
@@ -70,7 +94,8 @@ USAGE: cargo run --release -p holt-bench -- [FLAGS]
 With no flags: shapes objstore and fs, n = 1 000 000, memory mode, engines
 holt and reference, every op group of that mode; prints markdown tables
 (stdout) and writes JSON lines (target/holt-bench.jsonl). --mode persistent
-adds the persistence groups (reopen, reopen_wal, fdatasync, sync_commit_tN).
+adds the persistence groups (reopen, reopen_wal, fdatasync, sync_commit_tN,
+checkpoint).
 
 FLAGS
   --shape S        key shape: kv | objstore | fs; repeatable or a comma list
@@ -79,11 +104,12 @@ FLAGS
                    100k, 1m  [default: 1000000; --quick: 100000]
   --ops LIST       comma list of op groups: load, get, update, mixed,
                    scan100, list_dir, rename, create_delete, get_tN, delete,
-                   reopen, reopen_wal, fdatasync, sync_commit_tN, or all.
-                   get_tN and sync_commit_tN use the --threads counts;
-                   get_t4 names one count directly. load always runs (the
-                   other groups need the data); sync_commit brings
-                   fdatasync along  [default: every group of the mode]
+                   reopen, reopen_wal, fdatasync, sync_commit_tN,
+                   checkpoint, or all. get_tN and sync_commit_tN use the
+                   --threads counts; get_t4 names one count directly. load
+                   runs whenever another group but checkpoint is chosen
+                   (they need the data); sync_commit brings fdatasync along
+                   [default: every group of the mode]
   --threads N      thread counts for get_tN and sync_commit_tN, a number
                    or a comma list  [default: 2 for get_tN, 1,2,4,8 for
                    sync_commit_tN]
@@ -103,6 +129,10 @@ FLAGS
                    [default: target/holt-bench.jsonl if ./target exists,
                    else holt-bench.jsonl in the system temp dir]
   --seed S         seed of keys, values and op sequences  [default: 0]
+  --ckpt-frames L  checkpoint: dirty-frame counts, a comma list
+                   [default: 64,512,2048; --quick: 64]
+  --ckpt-drivers L checkpoint: I/O drivers, sync and/or uring
+                   [default: sync,uring]
   --quick          CI smoke run: n = 100 000 unless --n is given
   -h, --help       this text
 
@@ -131,7 +161,16 @@ elsewhere)
   fdatasync      200 appends of 4 KiB + fdatasync to a scratch file in the
                  data directory: the disk's floor for a sync per commit
   sync_commit_tN fresh-key puts with wal_sync_on_commit(true) on N threads
-                 (n/200 puts, at least 500, at most 5000); runs last
+                 (n/200 puts, at least 500, at most 5000)
+  checkpoint     runs once, after the groups above, on trees of its own
+                 (first --shape, holt only): for each --ckpt-frames N and
+                 driver, a fresh tree in a fresh subdirectory loaded to N
+                 frames, checkpointed, every frame dirtied, and one round
+                 timed (MiB/s); beside it the raw O_DIRECT sequential write
+                 bandwidth of N x 512 KiB (pwrite, and one io_uring batch);
+                 then put latency on a second thread during a round versus
+                 an idle period of the same length. Needs about
+                 2 x N x 512 KiB of RAM per tree (frames + round images)
 
 Latency is sampled (every 16th point op, every scan/listing, every
 persistence op); ops/s is
@@ -182,6 +221,8 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
     let mut json = None;
     let mut quick = false;
     let mut seed = 0;
+    let mut ckpt_frames = Vec::new();
+    let mut ckpt_drivers = Vec::new();
     let mut help = false;
 
     let mut it = argv.into_iter();
@@ -233,7 +274,7 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
                         usage(format!(
                             "unknown op group {s:?} (load, get, update, mixed, scan100, \
                              list_dir, rename, create_delete, get_tN, delete, reopen, \
-                             reopen_wal, fdatasync, sync_commit_tN, all)"
+                             reopen_wal, fdatasync, sync_commit_tN, checkpoint, all)"
                         ))
                     })?;
                     sel.push(op);
@@ -289,6 +330,33 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
                 let v = value("--seed")?;
                 seed = v.parse().map_err(|_| usage(format!("bad --seed {v:?}")))?;
             }
+            "--ckpt-frames" => {
+                let v = value("--ckpt-frames")?;
+                for s in list(&v) {
+                    let f = parse_count(s)
+                        .filter(|&f| (1..=1 << 16).contains(&f))
+                        .ok_or_else(|| usage(format!("bad --ckpt-frames {s:?} (1..65536)")))?;
+                    if !ckpt_frames.contains(&f) {
+                        ckpt_frames.push(f);
+                    }
+                }
+            }
+            "--ckpt-drivers" | "--ckpt-driver" => {
+                for s in list(&value("--ckpt-drivers")?) {
+                    let d = match s {
+                        "sync" => DriverKind::Sync,
+                        "uring" | "io_uring" | "io-uring" => DriverKind::Uring,
+                        other => {
+                            return Err(usage(format!(
+                                "unknown driver {other:?} (sync, uring)"
+                            )))
+                        }
+                    };
+                    if !ckpt_drivers.contains(&d) {
+                        ckpt_drivers.push(d);
+                    }
+                }
+            }
             other => return Err(usage(format!("unknown argument {other:?}"))),
         }
     }
@@ -319,7 +387,11 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
         }
         v
     });
-    sel.push(OpKind::Load);
+    // Every group but `checkpoint` (which loads trees of its own) needs
+    // the loaded data.
+    if sel.iter().any(|op| !op.self_contained()) {
+        sel.push(OpKind::Load);
+    }
     let mut expanded = Vec::new();
     for op in sel {
         match op {
@@ -340,6 +412,16 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
     }
     expanded.sort_by_key(|op| op.order());
     expanded.dedup();
+    if ckpt_frames.is_empty() {
+        ckpt_frames = if quick {
+            DEFAULT_CKPT_FRAMES[..1].to_vec()
+        } else {
+            DEFAULT_CKPT_FRAMES.to_vec()
+        };
+    }
+    if ckpt_drivers.is_empty() {
+        ckpt_drivers = vec![DriverKind::Sync, DriverKind::Uring];
+    }
 
     Ok(Args {
         shapes,
@@ -355,6 +437,8 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
         json,
         quick,
         seed,
+        ckpt_frames,
+        ckpt_drivers,
         help,
     })
 }
@@ -392,17 +476,41 @@ mod tests {
             &[OpKind::Load, OpKind::Reopen, OpKind::ReopenWal]
         );
         assert_eq!(
-            &a.ops[a.ops.len() - 6..],
+            &a.ops[a.ops.len() - 7..],
             &[
                 OpKind::Delete,
                 OpKind::Fsync,
                 OpKind::SyncCommit(1),
                 OpKind::SyncCommit(2),
                 OpKind::SyncCommit(4),
-                OpKind::SyncCommit(8)
+                OpKind::SyncCommit(8),
+                OpKind::Checkpoint
             ]
         );
         assert!(a.ops.contains(&OpKind::GetThreads(2)));
+        assert_eq!(a.ckpt_frames, DEFAULT_CKPT_FRAMES.to_vec());
+        assert_eq!(a.ckpt_drivers, vec![DriverKind::Sync, DriverKind::Uring]);
+
+        // `checkpoint` alone loads nothing; with another group, load runs.
+        let a = p(&[
+            "--ops",
+            "checkpoint",
+            "--ckpt-frames",
+            "8,2k,8",
+            "--ckpt-drivers=uring",
+        ])
+        .unwrap();
+        assert_eq!(a.ops, vec![OpKind::Checkpoint]);
+        assert_eq!(a.ckpt_frames, vec![8, 2000]);
+        assert_eq!(a.ckpt_drivers, vec![DriverKind::Uring]);
+        let a = p(&["--ops", "checkpoint,get", "--quick"]).unwrap();
+        assert_eq!(
+            a.ops,
+            vec![OpKind::Load, OpKind::Get, OpKind::Checkpoint]
+        );
+        assert_eq!(a.ckpt_frames, vec![64]);
+        assert!(p(&["--ckpt-frames", "0"]).is_err());
+        assert!(p(&["--ckpt-drivers", "aio"]).is_err());
 
         let a = p(&["--ops", "sync_commit_t3,reopen", "--threads", "2"]).unwrap();
         assert_eq!(

@@ -8,9 +8,13 @@
 //! - `ops`: the timed op groups;
 //! - `persist`: the groups that need a persistent engine (reopen, WAL
 //!   replay, sync per commit, the `fdatasync` baseline);
+//! - `ckpt`: the `checkpoint` scenario (round bandwidth per I/O driver
+//!   against the raw disk, writer latency during a round), on trees of its
+//!   own;
 //! - `report`: tables, JSON lines, RSS.
 
 mod args;
+mod ckpt;
 mod engines;
 mod error;
 mod ops;
@@ -65,6 +69,7 @@ struct Collector {
     /// Op groups skipped and why.
     notes: Vec<String>,
     recovery: Vec<Recovery>,
+    ckpt: Option<ckpt::Outcome>,
 }
 
 impl Collector {
@@ -151,6 +156,7 @@ fn run(args: &Args) -> Result<bool> {
         errors: Vec::new(),
         notes: Vec::new(),
         recovery: Vec::new(),
+        ckpt: None,
     };
     let op_names: Vec<String> = args.ops.iter().map(|o| o.name()).collect();
     let shape_names: Vec<&str> = args.shapes.iter().map(|s| s.name()).collect();
@@ -183,6 +189,24 @@ fn run(args: &Args) -> Result<bool> {
                     .join(","),
             )
             .int("seed", args.seed)
+            .str(
+                "ckpt_frames",
+                &args
+                    .ckpt_frames
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .str(
+                "ckpt_drivers",
+                &args
+                    .ckpt_drivers
+                    .iter()
+                    .map(|d| d.name())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
             .opt_int("pool", args.pool.map(|p| p as u64))
             .bool("flush_on_write", args.flush_on_write)
             .bool("quick", args.quick)
@@ -214,7 +238,9 @@ fn run(args: &Args) -> Result<bool> {
         col.json.path()
     );
 
-    for &shape in &args.shapes {
+    // Groups on the loaded engines (all but the self-contained ones).
+    let per_shape = args.ops.iter().any(|op| !op.self_contained());
+    for &shape in args.shapes.iter().filter(|_| per_shape) {
         let t = Instant::now();
         status(progress, &format!("{shape}: generating keys"));
         let keys = KeySet::generate(
@@ -238,6 +264,10 @@ fn run(args: &Args) -> Result<bool> {
         for &kind in &args.engines {
             run_engine_kind(&plan, kind, shape, &keys, &vals, &mut col)?;
         }
+    }
+
+    if args.ops.contains(&OpKind::Checkpoint) {
+        run_checkpoint(&plan, &mut col)?;
     }
 
     // Digest cross-check: every engine must agree with the first one.
@@ -275,17 +305,9 @@ fn run(args: &Args) -> Result<bool> {
     )?;
 
     println!("## holt-bench: {} mode\n", args.mode.name());
-    println!("{}", report::ops_table(&col.rows));
-    println!("{}", report::summary_table(&col.summaries));
-    println!(
-        "Latency: sampled 1 op in 16 for point ops, 1 in 4 for rename/create_delete, every op for \
-         scans and for reopen / fdatasync / sync_commit; timer overhead {timer_overhead} ns subtracted. \
-         fill = space used / (frames x 512 KiB) after load. bytes/key: sum of the file sizes in the \
-         data directory after the load's checkpoint (disk), engine space used (mem), estimated heap of \
-         the maps (est), or RSS growth over the load (rss). peak RSS is the process peak during that \
-         engine's run. cache hit % counts from the engine's last open (the persistence groups reopen \
-         it)."
-    );
+    if !col.rows.is_empty() {
+        print_main_tables(&col, timer_overhead);
+    }
     if !col.recovery.is_empty() {
         println!("\n### Recovery (persistent mode)\n");
         println!("{}", report::recovery_table(&col.recovery));
@@ -311,6 +333,9 @@ fn run(args: &Args) -> Result<bool> {
              several commits per sync; below 1 means a commit costs more than one bare sync.",
             persist::FSYNC_OPS
         );
+    }
+    if let Some(out) = &col.ckpt {
+        print_checkpoint(out, args);
     }
     if !col.notes.is_empty() {
         println!("\nSkipped:");
@@ -347,6 +372,105 @@ fn run(args: &Args) -> Result<bool> {
         col.json.path()
     );
     Ok(mismatches.is_empty() && col.errors.is_empty())
+}
+
+fn print_main_tables(col: &Collector, timer_overhead: u64) {
+    println!("{}", report::ops_table(&col.rows));
+    println!("{}", report::summary_table(&col.summaries));
+    println!(
+        "Latency: sampled 1 op in 16 for point ops, 1 in 4 for rename/create_delete, every op for \
+         scans and for reopen / fdatasync / sync_commit; timer overhead {timer_overhead} ns subtracted. \
+         fill = space used / (frames x 512 KiB) after load. bytes/key: sum of the file sizes in the \
+         data directory after the load's checkpoint (disk), engine space used (mem), estimated heap of \
+         the maps (est), or RSS growth over the load (rss). peak RSS is the process peak during that \
+         engine's run. cache hit % counts from the engine's last open (the persistence groups reopen \
+         it)."
+    );
+}
+
+fn print_checkpoint(out: &ckpt::Outcome, args: &Args) {
+    let shape = args.shapes.first().copied().unwrap_or(Shape::Objstore);
+    println!("\n### Checkpoint round (persistent mode, holt, shape {shape})\n");
+    if out.walls.is_empty() {
+        println!("(nothing measured)");
+        return;
+    }
+    println!("{}", ckpt::bandwidth_table(out));
+    println!(
+        "Each N: raw pwrite = N x 512 KiB written by sequential pwrite (O_DIRECT, 4096-aligned random \
+         buffers) into a fresh file in the run directory, then fdatasync, before and after the trees; \
+         raw io_uring batch = the same writes as one IoFile::write_batch on a holt-backend-uring file \
+         + sync_data. holt checkpoint() = one round on a fresh tree (own subdirectory, driver forced \
+         with TreeBuilder::io_driver) whose every frame was dirtied: frames = bm_dirty_count before \
+         it, MiB = frames x 0.5; the round includes the WAL cut (rename + fdatasync), frame capture \
+         (copy + checksum), slot allocation (fallocate), the frame writes, fdatasync and the \
+         manifest (write, fsync, rename, directory fsync). % of raw pwrite: against the mean of the \
+         two raw pwrite runs of that N."
+    );
+    println!("\n#### Writer latency during a round\n");
+    println!("{}", ckpt::latency_table(out));
+    println!(
+        "Every frame dirtied again, then a second thread overwrites random keys (same-length values, \
+         every put timed, timer overhead subtracted) through an idle period as long as the timed round \
+         (at least 0.25 s), then through one more checkpoint() on the main thread. A put overlapping \
+         the round in any way counts for the round. The round's WAL cut syncs the WAL the writer \
+         built up during the idle period (WAL MiB at cut)."
+    );
+    println!("\n#### Setup\n");
+    println!("{}", ckpt::setup_table(out));
+    let walls: Vec<String> = out
+        .walls
+        .iter()
+        .map(|(n, s)| format!("N = {n}: {s:.1} s"))
+        .collect();
+    println!(
+        "pool = 2N + 128 frames (a cap, nothing evicted: cache misses must be 0). page-cache dirty: \
+         Dirty + Writeback of /proc/meminfo before the timed round. Wall time per N (raw writes and \
+         every driver's tree): {}.",
+        walls.join(", ")
+    );
+}
+
+/// The `checkpoint` scenario: once per run, holt only, persistent mode.
+fn run_checkpoint(plan: &Plan<'_>, col: &mut Collector) -> Result<()> {
+    let args = plan.args;
+    let shape = args.shapes.first().copied().unwrap_or(Shape::Objstore);
+    if args.engines.contains(&EngineKind::Reference) {
+        col.notes.push(
+            "reference: checkpoint: this engine keeps no files (the scenario runs holt only)"
+                .into(),
+        );
+    }
+    let root = match (&plan.root, args.engines.contains(&EngineKind::Holt)) {
+        (Some(root), true) => root.clone(),
+        (None, _) => {
+            col.notes.push(
+                "holt: checkpoint: memory mode has no disk (use --mode persistent)".into(),
+            );
+            return Ok(());
+        }
+        (_, false) => {
+            col.notes
+                .push("checkpoint: runs on holt only, which is not among --engine".into());
+            return Ok(());
+        }
+    };
+    let cfg = ckpt::Config {
+        root: &root,
+        shape,
+        seed: args.seed,
+        frames: &args.ckpt_frames,
+        drivers: &args.ckpt_drivers,
+        timer_overhead: plan.timer_overhead,
+    };
+    let out = ckpt::run(&cfg, &mut col.json)?;
+    col.notes.extend(out.notes.iter().cloned());
+    for e in &out.errors {
+        eprintln!("holt-bench: ERROR holt {shape} checkpoint: {e}");
+        col.errors.push(format!("holt / {shape} / checkpoint: {e}"));
+    }
+    col.ckpt = Some(out);
+    Ok(())
 }
 
 fn run_engine_kind(
@@ -439,7 +563,7 @@ fn run_engine<E: Engine>(
         base_rss,
         ..Summary::default()
     };
-    for &op in &args.ops {
+    for &op in args.ops.iter().filter(|op| !op.self_contained()) {
         if op.needs_persistence() && e.data_dir().is_none() {
             skipped.push(op.name());
             continue;

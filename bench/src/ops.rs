@@ -47,6 +47,9 @@ pub enum OpKind {
     /// Puts with a WAL sync per commit on this many threads; 0 means "the
     /// sync thread counts".
     SyncCommit(usize),
+    /// One timed checkpoint round per dirty-frame count and I/O driver, on
+    /// trees of its own (see `ckpt`); runs once per run, not per engine.
+    Checkpoint,
 }
 
 impl OpKind {
@@ -64,11 +67,12 @@ impl OpKind {
 
     /// The groups that need a persistent engine (`SyncCommit(0)` expands
     /// to the sync thread counts).
-    pub const PERSISTENT: [OpKind; 4] = [
+    pub const PERSISTENT: [OpKind; 5] = [
         OpKind::Reopen,
         OpKind::ReopenWal,
         OpKind::Fsync,
         OpKind::SyncCommit(0),
+        OpKind::Checkpoint,
     ];
 
     /// Whether the group needs an engine with files (persistent mode).
@@ -76,8 +80,19 @@ impl OpKind {
     pub const fn needs_persistence(self) -> bool {
         matches!(
             self,
-            OpKind::Reopen | OpKind::ReopenWal | OpKind::Fsync | OpKind::SyncCommit(_)
+            OpKind::Reopen
+                | OpKind::ReopenWal
+                | OpKind::Fsync
+                | OpKind::SyncCommit(_)
+                | OpKind::Checkpoint
         )
+    }
+
+    /// Whether the group brings its own data (trees of its own) instead of
+    /// running on the engine `load` filled.
+    #[must_use]
+    pub const fn self_contained(self) -> bool {
+        matches!(self, OpKind::Checkpoint)
     }
 
     #[must_use]
@@ -96,6 +111,7 @@ impl OpKind {
             "reopen" => OpKind::Reopen,
             "reopen_wal" => OpKind::ReopenWal,
             "fdatasync" | "fsync" => OpKind::Fsync,
+            "checkpoint" | "ckpt" => OpKind::Checkpoint,
             "sync_commit" | "sync_commit_tN" | "sync_commit_tn" | "sync_commit_t" => {
                 OpKind::SyncCommit(0)
             }
@@ -134,6 +150,7 @@ impl OpKind {
             OpKind::ReopenWal => "reopen_wal".into(),
             OpKind::Fsync => "fdatasync".into(),
             OpKind::SyncCommit(t) => format!("sync_commit_t{t}"),
+            OpKind::Checkpoint => "checkpoint".into(),
         }
     }
 
@@ -141,7 +158,7 @@ impl OpKind {
     /// recovery groups run right after the load's checkpoint, the
     /// destructive `delete` comes after the read/write groups, and the
     /// sync-commit groups (which add keys and reopen with a sync per
-    /// commit) come last.
+    /// commit) come next; `checkpoint`, on trees of its own, is last.
     #[must_use]
     pub fn order(self) -> usize {
         match self {
@@ -159,6 +176,7 @@ impl OpKind {
             OpKind::Delete => 10_000,
             OpKind::Fsync => 20_000,
             OpKind::SyncCommit(t) => 20_001 + t,
+            OpKind::Checkpoint => 30_000,
         }
     }
 }
@@ -447,6 +465,9 @@ pub fn run<E: Engine>(e: &mut E, op: OpKind, cx: &Ctx<'_>) -> Result<GroupResult
         OpKind::ReopenWal => persist::reopen_wal(e, cx, label, name),
         OpKind::Fsync => persist::fsync_baseline(e, cx, name),
         OpKind::SyncCommit(t) => persist::sync_commit(e, cx, t.max(1), label, name),
+        OpKind::Checkpoint => Err(BenchError::Usage(
+            "the checkpoint scenario opens trees of its own (ckpt::run), not one engine".into(),
+        )),
     }
 }
 

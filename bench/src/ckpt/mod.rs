@@ -1,0 +1,498 @@
+//! The `checkpoint` scenario (BENCH.md "Ops"): how fast one checkpoint
+//! round writes N dirty frames with each I/O driver, against the raw
+//! sequential `O_DIRECT` write bandwidth of the same disk measured in the
+//! same run, and what a round does to a concurrent writer's latency.
+//!
+//! For each dirty-frame count N (`--ckpt-frames`):
+//!
+//! 1. raw: N x 512 KiB written with `pwrite` (`O_DIRECT`, 4096-aligned
+//!    buffers) sequentially into a fresh file in the run's directory, then
+//!    `fdatasync`; and the same N writes as one io_uring
+//!    [`IoFile::write_batch`] + `sync_data` (what a round submits);
+//! 2. per driver (`--ckpt-drivers`): a fresh tree in a fresh subdirectory
+//!    with that driver and a buffer pool of `2N + 128` frames (nothing is
+//!    evicted; the pool is a cap, not an allocation), loaded in chunks
+//!    until it has at least N frames, checkpointed (untimed), every frame
+//!    dirtied by overwriting keys in random order with values of the same
+//!    length until `bm_dirty_count` reaches the frame count, then exactly
+//!    one `checkpoint()` timed. Frames written = `bm_dirty_count` before
+//!    it; MiB = frames x 0.5;
+//! 3. writer latency: every frame dirtied again, then a second thread puts
+//!    (overwrites of random keys, every put timed) through an idle period
+//!    as long as the timed round, then through one more round run on the
+//!    main thread; p99 during the round against p99 while idle;
+//! 4. the raw `pwrite` measurement again, so disk drift shows.
+//!
+//! Each tree's subdirectory is deleted after its run.
+
+mod fill;
+mod raw;
+mod table;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use holt::io::{AlignedBuf, IoDriver};
+use holt_backend_uring::UringDriver;
+
+use crate::args::DriverKind;
+use crate::error::{BenchError, Result};
+use crate::report::{self, JsonOut, Obj};
+use crate::shapes::{Shape, ValuePool};
+use fill::{dirty_all, load_to, stats};
+use writer::writer_latency;
+
+pub use table::{bandwidth_table, latency_table, setup_table};
+
+/// Bytes of one frame (and of one raw write).
+pub const FRAME: usize = holt::Tree::page_size() as usize;
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// What the scenario runs.
+pub struct Config<'a> {
+    /// Directory the trees and raw files go in (the run's directory).
+    pub root: &'a Path,
+    pub shape: Shape,
+    pub seed: u64,
+    pub frames: &'a [usize],
+    pub drivers: &'a [DriverKind],
+    pub timer_overhead: u64,
+}
+
+/// One raw write measurement.
+#[derive(Clone, Debug)]
+pub struct Raw {
+    pub target: usize,
+    /// `pwrite` or `io_uring batch`.
+    pub method: &'static str,
+    /// `before` / `after` the trees of this N.
+    pub when: &'static str,
+    pub frames: usize,
+    pub secs: f64,
+    /// Whether the file really was `O_DIRECT`.
+    pub direct: bool,
+}
+
+impl Raw {
+    #[must_use]
+    pub fn mib(&self) -> f64 {
+        self.frames as f64 * FRAME as f64 / MIB
+    }
+
+    #[must_use]
+    pub fn mib_s(&self) -> f64 {
+        self.mib() / self.secs.max(1e-12)
+    }
+}
+
+/// Put latency summary of one phase, in ns.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Lat {
+    pub puts: u64,
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Lat {
+    fn of(h: &Histogram<u64>) -> Self {
+        Self {
+            puts: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+/// The writer-latency part of one tree's run.
+#[derive(Clone, Debug, Default)]
+pub struct WriterLat {
+    /// `bm_dirty_count` before the round.
+    pub frames: usize,
+    pub idle_secs: f64,
+    pub round_secs: f64,
+    /// Bytes of WAL the round's cut had to sync (journal files just
+    /// before the round).
+    pub wal_bytes: u64,
+    pub idle: Lat,
+    pub round: Lat,
+}
+
+/// One tree's run: setup, the timed round, the writer latency.
+#[derive(Clone, Debug, Default)]
+pub struct Round {
+    pub target: usize,
+    /// The driver asked for, and what `Tree::io_stats` reports.
+    pub driver: &'static str,
+    pub reported: String,
+    pub direct_io: bool,
+    pub pool: usize,
+    pub keys: usize,
+    pub blob_count: usize,
+    pub load_secs: f64,
+    pub first_ckpt_secs: f64,
+    pub dirty_puts: usize,
+    /// `bm_dirty_count` before the timed round (= frames written).
+    pub frames: usize,
+    pub secs: f64,
+    pub dirty_after: usize,
+    /// Page-cache `Dirty` + `Writeback` just before the timed round, KiB.
+    pub page_cache_dirty_kib: Option<u64>,
+    pub cache_misses: u64,
+    pub lat: WriterLat,
+    pub peak_rss: Option<u64>,
+    pub wall_secs: f64,
+}
+
+impl Round {
+    #[must_use]
+    pub fn mib(&self) -> f64 {
+        self.frames as f64 * FRAME as f64 / MIB
+    }
+
+    #[must_use]
+    pub fn mib_s(&self) -> f64 {
+        self.mib() / self.secs.max(1e-12)
+    }
+}
+
+/// Everything the scenario measured.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub raws: Vec<Raw>,
+    pub rounds: Vec<Round>,
+    /// Wall time of each N (raw writes and every driver's tree).
+    pub walls: Vec<(usize, f64)>,
+    pub notes: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+fn herr(what: impl Into<String>) -> impl FnOnce(holt::Error) -> BenchError {
+    let what = what.into();
+    move |e| BenchError::Engine {
+        engine: "holt",
+        what,
+        err: e.to_string(),
+    }
+}
+
+/// `Dirty` + `Writeback` of `/proc/meminfo`, in KiB.
+fn page_cache_dirty_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(field("Dirty:")? + field("Writeback:")?)
+}
+
+/// Runs the scenario; JSON lines go to `json` as results arrive. Engine
+/// and I/O failures of one tree or raw write are collected in
+/// `Outcome::errors` and the scenario goes on.
+///
+/// # Errors
+/// Only a failure to write the JSON lines or to create `cfg.root`.
+pub fn run(cfg: &Config<'_>, json: &mut JsonOut) -> Result<Outcome> {
+    let mut out = Outcome::default();
+    std::fs::create_dir_all(cfg.root)
+        .map_err(|e| BenchError::io(format!("create {}", cfg.root.display()), e))?;
+    let vals = ValuePool::generate(cfg.shape, cfg.seed);
+    let uring = match UringDriver::probe() {
+        Ok(d) => Some(d),
+        Err(reason) => {
+            out.notes.push(format!(
+                "checkpoint: io_uring unavailable ({reason}): io_uring rows skipped"
+            ));
+            None
+        }
+    };
+    let bufs = match raw::raw_buffers(cfg.seed) {
+        Ok(b) => b,
+        Err(e) => {
+            out.errors.push(format!("raw buffers: {e}"));
+            return Ok(out);
+        }
+    };
+    for &n in cfg.frames {
+        let t = Instant::now();
+        raw_step(cfg, n, "before", RawKind::Pwrite, &bufs, &mut out, json)?;
+        if let Some(d) = uring {
+            raw_step(cfg, n, "before", RawKind::Uring(d), &bufs, &mut out, json)?;
+        }
+        for &kind in cfg.drivers {
+            let driver: Arc<dyn IoDriver> = match (kind, uring) {
+                (DriverKind::Sync, _) => Arc::new(holt::io::SyncDriver::new()),
+                (DriverKind::Uring, Some(d)) => Arc::new(d),
+                (DriverKind::Uring, None) => continue,
+            };
+            let dir = cfg.root.join(format!("ckpt-{}-{n}-{}", cfg.shape, kind.name()));
+            eprintln!(
+                "checkpoint: N = {n}, driver {}: loading a fresh tree in {}",
+                kind.name(),
+                dir.display()
+            );
+            let res = if dir.exists() {
+                Err(BenchError::Usage(format!(
+                    "{} exists; remove it or pass another --dir",
+                    dir.display()
+                )))
+            } else {
+                let r = tree_run(cfg, &vals, n, kind, driver, &dir);
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    out.errors
+                        .push(format!("remove {}: {e}", dir.display()));
+                }
+                r
+            };
+            match res {
+                Ok(r) => {
+                    eprintln!(
+                        "checkpoint: N = {n}, driver {}: {} frames in {:.3} s = {:.0} MiB/s; \
+                         writer p99 {} µs idle, {} µs during a round; tree wall {:.1} s",
+                        r.reported,
+                        r.frames,
+                        r.secs,
+                        r.mib_s(),
+                        report::us(r.lat.idle.p99),
+                        report::us(r.lat.round.p99),
+                        r.wall_secs
+                    );
+                    json.line(round_json(&r))?;
+                    out.rounds.push(r);
+                }
+                Err(e) => {
+                    eprintln!("checkpoint: N = {n}, driver {}: ERROR {e}", kind.name());
+                    json.line(
+                        Obj::default()
+                            .str("type", "error")
+                            .str("engine", "holt")
+                            .str("op", "checkpoint")
+                            .int("ckpt_frames", n as u64)
+                            .str("driver", kind.name())
+                            .str("error", &e.to_string()),
+                    )?;
+                    out.errors
+                        .push(format!("N = {n}, driver {}: {e}", kind.name()));
+                }
+            }
+        }
+        raw_step(cfg, n, "after", RawKind::Pwrite, &bufs, &mut out, json)?;
+        let wall = t.elapsed().as_secs_f64();
+        eprintln!("checkpoint: N = {n} done in {wall:.1} s");
+        out.walls.push((n, wall));
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy)]
+enum RawKind {
+    Pwrite,
+    Uring(UringDriver),
+}
+
+fn raw_step(
+    cfg: &Config<'_>,
+    n: usize,
+    when: &'static str,
+    kind: RawKind,
+    bufs: &[AlignedBuf],
+    out: &mut Outcome,
+    json: &mut JsonOut,
+) -> Result<()> {
+    let (method, path) = match kind {
+        RawKind::Pwrite => ("pwrite", cfg.root.join("holt-bench-raw-pwrite.tmp")),
+        RawKind::Uring(_) => ("io_uring batch", cfg.root.join("holt-bench-raw-uring.tmp")),
+    };
+    let dirty = page_cache_dirty_kib();
+    let res = match kind {
+        RawKind::Pwrite => raw::raw_pwrite(&path, n, bufs),
+        RawKind::Uring(d) => raw::raw_uring(&path, n, bufs, d),
+    };
+    let rm = std::fs::remove_file(&path);
+    match res.and_then(|r| {
+        rm.map_err(|e| BenchError::io(format!("remove {}", path.display()), e))?;
+        Ok(r)
+    }) {
+        Ok((secs, direct)) => {
+            let r = Raw {
+                target: n,
+                method,
+                when,
+                frames: n,
+                secs,
+                direct,
+            };
+            json.line(
+                Obj::default()
+                    .str("type", "ckpt_raw")
+                    .int("ckpt_frames", n as u64)
+                    .str("method", method)
+                    .str("when", when)
+                    .int("bytes", (n * FRAME) as u64)
+                    .num("secs", secs)
+                    .num("mib_per_sec", r.mib_s())
+                    .bool("direct", direct)
+                    .opt_int("page_cache_dirty_kib", dirty),
+            )?;
+            out.raws.push(r);
+        }
+        Err(e) => out
+            .errors
+            .push(format!("raw {method} of {n} x 512 KiB: {e}")),
+    }
+    Ok(())
+}
+
+/// One fresh tree: load, first checkpoint, dirty, timed round, writer
+/// latency.
+fn tree_run(
+    cfg: &Config<'_>,
+    vals: &ValuePool,
+    target: usize,
+    kind: DriverKind,
+    driver: Arc<dyn IoDriver>,
+    dir: &Path,
+) -> Result<Round> {
+    let wall = Instant::now();
+    report::reset_peak_rss();
+    let pool = 2 * target + 128;
+    let tree = holt::TreeBuilder::new(dir.to_path_buf())
+        .buffer_pool_size(pool)
+        .io_driver(driver)
+        .open()
+        .map_err(herr(format!("open {}", dir.display())))?;
+    let io = tree.io_stats();
+    let mut r = Round {
+        target,
+        driver: kind.name(),
+        reported: io.as_ref().map_or_else(|| "?".into(), |s| s.driver.to_string()),
+        direct_io: io.as_ref().is_some_and(|s| s.direct_io),
+        pool,
+        ..Round::default()
+    };
+
+    let t = Instant::now();
+    let (keys, st) = load_to(&tree, cfg, vals, target)?;
+    r.load_secs = t.elapsed().as_secs_f64();
+    r.keys = keys;
+    r.blob_count = st.blob_count as usize;
+    if r.blob_count > pool {
+        return Err(BenchError::Engine {
+            engine: "holt",
+            what: "load".into(),
+            err: format!("{} frames exceed the pool of {pool}", r.blob_count),
+        });
+    }
+    let t = Instant::now();
+    tree.checkpoint().map_err(herr("first checkpoint"))?;
+    r.first_ckpt_secs = t.elapsed().as_secs_f64();
+
+    let (puts, st) = dirty_all(&tree, cfg, vals, keys, target, 1)?;
+    r.dirty_puts = puts;
+    r.frames = st.bm_dirty_count;
+    r.blob_count = st.blob_count as usize;
+    r.page_cache_dirty_kib = page_cache_dirty_kib();
+    let t = Instant::now();
+    tree.checkpoint().map_err(herr("timed checkpoint"))?;
+    r.secs = t.elapsed().as_secs_f64();
+    r.dirty_after = stats(&tree)?.bm_dirty_count;
+
+    let idle = Duration::from_secs_f64(r.secs.clamp(0.25, 60.0));
+    r.lat = writer_latency(&tree, cfg, vals, keys, target, idle, dir)?;
+    r.cache_misses = stats(&tree)?.bm_cache_misses;
+    drop(tree);
+    r.peak_rss = report::rss().1;
+    r.wall_secs = wall.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+fn round_json(r: &Round) -> Obj {
+    Obj::default()
+        .str("type", "ckpt_round")
+        .int("ckpt_frames", r.target as u64)
+        .str("driver", r.driver)
+        .str("driver_reported", &r.reported)
+        .bool("direct_io", r.direct_io)
+        .int("pool_frames", r.pool as u64)
+        .int("keys", r.keys as u64)
+        .int("blob_count", r.blob_count as u64)
+        .num("load_secs", r.load_secs)
+        .num("first_ckpt_secs", r.first_ckpt_secs)
+        .int("dirty_puts", r.dirty_puts as u64)
+        .int("frames_written", r.frames as u64)
+        .num("mib_written", r.mib())
+        .num("secs", r.secs)
+        .num("mib_per_sec", r.mib_s())
+        .int("dirty_after", r.dirty_after as u64)
+        .opt_int("page_cache_dirty_kib", r.page_cache_dirty_kib)
+        .int("cache_misses", r.cache_misses)
+        .int("lat_frames", r.lat.frames as u64)
+        .num("lat_idle_secs", r.lat.idle_secs)
+        .num("lat_round_secs", r.lat.round_secs)
+        .int("lat_wal_bytes", r.lat.wal_bytes)
+        .int("idle_puts", r.lat.idle.puts)
+        .int("idle_p50_ns", r.lat.idle.p50)
+        .int("idle_p99_ns", r.lat.idle.p99)
+        .int("idle_p999_ns", r.lat.idle.p999)
+        .int("idle_max_ns", r.lat.idle.max)
+        .int("round_puts", r.lat.round.puts)
+        .int("round_p50_ns", r.lat.round.p50)
+        .int("round_p99_ns", r.lat.round.p99)
+        .int("round_p999_ns", r.lat.round.p999)
+        .int("round_max_ns", r.lat.round.max)
+        .opt_int("peak_rss_bytes", r.peak_rss)
+        .num("wall_secs", r.wall_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_scenario_measures_and_cleans_up() {
+        let tmp = tempfile::tempdir().unwrap();
+        let json_path = tmp.path().join("out.jsonl");
+        let mut json = JsonOut::create(&json_path).unwrap();
+        let root = tmp.path().join("run");
+        let cfg = Config {
+            root: &root,
+            shape: Shape::Objstore,
+            seed: 3,
+            frames: &[3],
+            drivers: &[DriverKind::Sync, DriverKind::Uring],
+            timer_overhead: 0,
+        };
+        let out = run(&cfg, &mut json).unwrap();
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        let uring = UringDriver::probe().is_ok();
+        assert_eq!(out.rounds.len(), if uring { 2 } else { 1 });
+        assert_eq!(out.raws.len(), if uring { 3 } else { 2 });
+        for r in &out.rounds {
+            assert!(r.blob_count >= 3, "{r:?}");
+            assert_eq!(r.frames, r.blob_count, "every frame dirty: {r:?}");
+            assert_eq!(r.dirty_after, 0);
+            assert_eq!(r.cache_misses, 0);
+            assert_eq!(r.reported, r.driver);
+            assert!(r.secs > 0.0 && r.lat.idle.puts > 0 && r.lat.round.puts > 0);
+        }
+        // Only the JSON file is left: trees and raw files are removed.
+        let left: Vec<_> = std::fs::read_dir(&root).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{left:?}");
+        let text = std::fs::read_to_string(&json_path).unwrap();
+        assert_eq!(text.matches("\"ckpt_round\"").count(), out.rounds.len());
+        for t in [bandwidth_table(&out), latency_table(&out), setup_table(&out)] {
+            assert!(t.lines().count() >= 2 + out.rounds.len(), "{t}");
+        }
+    }
+}
