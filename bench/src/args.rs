@@ -78,6 +78,8 @@ pub struct Args {
     pub ckpt_frames: Vec<usize>,
     /// I/O drivers of the `checkpoint` scenario.
     pub ckpt_drivers: Vec<DriverKind>,
+    /// Timed rounds per tree of the `checkpoint` scenario.
+    pub ckpt_reps: usize,
     pub help: bool,
 }
 
@@ -133,6 +135,9 @@ FLAGS
                    [default: 64,512,2048; --quick: 64]
   --ckpt-drivers L checkpoint: I/O drivers, sync and/or uring
                    [default: sync,uring]
+  --ckpt-reps R    checkpoint: timed rounds per tree, each after dirtying
+                   every frame again (the first grows the data file, later
+                   ones reuse released slots)  [default: 1]
   --quick          CI smoke run: n = 100 000 unless --n is given
   -h, --help       this text
 
@@ -223,6 +228,7 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
     let mut seed = 0;
     let mut ckpt_frames = Vec::new();
     let mut ckpt_drivers = Vec::new();
+    let mut ckpt_reps = 1;
     let mut help = false;
 
     let mut it = argv.into_iter();
@@ -341,15 +347,19 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
                     }
                 }
             }
+            "--ckpt-reps" => {
+                let v = value("--ckpt-reps")?;
+                ckpt_reps = parse_count(&v)
+                    .filter(|&r| (1..=20).contains(&r))
+                    .ok_or_else(|| usage(format!("bad --ckpt-reps {v:?} (1..20)")))?;
+            }
             "--ckpt-drivers" | "--ckpt-driver" => {
                 for s in list(&value("--ckpt-drivers")?) {
                     let d = match s {
                         "sync" => DriverKind::Sync,
                         "uring" | "io_uring" | "io-uring" => DriverKind::Uring,
                         other => {
-                            return Err(usage(format!(
-                                "unknown driver {other:?} (sync, uring)"
-                            )))
+                            return Err(usage(format!("unknown driver {other:?} (sync, uring)")))
                         }
                     };
                     if !ckpt_drivers.contains(&d) {
@@ -439,6 +449,7 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
         seed,
         ckpt_frames,
         ckpt_drivers,
+        ckpt_reps,
         help,
     })
 }
@@ -503,11 +514,11 @@ mod tests {
         assert_eq!(a.ops, vec![OpKind::Checkpoint]);
         assert_eq!(a.ckpt_frames, vec![8, 2000]);
         assert_eq!(a.ckpt_drivers, vec![DriverKind::Uring]);
+        assert_eq!(a.ckpt_reps, 1);
+        assert_eq!(p(&["--ckpt-reps", "3"]).unwrap().ckpt_reps, 3);
+        assert!(p(&["--ckpt-reps", "0"]).is_err());
         let a = p(&["--ops", "checkpoint,get", "--quick"]).unwrap();
-        assert_eq!(
-            a.ops,
-            vec![OpKind::Load, OpKind::Get, OpKind::Checkpoint]
-        );
+        assert_eq!(a.ops, vec![OpKind::Load, OpKind::Get, OpKind::Checkpoint]);
         assert_eq!(a.ckpt_frames, vec![64]);
         assert!(p(&["--ckpt-frames", "0"]).is_err());
         assert!(p(&["--ckpt-drivers", "aio"]).is_err());

@@ -198,6 +198,7 @@ fn run(args: &Args) -> Result<bool> {
                     .collect::<Vec<_>>()
                     .join(","),
             )
+            .int("ckpt_reps", args.ckpt_reps as u64)
             .str(
                 "ckpt_drivers",
                 &args
@@ -343,7 +344,7 @@ fn run(args: &Args) -> Result<bool> {
             println!("- {note}");
         }
     }
-    if args.engines.len() > 1 {
+    if args.engines.len() > 1 && !col.rows.is_empty() {
         if compared == 0 {
             println!(
                 "\nDigest check: nothing to compare (fewer than two engines produced results)."
@@ -400,21 +401,30 @@ fn print_checkpoint(out: &ckpt::Outcome, args: &Args) {
         "Each N: raw pwrite = N x 512 KiB written by sequential pwrite (O_DIRECT, 4096-aligned random \
          buffers) into a fresh file in the run directory, then fdatasync, before and after the trees; \
          raw io_uring batch = the same writes as one IoFile::write_batch on a holt-backend-uring file \
-         + sync_data. holt checkpoint() = one round on a fresh tree (own subdirectory, driver forced \
-         with TreeBuilder::io_driver) whose every frame was dirtied: frames = bm_dirty_count before \
-         it, MiB = frames x 0.5; the round includes the WAL cut (rename + fdatasync), frame capture \
-         (copy + checksum), slot allocation (fallocate), the frame writes, fdatasync and the \
-         manifest (write, fsync, rename, directory fsync). % of raw pwrite: against the mean of the \
-         two raw pwrite runs of that N."
+         + sync_data; fallocated = into a file fallocate'd first (timed; pwrite through holt's sync \
+         driver), as the engine's data file is. holt checkpoint() #k = one round, timed alone, on a fresh tree (own \
+         subdirectory, driver forced with TreeBuilder::io_driver) whose every frame was dirtied just \
+         before: frames = bm_dirty_count before it, MiB = frames x 0.5. #1 writes into newly \
+         allocated slots (the data file grows by fallocate); #2 and later reuse the slots the round \
+         before last released. A round includes the WAL cut (drain + fdatasync + rename + directory \
+         fsync), the capture of every dirty frame (copy + checksum, under the commit gate), the \
+         frame writes, fdatasync and the manifest (write, fsync, rename, directory fsync). % of raw \
+         pwrite: against the mean of the two raw pwrite runs of that N. MiB to block layer: growth of \
+         write_bytes in /proc/self/io over the measurement (all threads of the process)."
     );
     println!("\n#### Writer latency during a round\n");
     println!("{}", ckpt::latency_table(out));
     println!(
-        "Every frame dirtied again, then a second thread overwrites random keys (same-length values, \
-         every put timed, timer overhead subtracted) through an idle period as long as the timed round \
-         (at least 0.25 s), then through one more checkpoint() on the main thread. A put overlapping \
-         the round in any way counts for the round. The round's WAL cut syncs the WAL the writer \
-         built up during the idle period (WAL MiB at cut)."
+        "After the timed rounds, every frame dirtied again, then a second thread overwrites random \
+         keys (same-length values, every put timed, timer overhead subtracted) through an idle period \
+         as long as the first timed round (at least 0.25 s), then through one more checkpoint() on \
+         the main thread. A put overlapping the round in any way counts for the round. The writer is \
+         a closed loop, so a stall is one sample: corrected p99 adds the puts a writer at the idle \
+         rate would have issued during each stall (hdrhistogram record_correct with the idle \
+         period's mean interval between puts). longest put: the slowest put overlapping the round and \
+         when it started, relative to the round's start. WAL MiB at cut: the WAL written since the \
+         last round (mostly the idle period's puts), which the round's cut fdatasyncs while holding \
+         the commit gate."
     );
     println!("\n#### Setup\n");
     println!("{}", ckpt::setup_table(out));
@@ -424,9 +434,11 @@ fn print_checkpoint(out: &ckpt::Outcome, args: &Args) {
         .map(|(n, s)| format!("N = {n}: {s:.1} s"))
         .collect();
     println!(
-        "pool = 2N + 128 frames (a cap, nothing evicted: cache misses must be 0). page-cache dirty: \
-         Dirty + Writeback of /proc/meminfo before the timed round. Wall time per N (raw writes and \
-         every driver's tree): {}.",
+        "pool = 2N + 128 frames (a cap, nothing evicted: cache misses must be 0). load: chunks of \
+         fresh keys in random order until stats().blob_count >= N (stats s: time spent counting). \
+         dirtying puts / dirty after / page-cache dirty (Dirty + Writeback of /proc/meminfo just \
+         before) are per timed round. dir MiB: the tree's files after the first round and after each \
+         timed round. Wall time per N (raw writes and every driver's tree): {}.",
         walls.join(", ")
     );
 }
@@ -444,9 +456,8 @@ fn run_checkpoint(plan: &Plan<'_>, col: &mut Collector) -> Result<()> {
     let root = match (&plan.root, args.engines.contains(&EngineKind::Holt)) {
         (Some(root), true) => root.clone(),
         (None, _) => {
-            col.notes.push(
-                "holt: checkpoint: memory mode has no disk (use --mode persistent)".into(),
-            );
+            col.notes
+                .push("holt: checkpoint: memory mode has no disk (use --mode persistent)".into());
             return Ok(());
         }
         (_, false) => {
@@ -461,6 +472,7 @@ fn run_checkpoint(plan: &Plan<'_>, col: &mut Collector) -> Result<()> {
         seed: args.seed,
         frames: &args.ckpt_frames,
         drivers: &args.ckpt_drivers,
+        reps: args.ckpt_reps,
         timer_overhead: plan.timer_overhead,
     };
     let out = ckpt::run(&cfg, &mut col.json)?;

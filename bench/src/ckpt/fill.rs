@@ -1,6 +1,8 @@
 //! Filling a tree of the `checkpoint` scenario to N frames and dirtying
 //! every frame.
 
+use std::time::Instant;
+
 use super::{herr, Config, FRAME};
 use crate::error::{BenchError, Result};
 use crate::shapes::{permutation, Rng, ValuePool};
@@ -21,30 +23,35 @@ pub(super) fn stats(tree: &holt::Tree) -> Result<holt::TreeStats> {
 }
 
 /// Loads keys `0..` of the shape in chunks (each in random order) until
-/// the tree has at least `target` frames. Returns the key count and the
-/// stats at that point.
+/// the tree has at least `target` frames. Returns the key count, the
+/// stats at that point and the seconds spent in `Tree::stats`.
 pub(super) fn load_to(
     tree: &holt::Tree,
     cfg: &Config<'_>,
     vals: &ValuePool,
     target: usize,
-) -> Result<(usize, holt::TreeStats)> {
+) -> Result<(usize, holt::TreeStats, f64)> {
     // A low first guess (the shape's generous bytes-per-key estimate), then
     // the keys per frame measured so far.
     let mut per_frame = (FRAME / cfg.shape.est_bytes_per_key()).max(1) as f64;
     let limit = target.saturating_mul(50_000);
     let mut loaded = 0usize;
     let mut key = Vec::new();
+    let mut stats_secs = 0.0;
     loop {
+        let t = Instant::now();
         let st = stats(tree)?;
+        stats_secs += t.elapsed().as_secs_f64();
         let blobs = st.blob_count as usize;
         if blobs >= target {
-            return Ok((loaded, st));
+            return Ok((loaded, st, stats_secs));
         }
         if loaded > 0 && blobs > 1 {
             per_frame = loaded as f64 / blobs as f64;
         }
-        let chunk = (((target - blobs) as f64 * per_frame * 0.9) as usize).max(2000);
+        // Half the estimated gap at a time: keys per frame fall as the
+        // tree grows (frames split in bursts), so a full-gap step overshoots.
+        let chunk = (((target - blobs) as f64 * per_frame * 0.5) as usize).max(2000);
         if loaded + chunk > limit {
             return Err(BenchError::Engine {
                 engine: "holt",

@@ -8,15 +8,19 @@
 //! 1. raw: N x 512 KiB written with `pwrite` (`O_DIRECT`, 4096-aligned
 //!    buffers) sequentially into a fresh file in the run's directory, then
 //!    `fdatasync`; and the same N writes as one io_uring
-//!    [`IoFile::write_batch`] + `sync_data` (what a round submits);
+//!    [`IoFile::write_batch`](holt::io::IoFile::write_batch) + `sync_data`
+//!    (what a round submits); each also into a file `fallocate`d first;
 //! 2. per driver (`--ckpt-drivers`): a fresh tree in a fresh subdirectory
 //!    with that driver and a buffer pool of `2N + 128` frames (nothing is
 //!    evicted; the pool is a cap, not an allocation), loaded in chunks
 //!    until it has at least N frames, checkpointed (untimed), every frame
 //!    dirtied by overwriting keys in random order with values of the same
 //!    length until `bm_dirty_count` reaches the frame count, then exactly
-//!    one `checkpoint()` timed. Frames written = `bm_dirty_count` before
-//!    it; MiB = frames x 0.5;
+//!    one `checkpoint()` timed; `--ckpt-reps` times over (dirty all, time
+//!    one round). Frames written = `bm_dirty_count` before the round;
+//!    MiB = frames x 0.5. The first timed round writes into newly
+//!    allocated slots (the data file grows), later ones into the slots
+//!    released by the round before last;
 //! 3. writer latency: every frame dirtied again, then a second thread puts
 //!    (overwrites of random keys, every put timed) through an idle period
 //!    as long as the timed round, then through one more round run on the
@@ -43,6 +47,7 @@ use crate::error::{BenchError, Result};
 use crate::report::{self, JsonOut, Obj};
 use crate::shapes::{Shape, ValuePool};
 use fill::{dirty_all, load_to, stats};
+use raw::RawKind;
 use writer::writer_latency;
 
 pub use table::{bandwidth_table, latency_table, setup_table};
@@ -59,6 +64,8 @@ pub struct Config<'a> {
     pub seed: u64,
     pub frames: &'a [usize],
     pub drivers: &'a [DriverKind],
+    /// Timed rounds per tree (each after dirtying every frame again).
+    pub reps: usize,
     pub timer_overhead: u64,
 }
 
@@ -74,6 +81,8 @@ pub struct Raw {
     pub secs: f64,
     /// Whether the file really was `O_DIRECT`.
     pub direct: bool,
+    /// Growth of this process's `write_bytes` (`/proc/self/io`) over it.
+    pub io_bytes: Option<u64>,
 }
 
 impl Raw {
@@ -122,6 +131,46 @@ pub struct WriterLat {
     pub wal_bytes: u64,
     pub idle: Lat,
     pub round: Lat,
+    /// Mean interval between the idle period's puts, ns: the rate the
+    /// coordinated-omission correction assumes.
+    pub interval_ns: u64,
+    /// `round` corrected for coordinated omission.
+    pub round_co: Lat,
+    /// The longest put of the round phase, and when it started relative
+    /// to the start of the round (negative: before), in ms.
+    pub longest_ms: f64,
+    pub longest_at_ms: f64,
+}
+
+/// One timed round.
+#[derive(Clone, Debug, Default)]
+pub struct Rep {
+    /// Overwrites it took to dirty every frame.
+    pub dirty_puts: usize,
+    /// `bm_dirty_count` before the round (= frames written).
+    pub frames: usize,
+    pub secs: f64,
+    /// `bm_dirty_count` after it (0: nothing else is writing).
+    pub dirty_after: usize,
+    /// Page-cache `Dirty` + `Writeback` just before the round, KiB.
+    pub page_cache_dirty_kib: Option<u64>,
+    /// Bytes of the files in the tree's directory after the round.
+    pub dir_bytes: u64,
+    /// Growth of this process's `write_bytes` (`/proc/self/io`) over the
+    /// round: what it sent towards the disk.
+    pub io_bytes: Option<u64>,
+}
+
+impl Rep {
+    #[must_use]
+    pub fn mib(&self) -> f64 {
+        self.frames as f64 * FRAME as f64 / MIB
+    }
+
+    #[must_use]
+    pub fn mib_s(&self) -> f64 {
+        self.mib() / self.secs.max(1e-12)
+    }
 }
 
 /// One tree's run: setup, the timed round, the writer latency.
@@ -136,30 +185,19 @@ pub struct Round {
     pub keys: usize,
     pub blob_count: usize,
     pub load_secs: f64,
+    /// Time spent in `Tree::stats` while loading (frame counting).
+    pub load_stats_secs: f64,
     pub first_ckpt_secs: f64,
-    pub dirty_puts: usize,
-    /// `bm_dirty_count` before the timed round (= frames written).
-    pub frames: usize,
-    pub secs: f64,
-    pub dirty_after: usize,
-    /// Page-cache `Dirty` + `Writeback` just before the timed round, KiB.
-    pub page_cache_dirty_kib: Option<u64>,
+    /// Bytes of the files in the tree's directory after the first round.
+    pub first_dir_bytes: u64,
+    /// The timed rounds; the first writes into newly allocated slots (the
+    /// data file grows), later ones into the slots the round before last
+    /// released.
+    pub reps: Vec<Rep>,
     pub cache_misses: u64,
     pub lat: WriterLat,
     pub peak_rss: Option<u64>,
     pub wall_secs: f64,
-}
-
-impl Round {
-    #[must_use]
-    pub fn mib(&self) -> f64 {
-        self.frames as f64 * FRAME as f64 / MIB
-    }
-
-    #[must_use]
-    pub fn mib_s(&self) -> f64 {
-        self.mib() / self.secs.max(1e-12)
-    }
 }
 
 /// Everything the scenario measured.
@@ -180,6 +218,22 @@ fn herr(what: impl Into<String>) -> impl FnOnce(holt::Error) -> BenchError {
         what,
         err: e.to_string(),
     }
+}
+
+/// `write_bytes` of `/proc/self/io`: bytes this process (all its threads,
+/// io_uring workers included) caused to be sent to the block layer.
+fn proc_write_bytes() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn io_delta(before: Option<u64>) -> Option<u64> {
+    Some(proc_write_bytes()?.saturating_sub(before?))
 }
 
 /// `Dirty` + `Writeback` of `/proc/meminfo`, in KiB.
@@ -226,9 +280,12 @@ pub fn run(cfg: &Config<'_>, json: &mut JsonOut) -> Result<Outcome> {
     };
     for &n in cfg.frames {
         let t = Instant::now();
-        raw_step(cfg, n, "before", RawKind::Pwrite, &bufs, &mut out, json)?;
+        let mut kinds = vec![RawKind::Pwrite, RawKind::PwriteFallocated];
         if let Some(d) = uring {
-            raw_step(cfg, n, "before", RawKind::Uring(d), &bufs, &mut out, json)?;
+            kinds.extend([RawKind::Uring(d), RawKind::UringFallocated(d)]);
+        }
+        for kind in kinds {
+            raw_step(cfg, n, "before", kind, &bufs, &mut out, json)?;
         }
         for &kind in cfg.drivers {
             let driver: Arc<dyn IoDriver> = match (kind, uring) {
@@ -236,7 +293,9 @@ pub fn run(cfg: &Config<'_>, json: &mut JsonOut) -> Result<Outcome> {
                 (DriverKind::Uring, Some(d)) => Arc::new(d),
                 (DriverKind::Uring, None) => continue,
             };
-            let dir = cfg.root.join(format!("ckpt-{}-{n}-{}", cfg.shape, kind.name()));
+            let dir = cfg
+                .root
+                .join(format!("ckpt-{}-{n}-{}", cfg.shape, kind.name()));
             eprintln!(
                 "checkpoint: N = {n}, driver {}: loading a fresh tree in {}",
                 kind.name(),
@@ -250,22 +309,33 @@ pub fn run(cfg: &Config<'_>, json: &mut JsonOut) -> Result<Outcome> {
             } else {
                 let r = tree_run(cfg, &vals, n, kind, driver, &dir);
                 if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    out.errors
-                        .push(format!("remove {}: {e}", dir.display()));
+                    out.errors.push(format!("remove {}: {e}", dir.display()));
                 }
                 r
             };
             match res {
                 Ok(r) => {
+                    let reps: Vec<String> = r
+                        .reps
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{} frames in {:.3} s = {:.0} MiB/s",
+                                p.frames,
+                                p.secs,
+                                p.mib_s()
+                            )
+                        })
+                        .collect();
                     eprintln!(
-                        "checkpoint: N = {n}, driver {}: {} frames in {:.3} s = {:.0} MiB/s; \
-                         writer p99 {} µs idle, {} µs during a round; tree wall {:.1} s",
+                        "checkpoint: N = {n}, driver {}: {}; writer p99 {} µs idle, {} µs during \
+                         a round (corrected {} µs), longest put {:.1} ms; tree wall {:.1} s",
                         r.reported,
-                        r.frames,
-                        r.secs,
-                        r.mib_s(),
+                        reps.join("; "),
                         report::us(r.lat.idle.p99),
                         report::us(r.lat.round.p99),
+                        report::us(r.lat.round_co.p99),
+                        r.lat.longest_ms,
                         r.wall_secs
                     );
                     json.line(round_json(&r))?;
@@ -295,12 +365,6 @@ pub fn run(cfg: &Config<'_>, json: &mut JsonOut) -> Result<Outcome> {
     Ok(out)
 }
 
-#[derive(Clone, Copy)]
-enum RawKind {
-    Pwrite,
-    Uring(UringDriver),
-}
-
 fn raw_step(
     cfg: &Config<'_>,
     n: usize,
@@ -310,15 +374,12 @@ fn raw_step(
     out: &mut Outcome,
     json: &mut JsonOut,
 ) -> Result<()> {
-    let (method, path) = match kind {
-        RawKind::Pwrite => ("pwrite", cfg.root.join("holt-bench-raw-pwrite.tmp")),
-        RawKind::Uring(_) => ("io_uring batch", cfg.root.join("holt-bench-raw-uring.tmp")),
-    };
+    let method = kind.method();
+    let path = cfg.root.join("holt-bench-raw.tmp");
     let dirty = page_cache_dirty_kib();
-    let res = match kind {
-        RawKind::Pwrite => raw::raw_pwrite(&path, n, bufs),
-        RawKind::Uring(d) => raw::raw_uring(&path, n, bufs, d),
-    };
+    let io0 = proc_write_bytes();
+    let res = kind.measure(&path, n, bufs);
+    let io_bytes = io_delta(io0);
     let rm = std::fs::remove_file(&path);
     match res.and_then(|r| {
         rm.map_err(|e| BenchError::io(format!("remove {}", path.display()), e))?;
@@ -332,6 +393,7 @@ fn raw_step(
                 frames: n,
                 secs,
                 direct,
+                io_bytes,
             };
             json.line(
                 Obj::default()
@@ -343,6 +405,7 @@ fn raw_step(
                     .num("secs", secs)
                     .num("mib_per_sec", r.mib_s())
                     .bool("direct", direct)
+                    .opt_int("io_write_bytes", io_bytes)
                     .opt_int("page_cache_dirty_kib", dirty),
             )?;
             out.raws.push(r);
@@ -376,15 +439,18 @@ fn tree_run(
     let mut r = Round {
         target,
         driver: kind.name(),
-        reported: io.as_ref().map_or_else(|| "?".into(), |s| s.driver.to_string()),
+        reported: io
+            .as_ref()
+            .map_or_else(|| "?".into(), |s| s.driver.to_string()),
         direct_io: io.as_ref().is_some_and(|s| s.direct_io),
         pool,
         ..Round::default()
     };
 
     let t = Instant::now();
-    let (keys, st) = load_to(&tree, cfg, vals, target)?;
+    let (keys, st, stats_secs) = load_to(&tree, cfg, vals, target)?;
     r.load_secs = t.elapsed().as_secs_f64();
+    r.load_stats_secs = stats_secs;
     r.keys = keys;
     r.blob_count = st.blob_count as usize;
     if r.blob_count > pool {
@@ -397,19 +463,35 @@ fn tree_run(
     let t = Instant::now();
     tree.checkpoint().map_err(herr("first checkpoint"))?;
     r.first_ckpt_secs = t.elapsed().as_secs_f64();
+    r.first_dir_bytes = report::dir_bytes(dir);
 
-    let (puts, st) = dirty_all(&tree, cfg, vals, keys, target, 1)?;
-    r.dirty_puts = puts;
-    r.frames = st.bm_dirty_count;
-    r.blob_count = st.blob_count as usize;
-    r.page_cache_dirty_kib = page_cache_dirty_kib();
-    let t = Instant::now();
-    tree.checkpoint().map_err(herr("timed checkpoint"))?;
-    r.secs = t.elapsed().as_secs_f64();
-    r.dirty_after = stats(&tree)?.bm_dirty_count;
+    let mut pass = 1u8;
+    for rep in 0..cfg.reps.max(1) {
+        let (dirty_puts, st) = dirty_all(&tree, cfg, vals, keys, target, pass)?;
+        pass = pass.wrapping_add(1);
+        r.blob_count = st.blob_count as usize;
+        let page_cache_dirty_kib = page_cache_dirty_kib();
+        let io0 = proc_write_bytes();
+        let t = Instant::now();
+        tree.checkpoint()
+            .map_err(herr(format!("timed checkpoint #{}", rep + 1)))?;
+        let secs = t.elapsed().as_secs_f64();
+        let io_bytes = io_delta(io0);
+        r.reps.push(Rep {
+            dirty_puts,
+            frames: st.bm_dirty_count,
+            secs,
+            dirty_after: stats(&tree)?.bm_dirty_count,
+            page_cache_dirty_kib,
+            dir_bytes: report::dir_bytes(dir),
+            io_bytes,
+        });
+    }
 
-    let idle = Duration::from_secs_f64(r.secs.clamp(0.25, 60.0));
-    r.lat = writer_latency(&tree, cfg, vals, keys, target, idle, dir)?;
+    let secs = r.reps.first().map_or(0.0, |p| p.secs);
+    let idle = Duration::from_secs_f64(secs.clamp(0.25, 60.0));
+    let (_, st) = dirty_all(&tree, cfg, vals, keys, target, pass)?;
+    r.lat = writer_latency(&tree, cfg, vals, keys, st.bm_dirty_count, idle, dir)?;
     r.cache_misses = stats(&tree)?.bm_cache_misses;
     drop(tree);
     r.peak_rss = report::rss().1;
@@ -418,7 +500,7 @@ fn tree_run(
 }
 
 fn round_json(r: &Round) -> Obj {
-    Obj::default()
+    let mut o = Obj::default()
         .str("type", "ckpt_round")
         .int("ckpt_frames", r.target as u64)
         .str("driver", r.driver)
@@ -428,33 +510,48 @@ fn round_json(r: &Round) -> Obj {
         .int("keys", r.keys as u64)
         .int("blob_count", r.blob_count as u64)
         .num("load_secs", r.load_secs)
+        .num("load_stats_secs", r.load_stats_secs)
         .num("first_ckpt_secs", r.first_ckpt_secs)
-        .int("dirty_puts", r.dirty_puts as u64)
-        .int("frames_written", r.frames as u64)
-        .num("mib_written", r.mib())
-        .num("secs", r.secs)
-        .num("mib_per_sec", r.mib_s())
-        .int("dirty_after", r.dirty_after as u64)
-        .opt_int("page_cache_dirty_kib", r.page_cache_dirty_kib)
-        .int("cache_misses", r.cache_misses)
-        .int("lat_frames", r.lat.frames as u64)
-        .num("lat_idle_secs", r.lat.idle_secs)
-        .num("lat_round_secs", r.lat.round_secs)
-        .int("lat_wal_bytes", r.lat.wal_bytes)
-        .int("idle_puts", r.lat.idle.puts)
-        .int("idle_p50_ns", r.lat.idle.p50)
-        .int("idle_p99_ns", r.lat.idle.p99)
-        .int("idle_p999_ns", r.lat.idle.p999)
-        .int("idle_max_ns", r.lat.idle.max)
-        .int("round_puts", r.lat.round.puts)
-        .int("round_p50_ns", r.lat.round.p50)
-        .int("round_p99_ns", r.lat.round.p99)
-        .int("round_p999_ns", r.lat.round.p999)
-        .int("round_max_ns", r.lat.round.max)
+        .int("first_dir_bytes", r.first_dir_bytes);
+    for (k, p) in r.reps.iter().enumerate() {
+        o = o
+            .int(&format!("rep{}_dirty_puts", k + 1), p.dirty_puts as u64)
+            .int(&format!("rep{}_frames_written", k + 1), p.frames as u64)
+            .num(&format!("rep{}_mib_written", k + 1), p.mib())
+            .num(&format!("rep{}_secs", k + 1), p.secs)
+            .num(&format!("rep{}_mib_per_sec", k + 1), p.mib_s())
+            .int(&format!("rep{}_dirty_after", k + 1), p.dirty_after as u64)
+            .opt_int(
+                &format!("rep{}_page_cache_dirty_kib", k + 1),
+                p.page_cache_dirty_kib,
+            )
+            .int(&format!("rep{}_dir_bytes", k + 1), p.dir_bytes)
+            .opt_int(&format!("rep{}_io_write_bytes", k + 1), p.io_bytes);
+    }
+    let l = &r.lat;
+    o.int("cache_misses", r.cache_misses)
+        .int("lat_frames", l.frames as u64)
+        .num("lat_idle_secs", l.idle_secs)
+        .num("lat_round_secs", l.round_secs)
+        .int("lat_wal_bytes", l.wal_bytes)
+        .int("idle_puts", l.idle.puts)
+        .int("idle_p50_ns", l.idle.p50)
+        .int("idle_p99_ns", l.idle.p99)
+        .int("idle_p999_ns", l.idle.p999)
+        .int("idle_max_ns", l.idle.max)
+        .int("round_puts", l.round.puts)
+        .int("round_p50_ns", l.round.p50)
+        .int("round_p99_ns", l.round.p99)
+        .int("round_p999_ns", l.round.p999)
+        .int("round_max_ns", l.round.max)
+        .int("co_interval_ns", l.interval_ns)
+        .int("round_co_p99_ns", l.round_co.p99)
+        .int("round_co_p999_ns", l.round_co.p999)
+        .num("longest_put_ms", l.longest_ms)
+        .num("longest_put_at_ms", l.longest_at_ms)
         .opt_int("peak_rss_bytes", r.peak_rss)
         .num("wall_secs", r.wall_secs)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,27 +568,44 @@ mod tests {
             seed: 3,
             frames: &[3],
             drivers: &[DriverKind::Sync, DriverKind::Uring],
+            reps: 2,
             timer_overhead: 0,
         };
         let out = run(&cfg, &mut json).unwrap();
         assert!(out.errors.is_empty(), "{:?}", out.errors);
         let uring = UringDriver::probe().is_ok();
         assert_eq!(out.rounds.len(), if uring { 2 } else { 1 });
-        assert_eq!(out.raws.len(), if uring { 3 } else { 2 });
+        assert_eq!(out.raws.len(), if uring { 5 } else { 3 });
         for r in &out.rounds {
             assert!(r.blob_count >= 3, "{r:?}");
-            assert_eq!(r.frames, r.blob_count, "every frame dirty: {r:?}");
-            assert_eq!(r.dirty_after, 0);
+            assert_eq!(r.reps.len(), 2);
+            for p in &r.reps {
+                assert_eq!(p.frames, r.blob_count, "every frame dirty: {r:?}");
+                assert_eq!(p.dirty_after, 0);
+                assert!(p.secs > 0.0);
+                // At least the frames reached the block layer.
+                if let Some(b) = p.io_bytes {
+                    assert!(b >= (p.frames * FRAME) as u64, "{p:?}");
+                }
+            }
+            // The data file grows in steps of several slots; a round never
+            // shrinks it.
+            assert!(r.reps[0].dir_bytes >= r.first_dir_bytes, "{r:?}");
             assert_eq!(r.cache_misses, 0);
             assert_eq!(r.reported, r.driver);
-            assert!(r.secs > 0.0 && r.lat.idle.puts > 0 && r.lat.round.puts > 0);
+            assert!(r.lat.idle.puts > 0 && r.lat.round.puts > 0);
+            assert!(r.lat.round_co.puts >= r.lat.round.puts);
         }
         // Only the JSON file is left: trees and raw files are removed.
         let left: Vec<_> = std::fs::read_dir(&root).unwrap().flatten().collect();
         assert!(left.is_empty(), "{left:?}");
         let text = std::fs::read_to_string(&json_path).unwrap();
         assert_eq!(text.matches("\"ckpt_round\"").count(), out.rounds.len());
-        for t in [bandwidth_table(&out), latency_table(&out), setup_table(&out)] {
+        for t in [
+            bandwidth_table(&out),
+            latency_table(&out),
+            setup_table(&out),
+        ] {
             assert!(t.lines().count() >= 2 + out.rounds.len(), "{t}");
         }
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::fill::{dirty_all, overwrite};
+use super::fill::overwrite;
 use super::{herr, Config, Lat, WriterLat};
 use crate::error::{BenchError, Result};
 use crate::ops::new_hist;
@@ -18,34 +18,57 @@ use crate::shapes::{Rng, ValuePool};
 const IDLE: u8 = 0;
 const ROUND: u8 = 1;
 const STOP: u8 = 2;
+/// Most round-phase put latencies kept for the coordinated-omission
+/// correction (a round is seconds; a put is microseconds).
+const MAX_SAMPLES: usize = 1 << 24;
 
-/// Dirties every frame again, then a second thread puts continuously
-/// through `idle` and through one round on this thread. A put counts as
+/// What the writer thread measured.
+struct Measured {
+    idle: Histogram<u64>,
+    round: Histogram<u64>,
+    /// Every round-phase latency, ns (up to `MAX_SAMPLES`).
+    samples: Vec<u64>,
+    /// Start and length (ns) of the longest put of the round phase.
+    longest: Option<(Instant, u64)>,
+}
+
+/// With `frames` dirty frames, a second thread puts continuously through
+/// `idle` and through one round on this thread. A put counts as
 /// idle if the phase was idle when it started and when it ended.
+///
+/// The writer is a closed loop: while a put is stalled it issues no
+/// others, so the plain round histogram holds one sample per stall. The
+/// corrected p99 adds the puts an open-loop writer at the idle rate would
+/// have issued meanwhile (`Histogram::record_correct` with the idle
+/// period's interval between puts).
 pub(super) fn writer_latency(
     tree: &holt::Tree,
     cfg: &Config<'_>,
     vals: &ValuePool,
     keys: usize,
-    target: usize,
+    frames: usize,
     idle: Duration,
     dir: &Path,
 ) -> Result<WriterLat> {
-    let (_, st) = dirty_all(tree, cfg, vals, keys, target, 2)?;
     let phase = AtomicU8::new(IDLE);
     let barrier = Barrier::new(2);
-    let hists = (new_hist()?, new_hist()?);
+    let m = Measured {
+        idle: new_hist()?,
+        round: new_hist()?,
+        samples: Vec::new(),
+        longest: None,
+    };
     let (writer, round) = std::thread::scope(|sc| {
-        let h = sc.spawn(|| writer(tree, cfg, vals, keys, &phase, &barrier, hists));
+        let h = sc.spawn(|| writer(tree, cfg, vals, keys, &phase, &barrier, m));
         barrier.wait();
         let t = Instant::now();
         std::thread::sleep(idle);
         let idle_secs = t.elapsed().as_secs_f64();
         let wal = wal_bytes(dir);
         phase.store(ROUND, Ordering::SeqCst);
-        let t = Instant::now();
+        let start = Instant::now();
         let res = tree.checkpoint();
-        let round_secs = t.elapsed().as_secs_f64();
+        let round_secs = start.elapsed().as_secs_f64();
         phase.store(STOP, Ordering::SeqCst);
         let w = h.join().unwrap_or_else(|_| {
             Err(BenchError::Engine {
@@ -54,17 +77,44 @@ pub(super) fn writer_latency(
                 err: "writer thread panicked".into(),
             })
         });
-        (w, res.map(|()| (idle_secs, round_secs, wal)))
+        (w, res.map(|()| (idle_secs, start, round_secs, wal)))
     });
-    let (idle_h, round_h) = writer?;
-    let (idle_secs, round_secs, wal) = round.map_err(herr("checkpoint with a writer"))?;
+    let m = writer?;
+    let (idle_secs, start, round_secs, wal) = round.map_err(herr("checkpoint with a writer"))?;
+    let idle_lat = Lat::of(&m.idle);
+    let interval = if idle_lat.puts > 0 {
+        ((idle_secs * 1e9) / idle_lat.puts as f64) as u64
+    } else {
+        0
+    };
+    let mut co = new_hist()?;
+    for &v in &m.samples {
+        co.record_correct(v, interval.max(1))
+            .map_err(|e| BenchError::Engine {
+                engine: "harness",
+                what: "histogram".into(),
+                err: e.to_string(),
+            })?;
+    }
+    let (longest_ms, longest_at_ms) = m.longest.map_or((0.0, 0.0), |(at, ns)| {
+        let at_ms = if at >= start {
+            at.duration_since(start).as_secs_f64() * 1e3
+        } else {
+            -(start.duration_since(at).as_secs_f64() * 1e3)
+        };
+        (ns as f64 / 1e6, at_ms)
+    });
     Ok(WriterLat {
-        frames: st.bm_dirty_count,
+        frames,
         idle_secs,
         round_secs,
         wal_bytes: wal,
-        idle: Lat::of(&idle_h),
-        round: Lat::of(&round_h),
+        idle: idle_lat,
+        round: Lat::of(&m.round),
+        interval_ns: interval,
+        round_co: Lat::of(&co),
+        longest_ms,
+        longest_at_ms,
     })
 }
 
@@ -77,8 +127,8 @@ fn writer(
     keys: usize,
     phase: &AtomicU8,
     barrier: &Barrier,
-    (mut idle, mut round): (Histogram<u64>, Histogram<u64>),
-) -> Result<(Histogram<u64>, Histogram<u64>)> {
+    mut m: Measured,
+) -> Result<Measured> {
     barrier.wait();
     let mut rng = Rng::for_label(cfg.seed, "checkpoint/writer");
     let mut key = Vec::new();
@@ -109,10 +159,16 @@ fn writer(
             });
         }
         if before == IDLE && after == IDLE {
-            idle.saturating_record(ns);
+            m.idle.saturating_record(ns);
         } else {
-            round.saturating_record(ns);
+            m.round.saturating_record(ns);
+            if m.samples.len() < MAX_SAMPLES {
+                m.samples.push(ns);
+            }
+            if m.longest.is_none_or(|(_, l)| ns > l) {
+                m.longest = Some((t, ns));
+            }
         }
     }
-    Ok((idle, round))
+    Ok(m)
 }
