@@ -174,12 +174,12 @@ impl TreeInner {
             d.store.set_checkpoint_meta(cut, cut);
             d.store.flush()
         });
-        bm.finish_round(&round, res.is_ok());
+        let frames = bm.finish_round(round, res.is_ok());
         match res {
             Ok(()) => {
                 let released_wal = d.wal.release(cut);
                 Ok(RoundOutcome {
-                    frames: round.images.len(),
+                    frames,
                     released_wal,
                 })
             }
@@ -204,8 +204,8 @@ impl TreeInner {
             bm.begin_round(None)
         };
         let res = bm.persist(&round);
-        bm.finish_round(&round, res.is_ok());
-        res.map(|()| round.images.len())
+        let frames = bm.finish_round(round, res.is_ok());
+        res.map(|()| frames)
     }
 
     pub(crate) fn is_poisoned(&self) -> bool {
