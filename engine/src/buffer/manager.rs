@@ -258,7 +258,7 @@ impl BufferManager {
         let mut victim: Option<(u64, BlobGuid)> = None;
         for e in self.map.iter().take(4096) {
             let b = e.value();
-            if b.guid == super::manager::ROOT_GUID || !filter(b) || !self.evictable(b) {
+            if b.guid == ROOT_GUID || !filter(b) || !self.evictable(b) {
                 continue;
             }
             let t = b.last_touched();

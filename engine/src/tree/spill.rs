@@ -15,12 +15,11 @@
 //! them at a time would leave a trail of small frames that never fill
 //! (DESIGN.md §4).
 
-use crate::buffer::{BufferManager, CachedBlob, FrameWrite};
+use crate::buffer::{BufferManager, FrameWrite};
 use crate::frame::copy::{copy_subtree, free_below, free_subtree, repack};
 use crate::frame::node::{self, Node, LINK_SIZE};
 use crate::frame::{alloc, header, AtomicFrame, Corrupt, FResult};
 use crate::store::FRAME_SIZE;
-use std::sync::Arc;
 
 /// A run smaller than this is not worth a frame of its own.
 const MIN_SPILL: usize = 256;
@@ -33,6 +32,8 @@ struct Choice {
     /// Key bytes from the frame root to the moved children (branch byte
     /// included).
     rel_depth: usize,
+    /// Bytes moved (reported by the `tracing` event).
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     size: usize,
 }
 
@@ -209,7 +210,7 @@ pub(crate) fn spill(bm: &BufferManager, w: &FrameWrite, seq: u64) -> FResult<boo
     for &(slot, _) in &moved {
         f.set_u32(slot, link_at as u32)?;
     }
-    let _: Arc<CachedBlob> = bm.insert_new(guid, child, seq);
+    bm.insert_new(guid, child, seq);
     #[cfg(feature = "tracing")]
     tracing::debug!(
         bytes = c.size,
@@ -217,6 +218,5 @@ pub(crate) fn spill(bm: &BufferManager, w: &FrameWrite, seq: u64) -> FResult<boo
         depth,
         "spillover to a new frame"
     );
-    let _ = c.size;
     Ok(true)
 }
