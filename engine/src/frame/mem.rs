@@ -12,10 +12,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::arena::FrameWords;
 use crate::store::FRAME_SIZE;
-
-/// Number of 64-bit words in a frame.
-pub(crate) const WORDS: usize = FRAME_SIZE / 8;
 
 /// A frame decoding failure: the bytes do not form a valid frame. For an
 /// optimistic reader this may be a torn read (validate, then restart); for
@@ -27,7 +25,7 @@ pub(crate) type FResult<T> = Result<T, Corrupt>;
 
 /// 512 KiB of frame bytes, accessed through atomics.
 pub(crate) struct AtomicFrame {
-    words: Box<[AtomicU64]>,
+    mem: FrameWords,
 }
 
 impl std::fmt::Debug for AtomicFrame {
@@ -47,10 +45,14 @@ fn check(off: usize, len: usize) -> FResult<()> {
 impl AtomicFrame {
     /// An all-zero frame.
     pub(crate) fn zeroed() -> Self {
-        let words: Box<[AtomicU64]> = std::iter::repeat_with(|| AtomicU64::new(0))
-            .take(WORDS)
-            .collect();
-        Self { words }
+        Self {
+            mem: FrameWords::zeroed(),
+        }
+    }
+
+    #[inline]
+    fn words(&self) -> &[AtomicU64] {
+        self.mem.words()
     }
 
     /// A frame holding a copy of `image` (exactly `FRAME_SIZE` bytes).
@@ -58,20 +60,16 @@ impl AtomicFrame {
         if image.len() != FRAME_SIZE {
             return Err(Corrupt("frame image has the wrong size"));
         }
-        let words: Box<[AtomicU64]> = image
-            .chunks_exact(8)
-            .map(|c| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(c);
-                AtomicU64::new(u64::from_le_bytes(b))
-            })
-            .collect();
-        Ok(Self { words })
+        let f = Self {
+            mem: FrameWords::recycled(),
+        };
+        f.store_image(image);
+        Ok(f)
     }
 
     /// Copies the whole frame into `dst` (exactly `FRAME_SIZE` bytes).
     pub(crate) fn copy_to(&self, dst: &mut [u8]) {
-        for (w, c) in self.words.iter().zip(dst.chunks_exact_mut(8)) {
+        for (w, c) in self.words().iter().zip(dst.chunks_exact_mut(8)) {
             c.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
         }
     }
@@ -79,7 +77,7 @@ impl AtomicFrame {
     /// Overwrites the whole frame from `src` (exactly `FRAME_SIZE` bytes).
     /// Exclusive latch required.
     pub(crate) fn store_image(&self, src: &[u8]) {
-        for (w, c) in self.words.iter().zip(src.chunks_exact(8)) {
+        for (w, c) in self.words().iter().zip(src.chunks_exact(8)) {
             let mut b = [0u8; 8];
             b.copy_from_slice(c);
             w.store(u64::from_le_bytes(b), Ordering::Relaxed);
@@ -89,7 +87,7 @@ impl AtomicFrame {
     #[inline]
     fn word(&self, i: usize) -> u64 {
         // `i < WORDS` is established by every caller through `check`.
-        self.words.get(i).map_or(0, |w| w.load(Ordering::Relaxed))
+        self.words().get(i).map_or(0, |w| w.load(Ordering::Relaxed))
     }
 
     /// Reads `n <= 8` little-endian bytes at `off`.
@@ -199,12 +197,12 @@ impl AtomicFrame {
             (1u64 << (n * 8)) - 1
         };
         let v = v & mask;
-        let w0 = &self.words[wi];
+        let w0 = &self.words()[wi];
         let old = w0.load(Ordering::Relaxed);
         w0.store((old & !(mask << shift)) | (v << shift), Ordering::Relaxed);
         if shift + n * 8 > 64 {
             let spill = 64 - shift;
-            let w1 = &self.words[wi + 1];
+            let w1 = &self.words()[wi + 1];
             let old = w1.load(Ordering::Relaxed);
             let m1 = mask >> spill;
             w1.store((old & !m1) | (v >> spill), Ordering::Relaxed);
@@ -238,7 +236,7 @@ impl AtomicFrame {
             if p & 7 == 0 && i + 8 <= src.len() {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(&src[i..i + 8]);
-                self.words[p >> 3].store(u64::from_le_bytes(b), Ordering::Relaxed);
+                self.words()[p >> 3].store(u64::from_le_bytes(b), Ordering::Relaxed);
                 i += 8;
             } else {
                 self.write_le(p, 1, u64::from(src[i]))?;

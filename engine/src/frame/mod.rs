@@ -6,6 +6,7 @@
 //! (the atomic byte store every access goes through).
 
 pub(crate) mod alloc;
+mod arena;
 pub(crate) mod copy;
 pub(crate) mod header;
 pub(crate) mod mem;

@@ -1,0 +1,252 @@
+//! Frame memory comes from 2 MiB chunks, four frames each, that the kernel
+//! may back with transparent huge pages.
+//!
+//! Point lookups hop through a few nodes in each of a few frames spread
+//! over hundreds of MiB; with 4 KiB pages nearly every hop is also a TLB
+//! miss (a two-level walk under virtualisation). One 2 MiB page covers
+//! four frames. A 512 KiB frame cannot be huge-page backed on its own (it
+//! is smaller than a huge page), hence the chunks.
+//!
+//! Slots are recycled within the process: a freed slot goes back to its
+//! chunk, and a chunk whose four slots are all free is returned to the
+//! allocator once more than [`KEEP_EMPTY`] such chunks are idle (a few are
+//! kept because a fresh chunk costs 2 MiB of page zeroing). Frame memory
+//! therefore follows the number of cached frames, which the buffer pool
+//! bounds, and is given back when trees are dropped.
+
+#![allow(unsafe_code)]
+
+use std::alloc::{alloc, dealloc, Layout};
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use crate::store::FRAME_SIZE;
+
+const CHUNK: usize = 2 << 20;
+const PER_CHUNK: usize = CHUNK / FRAME_SIZE;
+/// Words per frame.
+pub(crate) const WORDS: usize = FRAME_SIZE / 8;
+
+/// Fully free chunks kept for reuse.
+const KEEP_EMPTY: usize = 4;
+const ALL_FREE: u8 = (1 << PER_CHUNK) - 1;
+
+struct Arena {
+    /// Chunk base address → bitmask of its free slots.
+    chunks: HashMap<usize, u8>,
+    /// Chunks that may have a free slot (checked on use; may hold stale
+    /// or repeated bases).
+    partial: Vec<usize>,
+    /// Chunks with every slot free.
+    empty: usize,
+}
+
+static ARENA: Mutex<Option<Arena>> = Mutex::new(None);
+
+/// One frame's words, owned; returned to the free list on drop.
+pub(crate) struct FrameWords {
+    ptr: NonNull<AtomicU64>,
+}
+
+// SAFETY: `FrameWords` owns its slot exclusively (a slot is handed out by
+// `take_slot` to one owner until that owner's drop returns it), and the
+// memory is only accessed through `AtomicU64`, which is Sync.
+unsafe impl Send for FrameWords {}
+// SAFETY: as above: shared access goes through `&[AtomicU64]` only.
+unsafe impl Sync for FrameWords {}
+
+impl FrameWords {
+    /// A slot whose words are all zero.
+    pub(crate) fn zeroed() -> Self {
+        let w = Self { ptr: take_slot() };
+        for x in w.words() {
+            x.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        w
+    }
+
+    /// A slot with unspecified (but initialised) contents, to be
+    /// overwritten by the caller.
+    pub(crate) fn recycled() -> Self {
+        Self { ptr: take_slot() }
+    }
+
+    #[inline]
+    pub(crate) fn words(&self) -> &[AtomicU64] {
+        // SAFETY: `ptr` addresses WORDS initialised `AtomicU64`s (chunks
+        // are zeroed when made, and zero is a valid `AtomicU64`), aligned
+        // to the chunk (2 MiB) plus a multiple of FRAME_SIZE, and owned by
+        // `self` until drop: a chunk is freed only when all its slots are
+        // back in the arena.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), WORDS) }
+    }
+}
+
+impl Drop for FrameWords {
+    fn drop(&mut self) {
+        put_slot(self.ptr.as_ptr() as usize);
+    }
+}
+
+fn with_arena<R>(f: impl FnOnce(&mut Arena) -> R) -> R {
+    let mut g = ARENA
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    f(g.get_or_insert_with(Arena::new))
+}
+
+fn take_slot() -> NonNull<AtomicU64> {
+    let addr = with_arena(Arena::take);
+    // Slot addresses come from `new_chunk`, which never returns null.
+    NonNull::new(addr as *mut AtomicU64).unwrap_or_else(|| std::alloc::handle_alloc_error(layout()))
+}
+
+fn put_slot(addr: usize) {
+    if let Some(base) = with_arena(|a| a.put(addr)) {
+        free_chunk(base);
+    }
+}
+
+impl Arena {
+    fn new() -> Self {
+        Self {
+            chunks: HashMap::new(),
+            partial: Vec::new(),
+            empty: 0,
+        }
+    }
+
+    /// A free slot's address, from a new chunk if none is free.
+    fn take(&mut self) -> usize {
+        while let Some(base) = self.partial.pop() {
+            let Some(mask) = self.chunks.get_mut(&base) else {
+                continue; // stale: the chunk was freed
+            };
+            if *mask == 0 {
+                continue; // stale: filled since it was listed
+            }
+            if *mask == ALL_FREE {
+                self.empty -= 1;
+            }
+            let i = mask.trailing_zeros() as usize;
+            *mask &= !(1 << i);
+            if *mask != 0 {
+                self.partial.push(base);
+            }
+            return base + i * FRAME_SIZE;
+        }
+        let base = new_chunk();
+        self.chunks.insert(base, ALL_FREE & !1);
+        self.partial.push(base);
+        base
+    }
+
+    /// Returns a slot; `Some(base)`: that chunk left the arena and must be
+    /// freed by the caller.
+    fn put(&mut self, addr: usize) -> Option<usize> {
+        let base = addr & !(CHUNK - 1);
+        let i = (addr - base) / FRAME_SIZE;
+        let mask = self.chunks.get_mut(&base)?;
+        if *mask == 0 {
+            self.partial.push(base);
+        }
+        *mask |= 1 << i;
+        if *mask != ALL_FREE {
+            return None;
+        }
+        if self.empty < KEEP_EMPTY {
+            self.empty += 1;
+            return None;
+        }
+        self.chunks.remove(&base);
+        Some(base)
+    }
+}
+
+fn free_chunk(base: usize) {
+    // SAFETY: `base` was returned by `alloc(layout())` in `new_chunk` and
+    // has left its arena's chunk table with all its slots free, so no
+    // `FrameWords` points into it any more.
+    unsafe { dealloc(base as *mut u8, layout()) }
+}
+
+fn layout() -> Layout {
+    // CHUNK is a non-zero power of two.
+    Layout::from_size_align(CHUNK, CHUNK).unwrap_or_else(|_| unreachable!())
+}
+
+fn new_chunk() -> usize {
+    let layout = layout();
+    // SAFETY: the layout has non-zero size.
+    let raw = unsafe { alloc(layout) };
+    if raw.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: `raw..raw + CHUNK` is the allocation just made. madvise only
+    // changes how the kernel backs it (a failure is harmless: 4 KiB
+    // pages); it must come before the first touch, hence `alloc` and the
+    // zeroing below rather than `alloc_zeroed`. Zeroing initialises every
+    // word before any `AtomicU64` is formed over it.
+    unsafe {
+        libc::madvise(raw.cast(), CHUNK, libc::MADV_HUGEPAGE);
+        std::ptr::write_bytes(raw, 0, CHUNK);
+    }
+    raw as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_distinct_and_idle_chunks_beyond_the_reserve_are_returned() {
+        let mut a = Arena::new();
+        let n = (KEEP_EMPTY + 3) * PER_CHUNK;
+        let mut addrs: Vec<usize> = (0..n).map(|_| a.take()).collect();
+        assert_eq!(
+            a.chunks.len(),
+            KEEP_EMPTY + 3,
+            "chunks are filled before new ones"
+        );
+        let mut sorted = addrs.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), n, "no slot handed out twice");
+        assert!(addrs.iter().all(|x| x % FRAME_SIZE == 0));
+        // Free every slot: all but KEEP_EMPTY chunks go back.
+        let mut freed = 0;
+        for x in addrs.drain(..) {
+            if let Some(base) = a.put(x) {
+                free_chunk(base);
+                freed += 1;
+            }
+        }
+        assert_eq!(freed, 3);
+        assert_eq!((a.chunks.len(), a.empty), (KEEP_EMPTY, KEEP_EMPTY));
+        // Kept chunks are reused before any new one is made.
+        let before: Vec<usize> = a.chunks.keys().copied().collect();
+        let again: Vec<usize> = (0..KEEP_EMPTY * PER_CHUNK).map(|_| a.take()).collect();
+        assert!(again.iter().all(|x| before.contains(&(x & !(CHUNK - 1)))));
+        assert_eq!(a.empty, 0);
+        for x in again {
+            if let Some(base) = a.put(x) {
+                free_chunk(base);
+            }
+        }
+        for base in a.chunks.keys().copied().collect::<Vec<_>>() {
+            free_chunk(base);
+        }
+    }
+
+    #[test]
+    fn zeroed_frames_are_zero_even_in_recycled_slots() {
+        use std::sync::atomic::Ordering;
+        let f = FrameWords::zeroed();
+        f.words()[9].store(77, Ordering::Relaxed);
+        drop(f);
+        let g = FrameWords::zeroed();
+        assert!(g.words().iter().all(|w| w.load(Ordering::Relaxed) == 0));
+    }
+}
