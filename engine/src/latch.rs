@@ -157,6 +157,34 @@ impl HybridLatch {
         }
     }
 
+    /// Takes the latch exclusively only if nobody holds it in any mode:
+    /// never waits. Returns the even version for
+    /// [`HybridLatch::unlock_exclusive_raw`]. For eviction, which must not
+    /// block behind a reader or a writer and simply picks another victim.
+    ///
+    /// A refusal after the version went odd still releases with a bump:
+    /// optimistic readers that overlapped it restart, which is harmless.
+    #[allow(dead_code)] // the loom build includes this file without eviction callers
+    pub(crate) fn try_lock_exclusive(&self) -> Option<u64> {
+        let v = self.version.load(Ordering::Relaxed);
+        if v & 1 != 0
+            || self
+                .version
+                .compare_exchange(v, v + 1, Ordering::SeqCst, Ordering::Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        // The same handshake as `enter_exclusive`, without the wait.
+        fence(Ordering::SeqCst);
+        if self.shared.load(Ordering::SeqCst) != 0 {
+            self.release_exclusive(v);
+            return None;
+        }
+        fence(Ordering::Release);
+        Some(v)
+    }
+
     /// After the version became odd: wait for shared holders to drain, then
     /// fence so no data store is ordered before the odd version.
     fn enter_exclusive(&self) {
@@ -283,6 +311,23 @@ mod tests {
         assert_eq!(l.version() & 1, 1);
         drop(g);
         assert!(l.try_optimistic().is_ok());
+    }
+
+    #[test]
+    fn try_lock_exclusive_refuses_any_holder_and_bumps_on_success() {
+        let l = HybridLatch::new();
+        let s = l.lock_shared();
+        let v = l.optimistic();
+        assert_eq!(l.try_lock_exclusive(), None, "a shared holder is inside");
+        drop(s);
+        assert_eq!(l.version() & 1, 0, "a refusal leaves the latch unlocked");
+        let g = l.lock_exclusive();
+        assert_eq!(l.try_lock_exclusive(), None, "a writer is inside");
+        drop(g);
+        let w = l.try_lock_exclusive().expect("free latch");
+        assert_eq!(l.version() & 1, 1);
+        l.unlock_exclusive_raw(w);
+        assert!(l.validate(v).is_err(), "overlapping readers restart");
     }
 
     #[test]

@@ -7,12 +7,11 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dashmap::DashMap;
-
 use super::cached_blob::{CachedBlob, FrameRead};
 use super::counters::Counter;
 use super::dirty::SeqMap;
 use super::eviction;
+use super::frame_table::{FrameTable, Guard};
 use crate::api::errors::{Error, Result};
 use crate::frame::{copy, header, AtomicFrame};
 use crate::store::{AlignedBlobBuf, Backend, BlobGuid};
@@ -32,7 +31,8 @@ pub(crate) struct BmCounters {
 }
 
 pub(crate) struct BufferManager {
-    map: DashMap<BlobGuid, Arc<CachedBlob>>,
+    /// Cached frames (lock-free reads; removal follows E1).
+    map: FrameTable,
     backend: Arc<dyn Backend>,
     pub(crate) dirty: SeqMap,
     pub(crate) pending_deletes: SeqMap,
@@ -73,7 +73,7 @@ fn corrupt(guid: BlobGuid, e: crate::frame::Corrupt) -> Error {
 impl BufferManager {
     pub(crate) fn new(backend: Arc<dyn Backend>, capacity: usize) -> Self {
         Self {
-            map: DashMap::new(),
+            map: FrameTable::new(),
             backend,
             dirty: SeqMap::default(),
             pending_deletes: SeqMap::default(),
@@ -113,13 +113,49 @@ impl BufferManager {
         self.clock.load(Ordering::Relaxed)
     }
 
-    /// Pins `guid` (counted as a hit or a miss).
+    /// A guard for [`BufferManager::lookup`]: hold it for one descent.
+    #[inline]
+    pub(crate) fn guard(&self) -> Guard<'_> {
+        self.map.guard()
+    }
+
+    /// The cached frame `guid`, loading it on a miss (counted as a hit or
+    /// a miss). The reference is not a pin: the frame may be evicted while
+    /// the caller is inside it, which the caller notices by validation or
+    /// by the obsolete mark (E1 in `frame_table`). `from` (the frame the
+    /// caller stands in) is pinned while a miss loads, so the load's own
+    /// eviction cannot take it: otherwise a pool smaller than a path would
+    /// evict each frame of the path while loading the next, forever.
+    #[inline]
+    pub(crate) fn lookup<'g>(
+        &self,
+        guid: &BlobGuid,
+        guard: &'g Guard<'_>,
+        from: &Arc<CachedBlob>,
+    ) -> Result<&'g Arc<CachedBlob>> {
+        loop {
+            if let Some(b) = self.map.get(guid, guard) {
+                self.counters.hits.add(1);
+                b.touch(self.tick());
+                return Ok(b);
+            }
+            self.counters.misses.add(1);
+            let _from = Arc::clone(from);
+            // The loaded frame is in the table now (unless another
+            // thread's load evicted it already; then load it again).
+            drop(self.load(guid)?);
+        }
+    }
+
+    /// Pins `guid` (counted as a hit or a miss): the `Arc` keeps the frame
+    /// from being evicted.
     #[inline]
     pub(crate) fn pin(&self, guid: &BlobGuid) -> Result<Arc<CachedBlob>> {
-        if let Some(b) = self.map.get(guid) {
+        let guard = self.guard();
+        if let Some(b) = self.map.get(guid, &guard) {
             self.counters.hits.add(1);
             b.touch(self.tick());
-            return Ok(Arc::clone(&b));
+            return Ok(Arc::clone(b));
         }
         self.counters.misses.add(1);
         self.load(guid)
@@ -127,48 +163,59 @@ impl BufferManager {
 
     /// Pins without touching counters or recency (for stats).
     pub(crate) fn pin_silent(&self, guid: &BlobGuid) -> Result<Arc<CachedBlob>> {
-        if let Some(b) = self.map.get(guid) {
-            return Ok(Arc::clone(&b));
+        if let Some(b) = self.cached(guid) {
+            return Ok(b);
         }
         self.load(guid)
     }
 
     /// Pins only if cached.
     pub(crate) fn cached(&self, guid: &BlobGuid) -> Option<Arc<CachedBlob>> {
-        self.map.get(guid).map(|b| Arc::clone(&b))
+        let guard = self.guard();
+        self.map.get(guid, &guard).map(Arc::clone)
     }
 
     /// Reads, verifies and caches a frame.
     fn load(&self, guid: &BlobGuid) -> Result<Arc<CachedBlob>> {
+        // A frame waiting to be deleted is unlinked: whoever followed a
+        // link to it read a stale parent and must restart, not revive the
+        // frame's last durable image.
+        if self.pending_deletes.contains(guid) {
+            return Err(Error::BackendIo(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("blob {guid:02x?} was retired"),
+            )));
+        }
         // An image read from the backend may be stale by the time it is
         // inserted: the frame could have been loaded by another thread,
         // changed, written back and evicted meanwhile. Write-backs bump
         // `writebacks` before the frames they cleaned can be evicted, so a
-        // loader that sees the counter unchanged when it inserts (under
-        // the shard lock that eviction also needs) read a current image.
-        // After a few lost races it reads under the shard lock itself.
-        for _ in 0..LOAD_RETRIES {
+        // frame inserted while the counter still equals its value from
+        // before the read is current: any eviction that emptied the slot
+        // came after a bump. The new frame enters the table latched, so
+        // nobody uses it before that check; a frame that fails it is
+        // withdrawn as obsolete (E1). After a few lost races the load
+        // holds the round lock, which keeps write-backs (and so bumps)
+        // out. Never load while holding the round lock.
+        for attempt in 0..=LOAD_RETRIES {
+            let _serial = (attempt == LOAD_RETRIES).then(|| self.round_lock());
             let epoch = self.writebacks.load(Ordering::Acquire);
             let frame = self.read_frame(guid)?;
-            match self.map.entry(*guid) {
-                dashmap::Entry::Occupied(e) => return Ok(Arc::clone(e.get())),
-                dashmap::Entry::Vacant(v) => {
-                    if self.writebacks.load(Ordering::Acquire) != epoch {
-                        continue;
-                    }
-                    let blob = Arc::clone(&v.insert(self.new_blob(*guid, frame)));
-                    return Ok(self.after_load(blob));
-                }
+            let blob = self.new_blob(*guid, frame);
+            let v = blob.latch.lock_exclusive_raw();
+            if let Err(present) = self.map.insert_if_absent(&blob) {
+                blob.latch.unlock_exclusive_raw(v);
+                return Ok(present);
             }
+            if self.writebacks.load(Ordering::Acquire) == epoch {
+                blob.latch.unlock_exclusive_raw(v);
+                return Ok(self.after_load(blob));
+            }
+            self.map.remove_exact(&blob);
+            blob.mark_obsolete();
+            blob.latch.unlock_exclusive_raw(v);
         }
-        let blob = match self.map.entry(*guid) {
-            dashmap::Entry::Occupied(e) => Arc::clone(e.get()),
-            dashmap::Entry::Vacant(v) => {
-                let frame = self.read_frame(guid)?;
-                Arc::clone(&v.insert(self.new_blob(*guid, frame)))
-            }
-        };
-        Ok(self.after_load(blob))
+        Err(Error::Internal("a frame load kept racing write-backs"))
     }
 
     /// Reads and checks one frame image (checksum, name, structure).
@@ -204,16 +251,17 @@ impl BufferManager {
     ) -> Arc<CachedBlob> {
         let tick = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
         let blob = Arc::new(CachedBlob::new(guid, frame, tick));
-        self.map.insert(guid, Arc::clone(&blob));
+        self.map.insert(&blob);
         self.dirty.mark(guid, seq);
         blob
     }
 
     /// A frame was folded into its parent or unlinked: it leaves the cache
     /// and the dirty map and waits in pending deletes for the next round.
-    /// Caller holds its exclusive latch (and has marked it obsolete).
-    pub(crate) fn retire(&self, guid: &BlobGuid, seq: u64) {
-        self.map.remove(guid);
+    /// Caller holds its exclusive latch (and has marked it obsolete: E1).
+    pub(crate) fn retire(&self, blob: &Arc<CachedBlob>, seq: u64) {
+        let guid = &blob.guid;
+        self.map.remove_exact(blob);
         let s = self.dirty.remove(guid).map_or(seq, |d| d.min(seq));
         self.pending_deletes.mark(*guid, s);
     }
@@ -244,10 +292,11 @@ impl BufferManager {
         n
     }
 
-    fn evictable(&self, b: &Arc<CachedBlob>) -> bool {
-        // The map holds one reference; any other is a pin.
+    /// `refs`: references the caller itself holds besides the table's.
+    fn evictable(&self, b: &Arc<CachedBlob>, refs: usize) -> bool {
+        // Any other reference is a pin.
         eviction::evictable(
-            Arc::strong_count(b).saturating_sub(1),
+            Arc::strong_count(b).saturating_sub(1 + refs),
             &b.guid,
             &self.dirty,
             &self.pending_deletes,
@@ -255,28 +304,34 @@ impl BufferManager {
     }
 
     fn evict_one(&self, filter: impl Fn(&CachedBlob) -> bool) -> bool {
-        let mut victim: Option<(u64, BlobGuid)> = None;
-        for e in self.map.iter().take(4096) {
-            let b = e.value();
-            if b.guid == ROOT_GUID || !filter(b) || !self.evictable(b) {
-                continue;
+        let mut victim: Option<(u64, Arc<CachedBlob>)> = None;
+        self.map.for_each_upto(4096, |b| {
+            if b.guid == ROOT_GUID || !filter(b) || !self.evictable(b, 0) {
+                return;
             }
             let t = b.last_touched();
-            if victim.is_none_or(|(vt, _)| t < vt) {
-                victim = Some((t, b.guid));
+            if victim.as_ref().is_none_or(|(vt, _)| t < *vt) {
+                victim = Some((t, Arc::clone(b)));
             }
-        }
-        let Some((_, guid)) = victim else {
+        });
+        let Some((_, b)) = victim else {
             return false;
         };
-        let gone = self
-            .map
-            .remove_if(&guid, |_, b| self.evictable(b))
-            .is_some();
+        // E1: remove and mark obsolete under the exclusive latch, taken
+        // without waiting (a frame somebody holds is not cold anyway).
+        // Dirty marks are made under that latch, so the check is stable.
+        let Some(v) = b.latch.try_lock_exclusive() else {
+            return false;
+        };
+        let gone = self.evictable(&b, 1) && self.map.remove_exact(&b);
+        if gone {
+            b.mark_obsolete();
+        }
+        b.latch.unlock_exclusive_raw(v);
         if gone {
             self.counters.evictions.add(1);
             #[cfg(feature = "tracing")]
-            tracing::debug!(guid = ?&guid[..4], "frame evicted");
+            tracing::debug!(guid = ?&b.guid[..4], "frame evicted");
         }
         gone
     }
@@ -382,4 +437,70 @@ pub(crate) struct Round {
     pub(crate) dirty: HashMap<BlobGuid, u64>,
     pub(crate) deletes: HashMap<BlobGuid, u64>,
     pub(crate) images: Vec<(BlobGuid, AlignedBlobBuf)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryBackend;
+
+    /// A manager holding `n` clean frames (written back), and their GUIDs.
+    fn with_clean_frames(n: usize, capacity: usize) -> (BufferManager, Vec<BlobGuid>) {
+        let bm = BufferManager::new(Arc::new(MemoryBackend::new()), capacity);
+        let mut guids = Vec::new();
+        for i in 0..n {
+            let mut g = [0u8; 16];
+            g[0] = 1 + i as u8;
+            let f = AtomicFrame::zeroed();
+            header::init(&f, g, 1).unwrap();
+            bm.insert_new(g, f, 0);
+            guids.push(g);
+        }
+        {
+            let _serial = bm.round_lock();
+            let round = bm.begin_round(None);
+            bm.persist(&round).unwrap();
+            bm.finish_round(round, true);
+        }
+        (bm, guids)
+    }
+
+    /// E1: a reader holding an unpinned reference to a frame that gets
+    /// evicted must notice. Deliberate bug caught: evicting without
+    /// marking the frame obsolete, or without taking its latch (no version
+    /// bump): the reader would go on trusting a copy that is no longer the
+    /// cached frame, and a writer that pinned it late would edit a copy
+    /// nobody reads again.
+    #[test]
+    fn eviction_marks_the_frame_obsolete_and_fails_overlapping_readers() {
+        let (bm, guids) = with_clean_frames(3, 8);
+        let guard = bm.guard();
+        let root = bm.pin(&guids[0]).unwrap();
+        let r = bm.lookup(&guids[1], &guard, &root).unwrap();
+        let v = r.latch.optimistic();
+        assert!(bm.evict_one(|b| b.guid == guids[1]));
+        assert!(r.is_obsolete(), "the evicted copy is marked");
+        assert!(r.latch.validate(v).is_err(), "overlapping readers restart");
+        // The next lookup loads a fresh copy.
+        let again = bm.lookup(&guids[1], &guard, &root).unwrap();
+        assert!(!Arc::ptr_eq(again, r));
+        assert!(!again.is_obsolete());
+    }
+
+    /// I1 under E1: pinned, latched and dirty frames stay.
+    #[test]
+    fn eviction_skips_pinned_latched_and_dirty_frames() {
+        let (bm, guids) = with_clean_frames(3, 8);
+        let pinned = bm.pin(&guids[0]).unwrap();
+        assert!(!bm.evict_one(|b| b.guid == guids[0]));
+        drop(pinned);
+        let latched = bm.cached(&guids[1]).unwrap();
+        latched.latch.lock_shared_raw();
+        assert!(!bm.evict_one(|b| b.guid == guids[1]));
+        latched.latch.unlock_shared_raw();
+        drop(latched);
+        bm.mark_dirty(guids[2], 5);
+        assert!(!bm.evict_one(|b| b.guid == guids[2]));
+        assert!(bm.evict_one(|_| true), "a clean, idle frame goes");
+    }
 }

@@ -1,6 +1,6 @@
-//! The buffer manager (DESIGN.md §5): a sharded cache of frames, each
-//! behind its own HybridLatch, plus the dirty and pending-delete maps that
-//! checkpoints drain.
+//! The buffer manager (DESIGN.md §5): a cache of frames (the frame table,
+//! read without locks), each behind its own HybridLatch, plus the dirty and
+//! pending-delete maps that checkpoints drain.
 //!
 //! Invariants owned here:
 //! - **I1**: a frame is in the dirty map (or in flight in a checkpoint)
@@ -14,6 +14,7 @@ pub(crate) mod cached_blob;
 pub(crate) mod counters;
 pub(crate) mod dirty;
 pub(crate) mod eviction;
+pub(crate) mod frame_table;
 pub(crate) mod manager;
 
 pub(crate) use cached_blob::{CachedBlob, FrameWrite};

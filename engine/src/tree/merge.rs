@@ -93,7 +93,7 @@ impl Core {
         {
             erase::Outcome::Done(_) => {
                 cw.blob().mark_obsolete();
-                self.bm.retire(&guid, seq);
+                self.bm.retire(cw.blob(), seq);
                 self.bm.mark_dirty(pw.blob().guid, seq);
                 #[cfg(feature = "tracing")]
                 tracing::debug!(guid = ?&guid[..4], "empty frame unlinked");
@@ -254,7 +254,7 @@ impl Core {
             header::add(pf, header::OFF_LINKS, -1).map_err(cp)?;
         }
         cw.blob().mark_obsolete();
-        self.bm.retire(guid, seq);
+        self.bm.retire(cw.blob(), seq);
         self.bm.mark_dirty(pw.blob().guid, seq);
         #[cfg(feature = "tracing")]
         tracing::debug!(guid = ?&guid[..4], bytes, "child frame merged into parent");

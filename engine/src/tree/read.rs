@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::{corrupt_in, Core};
 use crate::api::errors::Result;
+use crate::buffer::frame_table::Guard;
 use crate::buffer::CachedBlob;
 use crate::frame::node::{self, Node};
 use crate::frame::{header, AtomicFrame, Corrupt, FResult};
@@ -142,16 +143,43 @@ pub(crate) struct Located {
 
 impl Core {
     /// Descends optimistically from the root frame to the frame that owns
-    /// `key`, validating every frame it leaves.
+    /// `key`, validating every frame it leaves. Frames are looked up under
+    /// one table guard and not pinned (E1 in `buffer::frame_table`): the
+    /// hops write no shared memory; only the result is pinned.
     pub(crate) fn locate(&self, key: &[u8], copy_value: bool) -> Result<Located> {
+        let guard = self.bm.guard();
+        let (blob, depth, parent, step) = self.descend(key, copy_value, &guard)?;
+        Ok(Located {
+            blob: Arc::clone(blob),
+            depth,
+            parent: parent.map(|(p, d)| (Arc::clone(p), d)),
+            step,
+        })
+    }
+
+    /// [`Core::locate`] without pinning the result: the frames are valid
+    /// while `guard` lives (and only as of the validated walk).
+    #[allow(clippy::type_complexity)]
+    fn descend<'g>(
+        &'g self,
+        key: &[u8],
+        copy_value: bool,
+        guard: &'g Guard<'g>,
+    ) -> Result<(
+        &'g Arc<CachedBlob>,
+        usize,
+        Option<(&'g Arc<CachedBlob>, usize)>,
+        Step,
+    )> {
         'restart: loop {
-            let mut blob = Arc::clone(&self.root);
+            let mut blob: &Arc<CachedBlob> = &self.root;
             let mut depth = 0usize;
-            let mut parent: Option<(Arc<CachedBlob>, usize)> = None;
+            let mut parent: Option<(&Arc<CachedBlob>, usize)> = None;
             let mut hops = 0usize;
             loop {
                 let v = blob.latch.optimistic();
                 if blob.is_obsolete() {
+                    self.bm.counters.restarts.add(1);
                     continue 'restart;
                 }
                 let step = walk(&blob.frame, key, depth, copy_value);
@@ -161,44 +189,34 @@ impl Core {
                     self.bm.counters.restarts.add(1);
                     continue 'restart;
                 }
-                check_link_target(&blob, frame_depth, fan, depth, parent.is_none())?;
+                check_link_target(blob, frame_depth, fan, depth, parent.is_none())?;
                 hops += 1;
                 if hops > key.len() + MAX_SAME_DEPTH_HOPS {
-                    return Err(corrupt_in(&blob, Corrupt("frame links form a cycle")));
+                    return Err(corrupt_in(blob, Corrupt("frame links form a cycle")));
                 }
-                match step.map_err(|c| corrupt_in(&blob, c))? {
+                match step.map_err(|c| corrupt_in(blob, c))? {
                     Step::Link(g, d) => {
-                        let child = match self.bm.pin(&g) {
-                            Ok(c) => c,
-                            Err(e) => {
-                                // A merge may have retired the child after
-                                // we validated: only a stable link is an error.
-                                if blob.latch.validate(v).is_err() || blob.is_obsolete() {
-                                    self.bm.counters.restarts.add(1);
-                                    continue 'restart;
-                                }
-                                return Err(e);
-                            }
-                        };
+                        let child = self.bm.lookup(&g, guard, blob);
+                        // The link must still stand once the child is in
+                        // hand: a merge that retired the child (or a load
+                        // of its stale image) changed this frame first.
+                        if blob.latch.validate(v).is_err() || blob.is_obsolete() {
+                            self.bm.counters.restarts.add(1);
+                            continue 'restart;
+                        }
                         parent = Some((blob, depth));
-                        blob = child;
+                        blob = child?;
                         depth = d;
                     }
-                    step => {
-                        return Ok(Located {
-                            blob,
-                            depth,
-                            parent,
-                            step,
-                        });
-                    }
+                    step => return Ok((blob, depth, parent, step)),
                 }
             }
         }
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(match self.locate(key, true)?.step {
+        let guard = self.bm.guard();
+        Ok(match self.descend(key, true, &guard)?.3 {
             Step::Found(v) => Some(v),
             _ => None,
         })
