@@ -144,3 +144,17 @@ pub fn diff(want: &Model, got: &Model) -> String {
 pub fn get(t: &Tree, k: &[u8]) -> holt::Result<Option<Arc<Vec<u8>>>> {
     Ok(t.get(k)?.map(Arc::new))
 }
+
+/// The whole tree with plain values (suites that keep their own model).
+pub fn dump_plain(t: &Tree) -> holt::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let mut m = BTreeMap::new();
+    for e in t.range() {
+        match e? {
+            RangeEntry::Key { key, value } => {
+                m.insert(key, value);
+            }
+            other => panic!("unexpected entry {other:?}"),
+        }
+    }
+    Ok(m)
+}
