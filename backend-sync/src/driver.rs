@@ -5,7 +5,12 @@
 //! `Arc<dyn IoFile>`, so a test can wrap a real driver to fail the N-th
 //! call, tear a write, or keep a "durable" image apart from the "live" one
 //! and drop everything unsynced at a simulated crash. Keep them small:
-//! every method added here is a method every wrapper must forward.
+//! every method added here is a method every wrapper must forward. The
+//! provided methods ([`IoFile::write_batch`], [`IoFile::read_batch`],
+//! [`IoDriver::alloc_buffer`]) are correct without forwarding — they fall
+//! back to the single calls and plain buffers — but a wrapper should
+//! forward them, or the inner driver's batching and registered buffers
+//! never run under it.
 
 use std::fmt::Debug;
 use std::io;
