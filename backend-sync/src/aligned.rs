@@ -1,4 +1,6 @@
-//! [`AlignedBuf`]: a zeroed heap buffer that meets the `O_DIRECT` rule.
+//! [`AlignedBuf`]: a zeroed heap buffer that meets the `O_DIRECT` rule,
+//! and [`BufferArena`], the hook that lets a driver hand out such buffers
+//! from memory of its own (registered with the kernel).
 #![allow(unsafe_code)]
 
 use std::alloc::{self, Layout};
@@ -6,6 +8,7 @@ use std::fmt;
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use crate::driver::ALIGN;
 
@@ -38,6 +41,21 @@ pub struct AlignedBuf {
     ptr: NonNull<u8>,
     /// Length in bytes; a multiple of [`ALIGN`].
     len: usize,
+    /// The arena the memory belongs to and goes back to on drop; `None`
+    /// for memory of the global allocator.
+    arena: Option<Arc<dyn BufferArena>>,
+}
+
+/// Memory that [`AlignedBuf`]s are carved from and given back to, such as
+/// an io_uring driver's registered-buffer arena (see
+/// [`IoDriver::alloc_buffer`](crate::IoDriver::alloc_buffer)). The arena
+/// must keep that memory allocated and in place for as long as it lives;
+/// every buffer holds an `Arc` of its arena, so the arena outlives them.
+pub trait BufferArena: Send + Sync + fmt::Debug {
+    /// Takes back the `len` bytes at `ptr` of a buffer made by
+    /// [`AlignedBuf::from_arena`] with this arena. Called exactly once per
+    /// such buffer, from its `Drop`; the buffer is not used afterwards.
+    fn release(&self, ptr: NonNull<u8>, len: usize);
 }
 
 // SAFETY: `AlignedBuf` owns its allocation exclusively, like `Box<[u8]>`;
@@ -65,6 +83,7 @@ impl AlignedBuf {
             return Ok(Self {
                 ptr: NonNull::<Page>::dangling().cast(),
                 len: 0,
+                arena: None,
             });
         }
         let layout = Self::layout(len)?;
@@ -76,7 +95,36 @@ impl AlignedBuf {
                 format!("cannot allocate an aligned buffer of {len} bytes"),
             )
         })?;
-        Ok(Self { ptr, len })
+        Ok(Self {
+            ptr,
+            len,
+            arena: None,
+        })
+    }
+
+    /// A buffer over `len` bytes at `ptr` that belong to `arena`; dropping
+    /// it calls [`BufferArena::release`] instead of freeing the memory.
+    ///
+    /// # Safety
+    /// `ptr` must be [`ALIGN`]-aligned and valid for reads and writes of
+    /// `len` initialised bytes, `len` a multiple of [`ALIGN`]; `arena` must
+    /// keep that memory allocated and unmoved at least until it is
+    /// released, and nothing else may access it until `arena.release(ptr,
+    /// len)` is called by this buffer's `Drop`.
+    pub unsafe fn from_arena(ptr: NonNull<u8>, len: usize, arena: Arc<dyn BufferArena>) -> Self {
+        debug_assert!(ptr.as_ptr() as usize % ALIGN == 0 && len % ALIGN == 0);
+        Self {
+            ptr,
+            len,
+            arena: Some(arena),
+        }
+    }
+
+    /// Whether the memory belongs to a [`BufferArena`] (for example one
+    /// registered with an io_uring ring) rather than the global allocator.
+    #[must_use]
+    pub fn is_from_arena(&self) -> bool {
+        self.arena.is_some()
     }
 
     /// The allocation layout for `len` bytes at [`ALIGN`].
@@ -92,6 +140,10 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if let Some(arena) = self.arena.take() {
+            arena.release(self.ptr, self.len);
+            return;
+        }
         if self.len == 0 {
             return;
         }
@@ -141,6 +193,7 @@ impl fmt::Debug for AlignedBuf {
         f.debug_struct("AlignedBuf")
             .field("addr", &self.ptr)
             .field("len", &self.len)
+            .field("from_arena", &self.is_from_arena())
             .finish()
     }
 }
@@ -189,6 +242,61 @@ mod tests {
         let len = usize::MAX - (ALIGN - 1); // a multiple of ALIGN
         let err = AlignedBuf::new(len).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    /// An arena of one page that counts releases.
+    #[derive(Debug)]
+    struct OnePage {
+        page: NonNull<u8>,
+        released: std::sync::atomic::AtomicUsize,
+    }
+
+    // SAFETY: the page is plain memory owned by the arena; the arena only
+    // compares its address and counts releases.
+    unsafe impl Send for OnePage {}
+    // SAFETY: as above; the counter is atomic.
+    unsafe impl Sync for OnePage {}
+
+    impl BufferArena for OnePage {
+        fn release(&self, ptr: NonNull<u8>, len: usize) {
+            assert_eq!(ptr, self.page);
+            assert_eq!(len, ALIGN);
+            self.released
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Drop for OnePage {
+        fn drop(&mut self) {
+            // SAFETY: `page` came from `Box::into_raw` of a `Page` in the
+            // test and is freed only here.
+            drop(unsafe { Box::from_raw(self.page.as_ptr().cast::<Page>()) });
+        }
+    }
+
+    #[test]
+    fn arena_buffers_go_back_to_their_arena() {
+        let raw = Box::into_raw(Box::new(Page([0; ALIGN]))).cast::<u8>();
+        let page = NonNull::new(raw).unwrap();
+        let arena = Arc::new(OnePage {
+            page,
+            released: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let dyn_arena: Arc<dyn BufferArena> = arena.clone();
+        // SAFETY: the page is aligned, initialised, owned by the arena (kept
+        // alive by the Arc the buffer holds) and touched by nothing else
+        // until the buffer is dropped.
+        let mut buf = unsafe { AlignedBuf::from_arena(page, ALIGN, dyn_arena) };
+        assert!(buf.is_from_arena());
+        assert!(!AlignedBuf::new(ALIGN).unwrap().is_from_arena());
+        buf[..3].copy_from_slice(b"abc");
+        assert!(format!("{buf:?}").contains("from_arena: true"));
+        drop(buf);
+        assert_eq!(arena.released.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // SAFETY: the buffer is gone; the page is the arena's again, alive
+        // until `arena` drops.
+        let head = unsafe { std::slice::from_raw_parts(page.as_ptr(), 3) };
+        assert_eq!(head, b"abc");
     }
 
     #[test]

@@ -5,12 +5,19 @@
 //! `Arc<dyn IoFile>`, so a test can wrap a real driver to fail the N-th
 //! call, tear a write, or keep a "durable" image apart from the "live" one
 //! and drop everything unsynced at a simulated crash. Keep them small:
-//! every method added here is a method every wrapper must forward.
+//! every method added here is a method every wrapper must forward. The
+//! provided methods ([`IoFile::write_batch`], [`IoFile::read_batch`],
+//! [`IoDriver::alloc_buffer`]) are correct without forwarding — they fall
+//! back to the single calls and plain buffers — but a wrapper should
+//! forward them, or the inner driver's batching and registered buffers
+//! never run under it.
 
 use std::fmt::Debug;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use crate::aligned::AlignedBuf;
 
 /// Alignment, in bytes, of buffer address, length and file offset that
 /// `O_DIRECT` I/O requires. 4096 covers every logical block size holt
@@ -63,6 +70,23 @@ pub trait IoDriver: Send + Sync + Debug {
 
     /// Short name of the driver for stats and logs, e.g. `"sync"`.
     fn name(&self) -> &'static str;
+
+    /// A zeroed I/O buffer of `len` bytes (a multiple of [`ALIGN`]) at an
+    /// [`ALIGN`]-aligned address, fit for direct I/O on this driver's
+    /// files. A driver that can move some memory more cheaply hands that
+    /// memory out here — `holt-backend-uring` gives slots of a buffer arena
+    /// registered with its rings (`IORING_REGISTER_BUFFERS`), which its
+    /// files then read and write with `READ_FIXED`/`WRITE_FIXED`. Callers
+    /// that keep long-lived I/O buffers (frame images) should take them
+    /// from here. The default allocates a plain [`AlignedBuf`]; any buffer
+    /// works with any driver, this only decides how cheap its I/O is.
+    ///
+    /// # Errors
+    /// As [`AlignedBuf::new`]: `InvalidInput` for a length that is not a
+    /// multiple of [`ALIGN`], `OutOfMemory`.
+    fn alloc_buffer(&self, len: usize) -> io::Result<AlignedBuf> {
+        AlignedBuf::new(len)
+    }
 }
 
 /// One open file: positioned, whole-buffer reads and writes. Every method
@@ -88,11 +112,36 @@ pub trait IoFile: Send + Sync + Debug {
     fn write_batch(&self, writes: &[(u64, &[u8])]) -> io::Result<()> {
         if self.is_direct() {
             for &(offset, buf) in writes {
-                check_direct_alignment(buf, offset)?;
+                if !buf.is_empty() {
+                    check_direct_alignment(buf, offset)?;
+                }
             }
         }
         for &(offset, buf) in writes {
             self.write_at(buf, offset)?;
+        }
+        Ok(())
+    }
+
+    /// Fills each `(offset, buffer)` pair from the file, like
+    /// [`IoFile::read_at`] per entry: every buffer in full, end of file
+    /// first is [`io::ErrorKind::UnexpectedEof`]. On a direct file every
+    /// entry's alignment is checked before anything is read, so a
+    /// misaligned batch reads nothing; empty entries are no-ops. After an
+    /// error the contents of every buffer of the batch are unspecified.
+    /// The provided method reads the entries one by one; drivers that can
+    /// have many reads in flight at once (`io_uring`: cold frame loads of
+    /// a scan or prefetch) override it.
+    fn read_batch(&self, reads: &mut [(u64, &mut [u8])]) -> io::Result<()> {
+        if self.is_direct() {
+            for (offset, buf) in reads.iter() {
+                if !buf.is_empty() {
+                    check_direct_alignment(buf, *offset)?;
+                }
+            }
+        }
+        for (offset, buf) in reads.iter_mut() {
+            self.read_at(buf, *offset)?;
         }
         Ok(())
     }
@@ -152,7 +201,6 @@ pub fn check_direct_alignment(buf: &[u8], offset: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::AlignedBuf;
 
     #[test]
     fn aligned_io_passes() {

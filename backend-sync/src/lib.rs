@@ -18,7 +18,10 @@
 //!   transfers and `EINTR` are retried inside the driver (`EINTR` a bounded
 //!   number of times), never surfaced as partial success.
 //!   [`IoFile::write_batch`] writes its entries in order, all or up to the
-//!   first error.
+//!   first error; [`IoFile::read_batch`] fills every buffer of a batch in
+//!   full or fails (after an error the buffers' contents are unspecified).
+//!   Both are provided methods that loop over the single calls; a driver
+//!   that can keep many transfers in flight overrides them.
 //! * **Durability only after a sync.** A write is durable — survives power
 //!   loss — only once a later [`IoFile::sync_data`] (`fdatasync`) or
 //!   [`IoFile::sync_all`] (`fsync`) on that file has returned `Ok`. Until
@@ -45,6 +48,10 @@
 //! * **Errors pass through.** OS errors are returned unchanged, so callers
 //!   can match on [`kind`](std::io::Error::kind) (`StorageFull` for disk
 //!   full, `NotFound`, ...) and add their own context.
+//! * **Buffers from the driver are an optimisation, not a requirement.**
+//!   [`IoDriver::alloc_buffer`] hands out aligned, zeroed buffers that the
+//!   driver can move more cheaply (io_uring: registered with the ring); any
+//!   buffer that meets the alignment rule works with any driver.
 //!
 //! Files and directories are named by [`Path`](std::path::Path); the
 //! traits are object safe and used as `Arc<dyn IoDriver>` and
@@ -85,7 +92,7 @@ mod sync_driver;
 mod sync_file;
 mod sys;
 
-pub use aligned::AlignedBuf;
+pub use aligned::{AlignedBuf, BufferArena};
 pub use driver::{check_direct_alignment, IoDriver, IoFile, OpenOptions, ALIGN};
 pub use lock::DirLock;
 pub use sync_driver::SyncDriver;

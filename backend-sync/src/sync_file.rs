@@ -194,6 +194,75 @@ mod tests {
         assert_eq!(err.unwrap_err().kind(), io::ErrorKind::Interrupted);
     }
 
+    fn direct_file(dir: &tempfile::TempDir) -> std::sync::Arc<dyn IoFile> {
+        use crate::{IoDriver, OpenOptions, SyncDriver};
+        let opts = OpenOptions {
+            create: true,
+            direct: true,
+        };
+        SyncDriver.open(&dir.path().join("d"), opts).unwrap()
+    }
+
+    #[test]
+    fn read_batch_round_trips_and_fails_whole_on_eof() {
+        use crate::{AlignedBuf, ALIGN};
+        let dir = tempfile::tempdir().unwrap();
+        let f = direct_file(&dir);
+        let pages: Vec<AlignedBuf> = (0..4u8)
+            .map(|i| {
+                let mut b = AlignedBuf::new(ALIGN).unwrap();
+                b.fill(i + 1);
+                b
+            })
+            .collect();
+        let writes: Vec<(u64, &[u8])> = pages
+            .iter()
+            .zip(0u64..)
+            .map(|(p, i)| (i * ALIGN as u64, &p[..]))
+            .collect();
+        f.write_batch(&writes).unwrap();
+        let mut back: Vec<AlignedBuf> = (0..4).map(|_| AlignedBuf::new(ALIGN).unwrap()).collect();
+        // Out of order, and an empty entry at an odd address is a no-op.
+        let mut empty = [0u8; 1];
+        let mut reads: Vec<(u64, &mut [u8])> = back
+            .iter_mut()
+            .zip([3u64, 1, 0, 2])
+            .map(|(b, i)| (i * ALIGN as u64, &mut b[..]))
+            .collect();
+        reads.push((7, &mut empty[..0]));
+        f.read_batch(&mut reads).unwrap();
+        for (b, i) in back.iter().zip([3u8, 1, 0, 2]) {
+            assert!(b.iter().all(|&x| x == i + 1));
+        }
+        // Misaligned entry: nothing is read, InvalidInput.
+        let mut a = AlignedBuf::new(ALIGN).unwrap();
+        let mut b = AlignedBuf::new(ALIGN).unwrap();
+        let err = f
+            .read_batch(&mut [(0, &mut a[..]), (512, &mut b[..])])
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(
+            a.iter().all(|&x| x == 0),
+            "a misaligned batch read something"
+        );
+        // Past the end: UnexpectedEof.
+        let err = f
+            .read_batch(&mut [(0, &mut a[..]), (4 * ALIGN as u64, &mut b[..])])
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn default_alloc_buffer_is_a_plain_aligned_buffer() {
+        use crate::{IoDriver, SyncDriver, ALIGN};
+        let b = SyncDriver.alloc_buffer(2 * ALIGN).unwrap();
+        assert_eq!(b.len(), 2 * ALIGN);
+        assert!(!b.is_from_arena());
+        assert_eq!(b.as_ptr() as usize % ALIGN, 0);
+        let err = SyncDriver.alloc_buffer(100).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
     #[test]
     fn buffered_file_accepts_any_alignment() {
         let dir = tempfile::tempdir().unwrap();

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use io_uring::{opcode, IoUring, Probe};
 
-use holt_backend_sync::{IoDriver, IoFile, OpenOptions, SyncDriver};
+use holt_backend_sync::{AlignedBuf, IoDriver, IoFile, OpenOptions, SyncDriver};
 
+use crate::arena::{arena_info, Arena, ArenaInfo};
 use crate::faults::Faults;
 use crate::file::{UringConfig, UringFile};
 
@@ -193,6 +194,23 @@ impl UringDriver {
         self
     }
 
+    /// This driver, with the registered-buffer arena on or off for
+    /// buffers it hands out and files it opens from now on (see
+    /// [`UringConfig::registered_buffers`]).
+    #[must_use]
+    pub fn with_registered_buffers(mut self, on: bool) -> Self {
+        self.config.registered_buffers = on;
+        self
+    }
+
+    /// The process's registered-buffer arena: its size, free slots, how
+    /// many rings have it registered, how its size was chosen, or why
+    /// there is none. Does not create it.
+    #[must_use]
+    pub fn arena_info() -> ArenaInfo {
+        arena_info()
+    }
+
     /// [`IoDriver::open`], returning the concrete [`UringFile`] (for its
     /// stats and fault controls).
     ///
@@ -267,6 +285,19 @@ impl IoDriver for UringDriver {
 
     fn name(&self) -> &'static str {
         "io_uring"
+    }
+
+    /// A slot of the process's registered-buffer arena when
+    /// [`UringConfig::registered_buffers`] is on, `len` fits a slot (512
+    /// KiB) and one is free; else a plain [`AlignedBuf`]. The first call
+    /// creates the arena. Either way the buffer is zeroed and aligned.
+    fn alloc_buffer(&self, len: usize) -> io::Result<AlignedBuf> {
+        if self.config.registered_buffers {
+            if let Some(buf) = Arena::get().ok().and_then(|arena| arena.alloc(len)) {
+                return Ok(buf);
+            }
+        }
+        AlignedBuf::new(len)
     }
 }
 

@@ -41,6 +41,11 @@ pub struct Faults {
     /// How many completions *after* the n-th of `fail_nth_completion` fail
     /// the same way (0: only the n-th). Used to exhaust the retry bound.
     pub fail_repeat: usize,
+    /// Makes the ring's registration of the buffer arena fail with this
+    /// errno (`ENOMEM` as for an exhausted `RLIMIT_MEMLOCK`, `EPERM`)
+    /// instead of asking the kernel, so tests can check the fallback to
+    /// plain `READ`/`WRITE`.
+    pub fail_buffer_registration: Option<i32>,
 }
 
 impl Faults {

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use holt_backend_sync::{check_direct_alignment, IoFile, SyncFile};
 
 use crate::faults::Faults;
-use crate::ring::{check_range, Op, Ring, UringStats};
+use crate::ring::{check_range, BufferRegistration, Op, Ring, UringStats};
 
 /// Default number of SQEs per ring: a 512-frame checkpoint batch goes
 /// through in four refills, and the rings stay small (a few pages).
@@ -26,6 +26,11 @@ pub struct UringConfig {
     /// Faults to inject into every completion (tests only; the default
     /// injects nothing).
     pub faults: Faults,
+    /// Use the process's registered-buffer arena: the driver's
+    /// `alloc_buffer` hands out arena slots, and rings register the arena
+    /// and transfer on it with `READ_FIXED`/`WRITE_FIXED` (default on).
+    /// Off: plain buffers and plain `READ`/`WRITE` only.
+    pub registered_buffers: bool,
 }
 
 impl Default for UringConfig {
@@ -33,6 +38,7 @@ impl Default for UringConfig {
         Self {
             ring_entries: DEFAULT_RING_ENTRIES,
             faults: Faults::none(),
+            registered_buffers: true,
         }
     }
 }
@@ -57,6 +63,16 @@ enum Wait {
 ///   call *after* everything in flight has completed. The writes run
 ///   concurrently, so after an error an arbitrary subset of the batch —
 ///   not necessarily a prefix — may have been written.
+/// * [`IoFile::read_batch`] does the same with one `IORING_OP_READ` per
+///   entry (cold frame loads of a scan or prefetch): all submitted at once,
+///   unlinked; a short read resubmits the remainder, end of file is
+///   `UnexpectedEof`, and an error fails the call after every read in
+///   flight has completed. A batch that finds the ring busy (a checkpoint's
+///   write batch) is served by `pread`s rather than waiting behind it.
+/// * Transfers whose buffer lies in the registered-buffer arena (buffers
+///   from [`UringDriver`](crate::UringDriver)'s `alloc_buffer`) use
+///   `READ_FIXED` / `WRITE_FIXED`; see
+///   [`UringFile::buffer_registration`].
 /// * [`IoFile::read_at`], [`IoFile::write_at`], [`IoFile::sync_data`]
 ///   (`IORING_OP_FSYNC` + `DATASYNC`) and [`IoFile::sync_all`] are one SQE
 ///   each, with the same checking.
@@ -92,11 +108,18 @@ impl UringFile {
     #[must_use]
     pub fn from_file(file: File, path: PathBuf, direct: bool, config: UringConfig) -> Self {
         let fd = file.as_raw_fd();
-        let (ring, no_ring) =
-            match Ring::new(fd, config.ring_entries, direct, path.clone(), config.faults) {
-                Ok(ring) => (Some(Mutex::new(ring)), None),
-                Err(e) => (None, Some(format!("io_uring setup failed: {e}"))),
-            };
+        let ring = Ring::new(
+            fd,
+            config.ring_entries,
+            direct,
+            path.clone(),
+            config.faults,
+            config.registered_buffers,
+        );
+        let (ring, no_ring) = match ring {
+            Ok(ring) => (Some(Mutex::new(ring)), None),
+            Err(e) => (None, Some(format!("io_uring setup failed: {e}"))),
+        };
         Self {
             ring,
             no_ring,
@@ -144,6 +167,17 @@ impl UringFile {
             ring.lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .registered_file()
+        })
+    }
+
+    /// Whether the ring uses the registered-buffer arena
+    /// ([`BufferRegistration::Off`] without a ring).
+    #[must_use]
+    pub fn buffer_registration(&self) -> BufferRegistration {
+        self.ring.as_ref().map_or(BufferRegistration::Off, |ring| {
+            ring.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .buffer_registration()
         })
     }
 
@@ -229,6 +263,29 @@ impl IoFile for UringFile {
         match self.ring(Wait::Block) {
             Some(mut ring) => ring.run(&mut ops),
             None => self.sync.write_batch(writes),
+        }
+    }
+
+    fn read_batch(&self, reads: &mut [(u64, &mut [u8])]) -> io::Result<()> {
+        // Check the whole batch first: a bad entry reads nothing.
+        for (offset, buf) in reads.iter() {
+            if !buf.is_empty() {
+                self.check(buf, *offset)?;
+            }
+        }
+        if reads.iter().all(|(_, buf)| buf.is_empty()) {
+            return Ok(());
+        }
+        match self.ring(Wait::OrFallBack) {
+            Some(mut ring) => {
+                let mut ops: Vec<Op<'_>> = reads
+                    .iter_mut()
+                    .filter(|(_, buf)| !buf.is_empty())
+                    .map(|(offset, buf)| Op::read(buf, *offset))
+                    .collect();
+                ring.run(&mut ops)
+            }
+            None => self.sync.read_batch(reads),
         }
     }
 

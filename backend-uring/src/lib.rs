@@ -6,8 +6,9 @@
 //! `O_DIRECT`) with **one** [`IoFile::write_batch`] call, which
 //! [`UringFile`] turns into one submission of `IORING_OP_WRITE`s (in
 //! ring-sized refills when the batch is larger than the ring), followed by
-//! [`IoFile::sync_data`] as one `IORING_OP_FSYNC` with `DATASYNC`. Single
-//! reads, writes and syncs go through the ring too; metadata calls (`len`,
+//! [`IoFile::sync_data`] as one `IORING_OP_FSYNC` with `DATASYNC`. Batched
+//! reads ([`IoFile::read_batch`]), single reads, writes and syncs go
+//! through the ring too; metadata calls (`len`,
 //! `set_len`, `allocate`) and directory operations are the blocking ones
 //! of [`SyncDriver`]. Every guarantee of the contract holds unchanged —
 //! whole buffers, `EINTR` retried, alignment checked before anything is
@@ -18,10 +19,40 @@
 //! Each file owns a ring (128 SQEs by default, [`UringConfig`]) with its
 //! descriptor registered as a fixed file, behind a mutex: a batch owns the
 //! ring until it is done; a single read/write/sync that finds the ring busy
-//! uses the blocking syscall instead of queueing behind the batch. Buffers
-//! are not registered: they belong to the caller and change every call, so
-//! registering them would pin (and count against `RLIMIT_MEMLOCK`) as much
-//! memory as the batch for one call's worth of benefit.
+//! uses the blocking syscall instead of queueing behind the batch.
+//!
+//! # Batched reads
+//!
+//! [`IoFile::read_batch`] (cold frame loads of a scan or prefetch) puts
+//! one `IORING_OP_READ` per entry in the ring — all at once when they fit,
+//! unlinked — and reaps every completion: a short read resubmits the rest,
+//! end of file is `UnexpectedEof`, `EINTR`/`EAGAIN` are retried at most
+//! [`MAX_RETRIES`] times, any other error fails the call once everything
+//! in flight has completed. It mirrors `write_batch`, except that a read
+//! batch finding the ring busy (a checkpoint's writes) is served by
+//! `pread`s instead of waiting.
+//!
+//! # Registered buffers
+//!
+//! The process has one buffer arena (created on the first
+//! [`IoDriver::alloc_buffer`], never freed): [`ARENA_CAP`] (64 MiB) cut
+//! into [`SLOT_BYTES`] (512 KiB, one frame image) slots, sized so that
+//! `RLIMIT_MEMLOCK` is respected — the whole cap with `CAP_IPC_LOCK` or an
+//! unlimited rlimit (the kernel then does not charge registered memory),
+//! else at most half of the soft limit. `alloc_buffer` hands out its slots
+//! as [`AlignedBuf`](holt_backend_sync::AlignedBuf)s (falling back to the
+//! allocator for other sizes or when every slot is out). A ring registers
+//! the arena (`IORING_REGISTER_BUFFERS`, one `iovec`) the first time a
+//! call hands it a buffer inside it, and from then on moves such buffers
+//! with `READ_FIXED`/`WRITE_FIXED`, sparing the kernel the page pinning
+//! and mapping of each transfer. Every ring's registration is charged
+//! against the same budget; when it is spent, or the kernel answers
+//! `ENOMEM`/`EPERM`, the ring keeps using plain `READ`/`WRITE` and
+//! [`UringFile::buffer_registration`] says why. [`UringDriver::arena_info`]
+//! reports the arena. Registered buffers lower the CPU time per batch;
+//! the throughput of a disk-bound batch does not measurably change (see
+//! `examples/fixed_buffers.rs`). Until the engine takes its frame image
+//! buffers from `alloc_buffer`, its I/O uses plain operations.
 //!
 //! # Fallback rules
 //!
@@ -62,8 +93,8 @@
 //! [`Faults`] (via [`UringDriver::with_faults`] or
 //! [`UringFile::set_faults`]) rewrites completion results in the reaping
 //! loop — short writes or reads every n-th completion, an errno on the
-//! n-th — so tests can drive the resubmit, retry and error paths
-//! deterministically. [`UringFile::stats`] counts what happened.
+//! n-th — and can refuse the buffer registration, so tests can drive the
+//! resubmit, retry, error and fallback paths deterministically. [`UringFile::stats`] counts what happened.
 //!
 //! # Example
 //!
@@ -92,15 +123,17 @@
 //! # }
 //! ```
 
+mod arena;
 mod driver;
 mod faults;
 mod file;
 mod ring;
 
+pub use arena::{ArenaInfo, ARENA_CAP, SLOT_BYTES};
 pub use driver::{best_driver, DriverInfo, FallbackReason, UringDriver};
 pub use faults::Faults;
 pub use file::{UringConfig, UringFile, DEFAULT_RING_ENTRIES};
-pub use ring::{UringStats, MAX_RETRIES};
+pub use ring::{BufferRegistration, UringStats, MAX_RETRIES};
 
 #[doc(no_inline)]
 pub use holt_backend_sync::{IoDriver, IoFile, OpenOptions, SyncDriver};

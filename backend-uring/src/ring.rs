@@ -22,6 +22,18 @@
 //!   waiting and, after [`ABORT_AFTER_FAILED_WAITS`] consecutive failed
 //!   waits, aborts the process rather than free a buffer the kernel may
 //!   still be using.
+//!
+//! # Registered buffers
+//!
+//! A ring registers the process's buffer arena (`crate::arena`) the first
+//! time a call hands it a buffer that lies inside the arena, and from then
+//! on issues `READ_FIXED`/`WRITE_FIXED` (buffer index 0: the arena is one
+//! `iovec`) for every transfer whose remaining bytes lie inside it, plain
+//! `READ`/`WRITE` for the rest. The arena is never freed, so registered
+//! memory cannot go away under the kernel; the bytes one SQE names are
+//! still the caller's borrowed buffer, under the invariant above. A
+//! refused registration (budget spent, `ENOMEM`, `EPERM`) is recorded
+//! ([`BufferRegistration::Unavailable`]) and not retried.
 
 #![allow(unsafe_code)]
 
@@ -35,6 +47,7 @@ use std::time::Duration;
 
 use io_uring::{opcode, squeue, types, IoUring};
 
+use crate::arena::{registration_refused, Arena};
 use crate::faults::{CompletionKind, FaultCounters, Faults};
 
 /// Most `EINTR` / `EAGAIN` completions one operation retries before the
@@ -76,6 +89,26 @@ pub struct UringStats {
     /// Calls served by the blocking fallback (`pread`/`pwrite`/`fdatasync`)
     /// because another thread held the ring or the ring was broken.
     pub sync_fallbacks: u64,
+    /// SQEs issued as `READ_FIXED` / `WRITE_FIXED` on registered buffers
+    /// (included in `sqes`).
+    pub fixed_sqes: u64,
+}
+
+/// Whether a ring uses the registered-buffer arena.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BufferRegistration {
+    /// Switched off ([`UringConfig::registered_buffers`](crate::UringConfig)
+    /// is false): every transfer is a plain `READ`/`WRITE`.
+    Off,
+    /// Not registered yet: no call has handed the ring a buffer from the
+    /// arena (or there is no arena).
+    NotYet,
+    /// The arena is registered; transfers on it use `READ_FIXED` /
+    /// `WRITE_FIXED`.
+    Registered,
+    /// Registration was refused and is not retried; transfers use plain
+    /// `READ`/`WRITE`. Says why (memlock budget spent, `ENOMEM`, `EPERM`).
+    Unavailable(String),
 }
 
 /// How SQEs name the file: a registered (fixed) file slot, or the raw fd
@@ -213,6 +246,10 @@ pub(crate) struct Ring {
     broken: Option<String>,
     /// Reused buffer of reaped `(user_data, result)` pairs.
     reaped: Vec<(u64, i32)>,
+    /// Whether the arena is registered with this ring.
+    buffers: BufferRegistration,
+    /// The registered arena's address range `[start, end)`, once it is.
+    fixed_range: Option<(usize, usize)>,
 }
 
 impl fmt::Debug for Ring {
@@ -224,6 +261,7 @@ impl fmt::Debug for Ring {
             .field("faults", &self.faults)
             .field("stats", &self.stats)
             .field("broken", &self.broken)
+            .field("buffers", &self.buffers)
             .finish_non_exhaustive()
     }
 }
@@ -232,12 +270,15 @@ impl Ring {
     /// Sets up a ring of `entries` SQEs (clamped by the kernel) for `fd`
     /// and registers `fd` as fixed file 0 (falling back to the plain fd if
     /// registration is refused). `fd` must stay open as long as the ring.
+    /// With `registered_buffers`, the ring registers the buffer arena on
+    /// first use.
     pub(crate) fn new(
         fd: RawFd,
         entries: u32,
         direct: bool,
         path: PathBuf,
         faults: Faults,
+        registered_buffers: bool,
     ) -> io::Result<Self> {
         let ring = IoUring::builder().setup_clamp().build(entries.max(1))?;
         let target = match ring.submitter().register_files(&[fd]) {
@@ -258,7 +299,57 @@ impl Ring {
             stats: UringStats::default(),
             broken: None,
             reaped: Vec::with_capacity(depth.saturating_mul(2)),
+            buffers: if registered_buffers {
+                BufferRegistration::NotYet
+            } else {
+                BufferRegistration::Off
+            },
+            fixed_range: None,
         })
+    }
+
+    /// Whether this ring uses the registered-buffer arena.
+    pub(crate) fn buffer_registration(&self) -> BufferRegistration {
+        self.buffers.clone()
+    }
+
+    /// Registers the arena with the ring if it is not yet and one of `ops`
+    /// transfers into or out of it (see the module docs). A refusal is
+    /// recorded, not returned: the call goes on with plain operations.
+    fn register_arena_if_used(&mut self, ops: &[Op<'_>]) {
+        if self.buffers != BufferRegistration::NotYet {
+            return;
+        }
+        let Some(arena) = Arena::existing() else {
+            return;
+        };
+        let (start, len) = arena.range();
+        if !ops.iter().any(|op| within(op.ptr, op.len, start, len)) {
+            return;
+        }
+        if let Err(why) = arena.reserve_registration() {
+            self.buffers = BufferRegistration::Unavailable(why);
+            return;
+        }
+        let res = match self.faults.fail_buffer_registration {
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+            // SAFETY: the iovec names the arena's block, which is allocated
+            // for the rest of the process and never moves; registering only
+            // pins its pages. The kernel touches them only for the fixed
+            // SQEs this ring submits, each of which points into a buffer
+            // the current call borrows (see the buffer-lifetime invariant).
+            None => unsafe { self.ring.submitter().register_buffers(&[arena.iovec()]) },
+        };
+        match res {
+            Ok(()) => {
+                self.buffers = BufferRegistration::Registered;
+                self.fixed_range = Some((start, start.saturating_add(len)));
+            }
+            Err(e) => {
+                arena.release_registration();
+                self.buffers = BufferRegistration::Unavailable(registration_refused(&e));
+            }
+        }
     }
 
     /// Counters so far.
@@ -309,6 +400,7 @@ impl Ring {
                 self.path.display()
             )));
         }
+        self.register_arena_if_used(ops);
         // Ops with nothing left to transfer (empty buffers) need no SQE.
         let mut pending: VecDeque<usize> = ops
             .iter()
@@ -388,6 +480,14 @@ impl Ring {
                         io::Error::new(io::ErrorKind::InvalidInput, "file offset overflows")
                     })?;
                 let ptr = op.ptr.wrapping_add(op.done);
+                let rest = usize::try_from(len).unwrap_or(usize::MAX);
+                if let Some((start, end)) = self.fixed_range {
+                    if within(ptr, rest, start, end - start) {
+                        return Ok(self
+                            .fixed_entry(op.kind, ptr, len, at)
+                            .user_data(tag_of(idx)?));
+                    }
+                }
                 match (op.kind, self.target) {
                     (Kind::Read, Target::Fixed(i)) => opcode::Read::new(types::Fixed(i), ptr, len)
                         .offset(at)
@@ -406,9 +506,55 @@ impl Ring {
                 }
             }
         };
-        let tag = u64::try_from(idx).map_err(|_| io::Error::other("op index overflows"))?;
-        Ok(entry.user_data(tag))
+        Ok(entry.user_data(tag_of(idx)?))
     }
+
+    /// `READ_FIXED` / `WRITE_FIXED` of `len` bytes at `ptr` (inside the
+    /// registered arena, buffer index 0) at file offset `at`.
+    fn fixed_entry(&self, kind: Kind, ptr: *mut u8, len: u32, at: u64) -> squeue::Entry {
+        match (kind, self.target) {
+            (Kind::Read, Target::Fixed(i)) => opcode::ReadFixed::new(types::Fixed(i), ptr, len, 0)
+                .offset(at)
+                .build(),
+            (Kind::Read, Target::Fd(fd)) => opcode::ReadFixed::new(types::Fd(fd), ptr, len, 0)
+                .offset(at)
+                .build(),
+            (_, Target::Fixed(i)) => {
+                opcode::WriteFixed::new(types::Fixed(i), ptr.cast_const(), len, 0)
+                    .offset(at)
+                    .build()
+            }
+            (_, Target::Fd(fd)) => opcode::WriteFixed::new(types::Fd(fd), ptr.cast_const(), len, 0)
+                .offset(at)
+                .build(),
+        }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if self.buffers == BufferRegistration::Registered {
+            if let Some(arena) = Arena::existing() {
+                arena.release_registration();
+            }
+        }
+    }
+}
+
+/// An op index as SQE user data.
+fn tag_of(idx: usize) -> io::Result<u64> {
+    u64::try_from(idx).map_err(|_| io::Error::other("op index overflows"))
+}
+
+/// Whether `[ptr, ptr + len)` is non-empty and lies inside
+/// `[start, start + area)`.
+fn within(ptr: *mut u8, len: usize, start: usize, area: usize) -> bool {
+    let addr = ptr as usize;
+    len > 0
+        && addr >= start
+        && addr
+            .checked_add(len)
+            .is_some_and(|end| end <= start.saturating_add(area))
 }
 
 /// Whether an `io_uring_enter` error is worth retrying.
@@ -459,7 +605,9 @@ impl Run<'_> {
             // dropped, before `drain` has reaped this entry's CQE (or
             // established that the kernel never consumed it and never
             // will). For reads, the `&mut` borrow moved into the op keeps
-            // the caller from touching the buffer meanwhile.
+            // the caller from touching the buffer meanwhile. A fixed entry
+            // (READ_FIXED/WRITE_FIXED) names the same bytes, inside the
+            // registered arena, which is never freed or moved.
             let pushed = unsafe { self.ring.ring.submission().push(&entry) };
             if pushed.is_err() {
                 break; // SQ full: submit what we have first
@@ -468,6 +616,12 @@ impl Run<'_> {
             op.in_flight = true;
             self.in_flight += 1;
             self.ring.stats.sqes += 1;
+            let code = entry.get_opcode();
+            if code == u32::from(opcode::ReadFixed::CODE)
+                || code == u32::from(opcode::WriteFixed::CODE)
+            {
+                self.ring.stats.fixed_sqes += 1;
+            }
         }
     }
 
@@ -655,7 +809,7 @@ mod tests {
     use std::os::unix::io::AsRawFd;
 
     fn ring_for(file: &std::fs::File, entries: u32, faults: Faults) -> Ring {
-        Ring::new(file.as_raw_fd(), entries, false, "t".into(), faults).unwrap()
+        Ring::new(file.as_raw_fd(), entries, false, "t".into(), faults, true).unwrap()
     }
 
     #[test]

@@ -5,32 +5,24 @@
 //!
 //! Each test builds a directory through the public API, closes the tree,
 //! flips bytes in `frames.dat`, `MANIFEST`, `journal.wal` or a retired
-//! `journal-<seq>.wal` with plain `std::fs`, and reopens.
+//! `journal-<seq>.wal` with plain `std::fs`, and reopens — each scenario
+//! once per I/O driver (`<test>::sync`, `<test>::uring`).
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use holt::{BlobGuid, Error, RangeEntry, Tree, TreeBuilder};
+use common::workload::dump_plain as dump;
+use common::{builder, per_driver, Driver};
+use holt::{BlobGuid, Error, Tree};
 
 const FRAME: u64 = 524_288;
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
-fn open(dir: &Path) -> holt::Result<Tree> {
-    TreeBuilder::new(dir).wal_sync_on_commit(true).open()
-}
-
-fn dump(t: &Tree) -> holt::Result<Model> {
-    let mut m = Model::new();
-    for e in t.range() {
-        match e? {
-            RangeEntry::Key { key, value } => {
-                m.insert(key, value);
-            }
-            other => panic!("unexpected entry {other:?}"),
-        }
-    }
-    Ok(m)
+fn open(dir: &Path, d: Driver) -> holt::Result<Tree> {
+    builder(dir, d).wal_sync_on_commit(true).open()
 }
 
 fn val(i: u32, round: u32) -> Vec<u8> {
@@ -45,8 +37,8 @@ fn val(i: u32, round: u32) -> Vec<u8> {
 }
 
 /// A tree of several frames (large values spill), checkpointed, closed.
-fn build_checkpointed(dir: &Path) -> Model {
-    let t = open(dir).unwrap();
+fn build_checkpointed(dir: &Path, d: Driver) -> Model {
+    let t = open(dir, d).unwrap();
     let mut m = Model::new();
     for i in 0..64u32 {
         let k = format!("dir{}/obj{i:03}", i % 3).into_bytes();
@@ -117,10 +109,9 @@ fn is_corrupt_for(e: &Error, guid: BlobGuid) -> bool {
 /// value, and no read returns a wrong value. Fails if frame images were
 /// not CRC-checked on load (garbage values or a panic in the decoder), or
 /// if the error lost the GUID.
-#[test]
-fn flipped_byte_in_a_child_frame_is_node_corrupt_naming_the_blob() {
+fn flipped_byte_in_a_child_frame_is_node_corrupt_naming_the_blob(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
-    let model = build_checkpointed(dir.path());
+    let model = build_checkpointed(dir.path(), d);
     let entries = manifest_entries(dir.path());
     let children: Vec<_> = entries
         .iter()
@@ -136,7 +127,7 @@ fn flipped_byte_in_a_child_frame_is_node_corrupt_naming_the_blob() {
         // Somewhere past the header, different in each frame.
         let off = slot * FRAME + 4096 + (n as u64 * 77_777) % (FRAME - 8192);
         flip(&scratch.path().join("frames.dat"), off, 0x20);
-        let t = open(scratch.path()).unwrap();
+        let t = open(scratch.path(), d).unwrap();
         let mut corrupt = 0;
         for (k, v) in &model {
             match t.get(k) {
@@ -177,10 +168,9 @@ fn flipped_byte_in_a_child_frame_is_node_corrupt_naming_the_blob() {
 /// A flipped byte in the root frame: open itself fails with
 /// `NodeCorrupt` naming the root GUID (all zeros), never a panic, and the
 /// files are left as they were.
-#[test]
-fn flipped_byte_in_the_root_frame_fails_open_with_node_corrupt() {
+fn flipped_byte_in_the_root_frame_fails_open_with_node_corrupt(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
-    build_checkpointed(dir.path());
+    build_checkpointed(dir.path(), d);
     let root_slot = manifest_entries(dir.path())
         .iter()
         .find(|(g, _)| *g == [0u8; 16])
@@ -190,7 +180,7 @@ fn flipped_byte_in_the_root_frame_fails_open_with_node_corrupt() {
         let path = dir.path().join("frames.dat");
         flip(&path, root_slot * FRAME + off, 0x01);
         let before = std::fs::read(&path).unwrap();
-        match open(dir.path()) {
+        match open(dir.path(), d) {
             Err(e) => assert!(is_corrupt_for(&e, [0u8; 16]), "offset {off}: {e:?}"),
             Ok(_) => panic!("offset {off}: open over a damaged root frame succeeded"),
         }
@@ -200,16 +190,15 @@ fn flipped_byte_in_the_root_frame_fails_open_with_node_corrupt() {
         );
         flip(&path, root_slot * FRAME + off, 0x01);
     }
-    open(dir.path()).unwrap();
+    open(dir.path(), d).unwrap();
 }
 
 /// Damaged slots the manifest does not reference (free slots, old shadow
 /// copies) are never read: everything opens and reads normally. Fails if
 /// recovery scanned the data file instead of following the manifest.
-#[test]
-fn damage_in_unreferenced_slots_is_harmless() {
+fn damage_in_unreferenced_slots_is_harmless(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
-    let model = build_checkpointed(dir.path());
+    let model = build_checkpointed(dir.path(), d);
     let used: BTreeSet<u64> = manifest_entries(dir.path()).iter().map(|e| e.1).collect();
     let path = dir.path().join("frames.dat");
     let mut b = std::fs::read(&path).unwrap();
@@ -223,19 +212,18 @@ fn damage_in_unreferenced_slots_is_harmless() {
     }
     assert!(damaged > 0, "no free slot to damage");
     std::fs::write(&path, &b).unwrap();
-    let t = open(dir.path()).unwrap();
+    let t = open(dir.path(), d).unwrap();
     assert_eq!(dump(&t).unwrap(), model);
 }
 
 /// Replay that must load a damaged frame (WAL records above the cut touch
 /// keys in it) fails the open with `NodeCorrupt` naming the frame — a
 /// clear error, no panic, no partially replayed tree handed out.
-#[test]
-fn replay_into_a_damaged_frame_fails_open_with_node_corrupt() {
+fn replay_into_a_damaged_frame_fails_open_with_node_corrupt(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
-    let model = build_checkpointed(dir.path());
+    let model = build_checkpointed(dir.path(), d);
     {
-        let t = open(dir.path()).unwrap();
+        let t = open(dir.path(), d).unwrap();
         for k in model.keys() {
             t.put(k, b"after the checkpoint").unwrap();
         }
@@ -243,14 +231,14 @@ fn replay_into_a_damaged_frame_fails_open_with_node_corrupt() {
     let entries = manifest_entries(dir.path());
     let (guid, slot) = *entries.iter().find(|(g, _)| *g != [0u8; 16]).unwrap();
     flip(&dir.path().join("frames.dat"), slot * FRAME + 5000, 0x80);
-    match open(dir.path()) {
+    match open(dir.path(), d) {
         Err(e) => assert!(is_corrupt_for(&e, guid), "{e:?}"),
         Ok(_) => panic!("replay over a damaged frame succeeded"),
     }
 }
 
-fn expect_corrupt_file(dir: &Path, file: &str) -> (u64, &'static str) {
-    match open(dir) {
+fn expect_corrupt_file(dir: &Path, d: Driver, file: &str) -> (u64, &'static str) {
+    match open(dir, d) {
         Err(Error::Corrupt {
             file: f,
             offset,
@@ -284,10 +272,9 @@ fn expect_corrupt_file(dir: &Path, file: &str) -> (u64, &'static str) {
 /// empty one). Fails if a manifest that does not verify were treated as
 /// missing: the tree would open empty and the next checkpoint would
 /// overwrite the only map of the data.
-#[test]
-fn damaged_manifest_is_corrupt_naming_it() {
+fn damaged_manifest_is_corrupt_naming_it(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
-    let model = build_checkpointed(dir.path());
+    let model = build_checkpointed(dir.path(), d);
     let path = dir.path().join("MANIFEST");
     let good = std::fs::read(&path).unwrap();
     let len = good.len() as u64;
@@ -309,7 +296,7 @@ fn damaged_manifest_is_corrupt_naming_it() {
     offsets.extend((0..len).step_by(13));
     for off in offsets {
         flip(&path, off, 0x04);
-        let (at, _) = expect_corrupt_file(dir.path(), "MANIFEST");
+        let (at, _) = expect_corrupt_file(dir.path(), d, "MANIFEST");
         assert!(at <= len, "offset {at} past the manifest's end");
         assert_eq!(
             std::fs::read(&path).unwrap().len() as u64,
@@ -320,18 +307,17 @@ fn damaged_manifest_is_corrupt_naming_it() {
     }
     for cut in [0u64, 10, 47, len - 1] {
         std::fs::write(&path, &good[..cut as usize]).unwrap();
-        expect_corrupt_file(dir.path(), "MANIFEST");
+        expect_corrupt_file(dir.path(), d, "MANIFEST");
     }
     std::fs::write(&path, &good).unwrap();
-    assert_eq!(dump(&open(dir.path()).unwrap()).unwrap(), model);
+    assert_eq!(dump(&open(dir.path(), d).unwrap()).unwrap(), model);
 }
 
 /// A data file shorter than a slot the manifest references is
 /// `Error::Corrupt` naming frames.dat.
-#[test]
-fn truncated_frames_file_is_corrupt_naming_it() {
+fn truncated_frames_file_is_corrupt_naming_it(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
-    build_checkpointed(dir.path());
+    build_checkpointed(dir.path(), d);
     let max_slot = manifest_entries(dir.path())
         .iter()
         .map(|e| e.1)
@@ -343,12 +329,12 @@ fn truncated_frames_file_is_corrupt_naming_it() {
         .unwrap();
     f.set_len(max_slot * FRAME + 100).unwrap();
     drop(f);
-    expect_corrupt_file(dir.path(), "frames.dat");
+    expect_corrupt_file(dir.path(), d, "frames.dat");
 }
 
 /// WAL-only tree (no checkpoint): `n` puts with sync on commit, closed.
-fn build_wal_only(dir: &Path, n: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let t = open(dir).unwrap();
+fn build_wal_only(dir: &Path, d: Driver, n: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let t = open(dir, d).unwrap();
     let mut kv = Vec::new();
     for i in 0..n {
         let k = format!("w/{i:03}").into_bytes();
@@ -366,10 +352,9 @@ fn build_wal_only(dir: &Path, n: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// damage can be repaired and nothing is lost). Fails if recovery treated
 /// mid-file damage as a torn tail (it would cut off — and lose — every
 /// later, acknowledged record).
-#[test]
-fn mid_wal_damage_is_replay_sanity_failed_and_changes_nothing() {
+fn mid_wal_damage_is_replay_sanity_failed_and_changes_nothing(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
-    let kv = build_wal_only(dir.path(), 40);
+    let kv = build_wal_only(dir.path(), d, 40);
     let wal = dir.path().join("journal.wal");
     let recs = wal_records(&wal);
     assert_eq!(recs.len(), 40);
@@ -384,7 +369,7 @@ fn mid_wal_damage_is_replay_sanity_failed_and_changes_nothing() {
                 (p, b)
             })
             .collect();
-        match open(dir.path()) {
+        match open(dir.path(), d) {
             Err(Error::ReplaySanityFailed { record_offset, .. }) => {
                 assert_eq!(record_offset, recs[idx], "record {idx}: wrong offset");
             }
@@ -399,7 +384,7 @@ fn mid_wal_damage_is_replay_sanity_failed_and_changes_nothing() {
         }
         flip(&wal, recs[idx] + inside, 0x10);
     }
-    let t = open(dir.path()).unwrap();
+    let t = open(dir.path(), d).unwrap();
     assert_eq!(dump(&t).unwrap(), kv.into_iter().collect::<Model>());
 }
 
@@ -407,17 +392,16 @@ fn mid_wal_damage_is_replay_sanity_failed_and_changes_nothing() {
 /// crash between a rotation and the checkpoint that covers it): intact,
 /// it is replayed before journal.wal; damaged in the middle, open fails
 /// with `ReplaySanityFailed`.
-#[test]
-fn mid_damage_in_a_retired_wal_file_is_replay_sanity_failed() {
+fn mid_damage_in_a_retired_wal_file_is_replay_sanity_failed(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
-    let kv = build_wal_only(dir.path(), 20);
+    let kv = build_wal_only(dir.path(), d, 20);
     let active = dir.path().join("journal.wal");
     let retired = dir.path().join(format!("journal-{:020}.wal", 20));
     std::fs::rename(&active, &retired).unwrap();
     std::fs::write(&active, b"").unwrap();
     let mut model: Model = kv.into_iter().collect();
     {
-        let t = open(dir.path()).unwrap();
+        let t = open(dir.path(), d).unwrap();
         assert_eq!(dump(&t).unwrap(), model, "retired file not replayed");
         t.put(b"w/new", b"in the active file").unwrap();
         model.insert(b"w/new".to_vec(), b"in the active file".to_vec());
@@ -425,12 +409,12 @@ fn mid_damage_in_a_retired_wal_file_is_replay_sanity_failed() {
     assert!(retired.exists());
     let recs = wal_records(&retired);
     flip(&retired, recs[5] + 28, 0x02);
-    match open(dir.path()) {
+    match open(dir.path(), d) {
         Err(Error::ReplaySanityFailed { record_offset, .. }) => assert_eq!(record_offset, recs[5]),
         other => panic!("expected ReplaySanityFailed, got {other:?}"),
     }
     flip(&retired, recs[5] + 28, 0x02);
-    assert_eq!(dump(&open(dir.path()).unwrap()).unwrap(), model);
+    assert_eq!(dump(&open(dir.path(), d).unwrap()).unwrap(), model);
 }
 
 /// Damage at the tail of journal.wal — a flipped byte in the last
@@ -440,8 +424,7 @@ fn mid_damage_in_a_retired_wal_file_is_replay_sanity_failed() {
 /// the next reopen. Fails if new records were appended after the
 /// damaged bytes (the next recovery would see a bad record followed by
 /// valid ones and refuse to open, or silently drop the new writes).
-#[test]
-fn damaged_wal_tail_is_cut_and_earlier_records_kept() {
+fn damaged_wal_tail_is_cut_and_earlier_records_kept(d: Driver) {
     type Damage = fn(&mut Vec<u8>, u64);
     let cases: [(&str, Damage, bool); 5] = [
         (
@@ -472,7 +455,7 @@ fn damaged_wal_tail_is_cut_and_earlier_records_kept() {
     ];
     for (name, damage, loses_last) in cases {
         let dir = tempfile::tempdir().unwrap();
-        let kv = build_wal_only(dir.path(), 30);
+        let kv = build_wal_only(dir.path(), d, 30);
         let wal = dir.path().join("journal.wal");
         let recs = wal_records(&wal);
         let last = *recs.last().unwrap();
@@ -484,7 +467,7 @@ fn damaged_wal_tail_is_cut_and_earlier_records_kept() {
         if loses_last {
             want.remove(&kv.last().unwrap().0);
         }
-        let t = open(dir.path()).unwrap_or_else(|e| panic!("{name}: open failed: {e:?}"));
+        let t = open(dir.path(), d).unwrap_or_else(|e| panic!("{name}: open failed: {e:?}"));
         assert_eq!(dump(&t).unwrap(), want, "{name}");
         let cut = std::fs::metadata(&wal).unwrap().len();
         let expect = if loses_last { last } else { orig_len };
@@ -494,7 +477,7 @@ fn damaged_wal_tail_is_cut_and_earlier_records_kept() {
         drop(t);
         want.insert(b"w/after".to_vec(), b"cut".to_vec());
         want.insert(b"w/after2".to_vec(), b"cut2".to_vec());
-        let t = open(dir.path()).unwrap_or_else(|e| panic!("{name}: second open failed: {e:?}"));
+        let t = open(dir.path(), d).unwrap_or_else(|e| panic!("{name}: second open failed: {e:?}"));
         assert_eq!(dump(&t).unwrap(), want, "{name}: writes after the cut");
     }
 }
@@ -505,15 +488,14 @@ fn damaged_wal_tail_is_cut_and_earlier_records_kept() {
 /// never a panic, and every value read is one that was written for that
 /// key at some point (a cut WAL tail may roll a key back, but never to
 /// garbage).
-#[test]
-fn random_flips_never_panic_or_return_garbage() {
+fn random_flips_never_panic_or_return_garbage(d: Driver) {
     let base = tempfile::tempdir().unwrap();
     let mut history: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>> = BTreeMap::new();
-    for (k, v) in build_checkpointed(base.path()) {
+    for (k, v) in build_checkpointed(base.path(), d) {
         history.entry(k).or_default().insert(v);
     }
     {
-        let t = open(base.path()).unwrap();
+        let t = open(base.path(), d).unwrap();
         for i in 0..64u32 {
             if i % 3 == 0 {
                 let k = format!("dir{}/obj{i:03}", i % 3).into_bytes();
@@ -553,7 +535,7 @@ fn random_flips_never_panic_or_return_garbage() {
             b[off as usize] ^= 1 << (next() % 8);
         }
         std::fs::write(dir.path().join(files[fi]), &b).unwrap();
-        let label = match open(dir.path()) {
+        let label = match open(dir.path(), d) {
             Err(e) => {
                 assert!(
                     err_kind(&e) != "other",
@@ -600,3 +582,16 @@ fn err_kind(e: &Error) -> &'static str {
         _ => "other",
     }
 }
+
+per_driver!(
+    flipped_byte_in_a_child_frame_is_node_corrupt_naming_the_blob,
+    flipped_byte_in_the_root_frame_fails_open_with_node_corrupt,
+    damage_in_unreferenced_slots_is_harmless,
+    replay_into_a_damaged_frame_fails_open_with_node_corrupt,
+    damaged_manifest_is_corrupt_naming_it,
+    truncated_frames_file_is_corrupt_naming_it,
+    mid_wal_damage_is_replay_sanity_failed_and_changes_nothing,
+    mid_damage_in_a_retired_wal_file_is_replay_sanity_failed,
+    damaged_wal_tail_is_cut_and_earlier_records_kept,
+    random_flips_never_panic_or_return_garbage,
+);

@@ -2,12 +2,15 @@
 //! Fault injection through the I/O driver seam (DESIGN.md §8, §11; API.md
 //! §8 `Poisoned`).
 //!
-//! [`FaultDriver`] wraps the real [`SyncDriver`] and every file it opens,
-//! counts each call by [`Kind`] (read, write, sync, rename, remove,
-//! sync_dir, set_len/allocate, open) and fails the N-th call of a chosen
-//! kind with an injected `io::Error` (EIO-like `ErrorKind::Other`, or
+//! `FaultDriver` (tests/common/fault.rs) wraps a real driver — every
+//! scenario runs once on the sync driver and once on io_uring
+//! (`<test>::sync`, `<test>::uring`) — and every file it opens, counts
+//! each call by `Kind` (read, write, sync, rename, remove, sync_dir,
+//! set_len/allocate, open) and fails the N-th call of a chosen kind with
+//! an injected `io::Error` (EIO-like `ErrorKind::Other`, or
 //! `StorageFull`). A failing write first writes half of its buffer, as a
-//! real short write before `EIO`/`ENOSPC` would.
+//! real short write before `EIO`/`ENOSPC` would. Batches reach the inner
+//! driver as batches, each entry counting as one call.
 //!
 //! The sweeps are SQLite style: for N = 1, 2, 3, … a fixed workload runs
 //! with the fault armed at the N-th call of one kind, until a run
@@ -15,247 +18,25 @@
 //! operations were acknowledged (returned `Ok`), which were refused with
 //! `Poisoned`, and which failed with an I/O error (the op "in flight" when
 //! the fault hit). The tree is then dropped and the directory reopened
-//! with a clean `SyncDriver`; the recovered state must equal the state
+//! with the clean driver; the recovered state must equal the state
 //! after the acknowledged ops, optionally plus the in-flight op applied
 //! whole — never a half-applied txn, never a lost acknowledged op.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
+mod common;
+
+use std::collections::HashMap;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use holt::io::{IoDriver, IoFile, OpenOptions, SyncDriver, ALIGN};
-use holt::{Error, RangeEntry, Tree, TreeBuilder};
-
-// ------------------------------------------------------------ the driver
-
-/// What a driver call does, for counting and for choosing the call to fail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Kind {
-    Read,
-    Write,
-    /// `sync_data` and `sync_all`.
-    Sync,
-    Rename,
-    Remove,
-    SyncDir,
-    /// `set_len` and `allocate`.
-    Alloc,
-    Open,
-}
-
-/// Which call to fail, and how.
-#[derive(Clone, Debug)]
-struct Plan {
-    kind: Kind,
-    /// 1-based index among the calls of `kind` (that match `file`).
-    nth: u64,
-    err: io::ErrorKind,
-    /// Fail every matching call from the `nth` on, not only the `nth`.
-    sticky: bool,
-    /// Only calls on a path whose file name is this count.
-    file: Option<&'static str>,
-}
-
-#[derive(Debug, Default)]
-struct InjState {
-    /// Every call, by kind, whether or not a plan is armed.
-    counts: HashMap<Kind, u64>,
-    plan: Option<Plan>,
-    /// Calls matching the plan so far.
-    matched: u64,
-    /// Description of every injected failure.
-    hits: Vec<String>,
-}
-
-/// The shared switchboard of a [`FaultDriver`] and its files.
-#[derive(Debug, Default)]
-struct Injector {
-    st: Mutex<InjState>,
-}
-
-impl Injector {
-    fn arm(&self, plan: Plan) {
-        let mut st = self.st.lock().unwrap();
-        st.plan = Some(plan);
-        st.matched = 0;
-    }
-
-    fn disarm(&self) {
-        self.st.lock().unwrap().plan = None;
-    }
-
-    fn hits(&self) -> Vec<String> {
-        self.st.lock().unwrap().hits.clone()
-    }
-
-    fn count(&self, kind: Kind) -> u64 {
-        self.st
-            .lock()
-            .unwrap()
-            .counts
-            .get(&kind)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Counts one call and decides whether it fails.
-    fn check(&self, kind: Kind, path: &Path) -> io::Result<()> {
-        let mut st = self.st.lock().unwrap();
-        *st.counts.entry(kind).or_insert(0) += 1;
-        let Some(plan) = st.plan.clone() else {
-            return Ok(());
-        };
-        if plan.kind != kind {
-            return Ok(());
-        }
-        if let Some(f) = plan.file {
-            if path.file_name().and_then(|n| n.to_str()) != Some(f) {
-                return Ok(());
-            }
-        }
-        st.matched += 1;
-        let n = st.matched;
-        if n == plan.nth || (plan.sticky && n > plan.nth) {
-            st.hits
-                .push(format!("{kind:?} call #{n} on {}", path.display()));
-            return Err(io::Error::new(
-                plan.err,
-                format!("injected {:?} at {kind:?} #{n}", plan.err),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// A [`SyncDriver`] that fails the call its [`Injector`] is armed for.
-#[derive(Debug)]
-struct FaultDriver {
-    inj: Arc<Injector>,
-}
-
-#[derive(Debug)]
-struct FaultFile {
-    inner: Arc<dyn IoFile>,
-    inj: Arc<Injector>,
-}
-
-impl IoDriver for FaultDriver {
-    fn open(&self, path: &Path, opts: OpenOptions) -> io::Result<Arc<dyn IoFile>> {
-        self.inj.check(Kind::Open, path)?;
-        let inner = SyncDriver.open(path, opts)?;
-        Ok(Arc::new(FaultFile {
-            inner,
-            inj: Arc::clone(&self.inj),
-        }))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inj.check(Kind::Rename, to)?;
-        SyncDriver.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inj.check(Kind::Remove, path)?;
-        SyncDriver.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.inj.check(Kind::SyncDir, dir)?;
-        SyncDriver.sync_dir(dir)
-    }
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        SyncDriver.list_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        SyncDriver.create_dir_all(dir)
-    }
-    fn name(&self) -> &'static str {
-        "fault"
-    }
-}
-
-impl IoFile for FaultFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inj.check(Kind::Read, self.inner.path())?;
-        self.inner.read_at(buf, offset)
-    }
-    // `write_batch` is deliberately not overridden: the provided method
-    // calls `write_at` per entry, so each frame write counts (and can fail
-    // after a prefix of the batch was written).
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if let Err(e) = self.inj.check(Kind::Write, self.inner.path()) {
-            // A short write before the error, as a real device may do.
-            let mut half = buf.len() / 2;
-            if self.inner.is_direct() {
-                half &= !(ALIGN - 1);
-            }
-            if half > 0 {
-                let _ = self.inner.write_at(&buf[..half], offset);
-            }
-            return Err(e);
-        }
-        self.inner.write_at(buf, offset)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.inj.check(Kind::Sync, self.inner.path())?;
-        self.inner.sync_data()
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.inj.check(Kind::Sync, self.inner.path())?;
-        self.inner.sync_all()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inj.check(Kind::Alloc, self.inner.path())?;
-        self.inner.set_len(len)
-    }
-    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.inj.check(Kind::Alloc, self.inner.path())?;
-        self.inner.allocate(offset, len)
-    }
-    fn is_direct(&self) -> bool {
-        self.inner.is_direct()
-    }
-    fn path(&self) -> &Path {
-        self.inner.path()
-    }
-}
+use common::fault::{FaultDriver, Injector, Kind, Plan};
+use common::workload::{apply, diff, dump, get, run, short, Model, Op};
+use common::{per_driver, Driver};
+use holt::{Error, Tree, TreeBuilder};
 
 // ------------------------------------------------------------ workload
-
-type Model = BTreeMap<Vec<u8>, Vec<u8>>;
-
-#[derive(Clone)]
-enum Op {
-    Put(Vec<u8>, Vec<u8>),
-    Delete(Vec<u8>),
-    Rename(Vec<u8>, Vec<u8>, bool),
-    Txn(Vec<Op>),
-    Checkpoint,
-}
-
-fn short(b: &[u8]) -> String {
-    if b.len() > 24 {
-        format!("{}..({} B)", String::from_utf8_lossy(&b[..16]), b.len())
-    } else {
-        String::from_utf8_lossy(b).into_owned()
-    }
-}
-
-impl fmt::Debug for Op {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Op::Put(k, v) => write!(f, "put({}, {})", short(k), short(v)),
-            Op::Delete(k) => write!(f, "delete({})", short(k)),
-            Op::Rename(s, d, force) => write!(f, "rename({}, {}, {force})", short(s), short(d)),
-            Op::Txn(ops) => write!(f, "txn{ops:?}"),
-            Op::Checkpoint => write!(f, "checkpoint"),
-        }
-    }
-}
 
 /// A value of `len` bytes that names `tag`, so a wrong version is visible.
 fn val(tag: &str, len: usize) -> Vec<u8> {
@@ -274,7 +55,7 @@ fn val(tag: &str, len: usize) -> Vec<u8> {
 }
 
 fn put(k: &str, tag: &str, len: usize) -> Op {
-    Op::Put(k.as_bytes().to_vec(), val(tag, len))
+    Op::Put(k.as_bytes().to_vec(), Arc::new(val(tag, len)))
 }
 fn del(k: &str) -> Op {
     Op::Delete(k.as_bytes().to_vec())
@@ -358,75 +139,6 @@ fn fault_ops() -> Vec<Op> {
     ]
 }
 
-/// Applies `op` to `m` as the engine should; `false` (and `m` unchanged)
-/// when the op would be refused.
-fn apply(m: &mut Model, op: &Op) -> bool {
-    match op {
-        Op::Put(k, v) => {
-            m.insert(k.clone(), v.clone());
-        }
-        Op::Delete(k) => {
-            m.remove(k);
-        }
-        Op::Rename(s, d, force) => {
-            let Some(v) = m.get(s).cloned() else {
-                return false;
-            };
-            if s == d {
-                return true;
-            }
-            if !force && m.contains_key(d) {
-                return false;
-            }
-            m.remove(s);
-            m.insert(d.clone(), v);
-        }
-        Op::Txn(ops) => {
-            let mut view = m.clone();
-            for o in ops {
-                if !apply(&mut view, o) {
-                    return false;
-                }
-            }
-            *m = view;
-        }
-        Op::Checkpoint => {}
-    }
-    true
-}
-
-fn run(t: &Tree, op: &Op) -> holt::Result<()> {
-    match op {
-        Op::Put(k, v) => t.put(k, v).map(|_| ()),
-        Op::Delete(k) => t.delete(k).map(|_| ()),
-        Op::Rename(s, d, force) => t.rename(s, d, *force),
-        Op::Txn(ops) => t.txn(|b| {
-            for o in ops {
-                match o {
-                    Op::Put(k, v) => b.put(k, v),
-                    Op::Delete(k) => b.delete(k),
-                    Op::Rename(s, d, f) => b.rename(s, d, *f),
-                    other => panic!("not a txn op: {other:?}"),
-                }
-            }
-        }),
-        Op::Checkpoint => t.checkpoint(),
-    }
-}
-
-fn dump(t: &Tree) -> holt::Result<Model> {
-    let mut m = Model::new();
-    for e in t.range() {
-        match e? {
-            RangeEntry::Key { key, value } => {
-                m.insert(key, value);
-            }
-            other => panic!("unexpected entry {other:?}"),
-        }
-    }
-    Ok(m)
-}
-
 /// What happened to one op of the fault phase.
 #[derive(Debug)]
 enum Outcome {
@@ -437,29 +149,6 @@ enum Outcome {
     InFlight(#[allow(dead_code)] String),
     /// Never run: the tree did not open.
     NotRun,
-}
-
-/// A readable diff of two models.
-fn diff(want: &Model, got: &Model) -> String {
-    let mut out = Vec::new();
-    for (k, v) in want {
-        match got.get(k) {
-            None => out.push(format!("  missing {}", short(k))),
-            Some(g) if g != v => out.push(format!(
-                "  {}: want {} got {}",
-                short(k),
-                short(v),
-                short(g)
-            )),
-            _ => {}
-        }
-    }
-    for (k, v) in got {
-        if !want.contains_key(k) {
-            out.push(format!("  extra {} = {}", short(k), short(v)));
-        }
-    }
-    out.join("\n")
 }
 
 /// Every state the tree may be in: the acknowledged ops applied in order,
@@ -500,10 +189,10 @@ fn candidates(base: &Model, ops: &[Op], outcomes: &[Outcome]) -> Vec<Model> {
     out
 }
 
-fn builder(dir: &Path) -> TreeBuilder {
+fn builder(dir: &Path, d: Driver) -> TreeBuilder {
     // A 1-frame buffer pool: frames are evicted and reloaded, so reads
     // (and read faults) happen in the middle of the workload.
-    TreeBuilder::new(dir)
+    common::builder(dir, d)
         .wal_sync_on_commit(true)
         .buffer_pool_size(1)
 }
@@ -517,9 +206,9 @@ fn retired_wal_files(dir: &Path) -> Vec<String> {
 }
 
 /// Builds the base state in `dir` with the plain driver.
-fn build_base(dir: &Path) -> Model {
+fn build_base(dir: &Path, d: Driver) -> Model {
     let mut model = Model::new();
-    let t = builder(dir).open().unwrap();
+    let t = builder(dir, d).open().unwrap();
     for op in base_ops() {
         run(&t, &op).unwrap();
         assert!(apply(&mut model, &op));
@@ -537,15 +226,12 @@ struct RunReport {
 
 /// One run of the sweep: base, fault phase under `plan`, drop, reopen
 /// clean, check.
-fn fault_run(plan: &Plan) -> RunReport {
+fn fault_run(plan: &Plan, d: Driver) -> RunReport {
     let dir = tempfile::tempdir().unwrap();
-    let base = build_base(dir.path());
+    let base = build_base(dir.path(), d);
     let ops = fault_ops();
-    let inj = Arc::new(Injector::default());
+    let (driver, inj) = FaultDriver::new(d.io());
     inj.arm(plan.clone());
-    let driver: Arc<dyn IoDriver> = Arc::new(FaultDriver {
-        inj: Arc::clone(&inj),
-    });
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(ops.len());
     let repro = |outcomes: &[Outcome], inj: &Injector| -> String {
         let mut s = format!("plan {plan:?}\ninjected: {:?}\nops:\n", inj.hits());
@@ -557,7 +243,7 @@ fn fault_run(plan: &Plan) -> RunReport {
         }
         s
     };
-    match builder(dir.path()).io_driver(driver).open() {
+    match builder(dir.path(), d).io_driver(driver).open() {
         Err(e) => {
             assert!(
                 matches!(e, Error::BackendIo(_)),
@@ -579,7 +265,7 @@ fn fault_run(plan: &Plan) -> RunReport {
                     Op::Put(k, _) | Op::Delete(k) => k.as_slice(),
                     _ => b"".as_slice(),
                 });
-                let before = before.cloned();
+                let before = before.map(|v| v.to_vec());
                 let res = match op {
                     Op::Put(k, v) => t.put(k, v).map(|old| {
                         if certain {
@@ -651,7 +337,7 @@ fn fault_run(plan: &Plan) -> RunReport {
     let hit = !inj.hits().is_empty();
     // Reopen with a clean driver: every acknowledged op, nothing half done.
     let cands = candidates(&base, &ops, &outcomes);
-    let t = builder(dir.path()).open().unwrap_or_else(|e| {
+    let t = builder(dir.path(), d).open().unwrap_or_else(|e| {
         panic!(
             "reopen after the fault failed: {e:?}\n{}",
             repro(&outcomes, &inj)
@@ -675,16 +361,16 @@ fn fault_run(plan: &Plan) -> RunReport {
         repro(&outcomes, &inj)
     );
     drop(t);
-    let t = builder(dir.path()).open().unwrap();
+    let t = builder(dir.path(), d).open().unwrap();
     let mut want = got;
-    want.insert(b"after/reopen".to_vec(), b"ok".to_vec());
+    want.insert(b"after/reopen".to_vec(), Arc::new(b"ok".to_vec()));
     assert_eq!(
         dump(&t).unwrap(),
         want,
         "second reopen lost data\n{}",
         repro(&outcomes, &inj)
     );
-    let counts = inj.st.lock().unwrap().counts.clone();
+    let counts = inj.counts();
     RunReport { hit, counts }
 }
 
@@ -692,19 +378,24 @@ fn fault_run(plan: &Plan) -> RunReport {
 /// A failing run does not stop the sweep: every failing N is collected
 /// and the sweep panics at the end with all of them. Returns the number of
 /// fault points covered.
-fn sweep(kind: Kind, err: io::ErrorKind, sticky: bool, file: Option<&'static str>) -> u64 {
+fn sweep(
+    d: Driver,
+    kind: Kind,
+    err: io::ErrorKind,
+    sticky: bool,
+    file: Option<&'static str>,
+) -> u64 {
     let t0 = Instant::now();
     let mut failures: Vec<String> = Vec::new();
     let mut n = 1;
     loop {
         let plan = Plan {
-            kind,
-            nth: n,
-            err,
             sticky,
             file,
+            torn: true,
+            ..Plan::nth(kind, n, err)
         };
-        match std::panic::catch_unwind(AssertUnwindSafe(|| fault_run(&plan))) {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fault_run(&plan, d))) {
             Ok(report) if !report.hit => break,
             Ok(_) => {}
             Err(payload) => {
@@ -720,16 +411,18 @@ fn sweep(kind: Kind, err: io::ErrorKind, sticky: bool, file: Option<&'static str
         assert!(n < 10_000, "sweep does not terminate");
     }
     eprintln!(
-        "sweep {kind:?} {err:?} sticky={sticky} file={file:?}: {} fault points, {} failing, in {:.1?}",
+        "sweep {} {kind:?} {err:?} sticky={sticky} file={file:?}: {} fault points, {} failing, in {:.1?}",
+        d.name(),
         n - 1,
         failures.len(),
         t0.elapsed()
     );
     assert!(
         failures.is_empty(),
-        "{} of {} fault points failed ({kind:?}, {err:?}, sticky={sticky}):\n\n{}",
+        "{} of {} fault points failed ({} driver, {kind:?}, {err:?}, sticky={sticky}):\n\n{}",
         failures.len(),
         n - 1,
+        d.name(),
         failures.join("\n\n")
     );
     n - 1
@@ -742,18 +435,16 @@ fn sweep(kind: Kind, err: io::ErrorKind, sticky: bool, file: Option<&'static str
 /// poison the WAL and a later append landed after a torn record (reopen
 /// would cut the later, acknowledged records as a torn tail), or if a
 /// failed frame batch remapped guids to half-written slots.
-#[test]
-fn sweep_write_eio() {
-    let n = sweep(Kind::Write, io::ErrorKind::Other, false, None);
+fn sweep_write_eio(d: Driver) {
+    let n = sweep(d, Kind::Write, io::ErrorKind::Other, false, None);
     assert!(n >= 20, "only {n} write fault points");
 }
 
 /// Every write failing with EIO from the N-th on (the device is gone).
 /// Fails if any acknowledged op depended on a write that never happened,
 /// e.g. if `put` acknowledged before its WAL write returned.
-#[test]
-fn sweep_write_eio_sticky() {
-    let n = sweep(Kind::Write, io::ErrorKind::Other, true, None);
+fn sweep_write_eio_sticky(d: Driver) {
+    let n = sweep(d, Kind::Write, io::ErrorKind::Other, true, None);
     assert!(n >= 20, "only {n} write fault points");
 }
 
@@ -762,9 +453,8 @@ fn sweep_write_eio_sticky() {
 /// succeed; fails if a failed round dropped its drained dirty entries
 /// instead of merging them back (I3): the later checkpoint would then
 /// release WAL records whose frames were never written.
-#[test]
-fn sweep_write_storage_full() {
-    let n = sweep(Kind::Write, io::ErrorKind::StorageFull, false, None);
+fn sweep_write_storage_full(d: Driver) {
+    let n = sweep(d, Kind::Write, io::ErrorKind::StorageFull, false, None);
     assert!(n >= 20, "only {n} write fault points");
 }
 
@@ -772,89 +462,77 @@ fn sweep_write_storage_full() {
 /// manifest sync) failing once. Fails if a failed WAL sync were retried
 /// and reported as success (fsyncgate: the dirty pages may be gone), or if
 /// the manifest were renamed in place after its own sync failed.
-#[test]
-fn sweep_sync_eio() {
-    let n = sweep(Kind::Sync, io::ErrorKind::Other, false, None);
+fn sweep_sync_eio(d: Driver) {
+    let n = sweep(d, Kind::Sync, io::ErrorKind::Other, false, None);
     assert!(n >= 20, "only {n} sync fault points");
 }
 
 /// Every sync failing from the N-th on.
-#[test]
-fn sweep_sync_eio_sticky() {
-    let n = sweep(Kind::Sync, io::ErrorKind::Other, true, None);
+fn sweep_sync_eio_sticky(d: Driver) {
+    let n = sweep(d, Kind::Sync, io::ErrorKind::Other, true, None);
     assert!(n >= 20, "only {n} sync fault points");
 }
 
 /// Renames (WAL rotation, manifest replace) failing once. Fails if a
 /// failed WAL rotation let new records go to a file the recovery scan
 /// does not read, or if a failed manifest rename still released the WAL.
-#[test]
-fn sweep_rename_eio() {
-    let n = sweep(Kind::Rename, io::ErrorKind::Other, false, None);
+fn sweep_rename_eio(d: Driver) {
+    let n = sweep(d, Kind::Rename, io::ErrorKind::Other, false, None);
     assert!(n >= 2, "only {n} rename fault points");
 }
 
 /// Directory fsyncs failing once (after rotation, after the manifest
 /// rename, at open). Fails if the WAL files covered by a checkpoint were
 /// deleted although the manifest's directory entry was not known durable.
-#[test]
-fn sweep_sync_dir_eio() {
-    let n = sweep(Kind::SyncDir, io::ErrorKind::Other, false, None);
+fn sweep_sync_dir_eio(d: Driver) {
+    let n = sweep(d, Kind::SyncDir, io::ErrorKind::Other, false, None);
     assert!(n >= 3, "only {n} sync_dir fault points");
 }
 
 /// Directory fsync failing with `StorageFull` (not poisoning): the
 /// manifest may or may not be in place; the tree keeps writing and the
 /// next checkpoint must make everything durable.
-#[test]
-fn sweep_sync_dir_storage_full() {
-    let n = sweep(Kind::SyncDir, io::ErrorKind::StorageFull, false, None);
+fn sweep_sync_dir_storage_full(d: Driver) {
+    let n = sweep(d, Kind::SyncDir, io::ErrorKind::StorageFull, false, None);
     assert!(n >= 3, "only {n} sync_dir fault points");
 }
 
 /// Removes (stale `MANIFEST.tmp` at open, retired WAL files after a
 /// checkpoint) failing once. A failed WAL release must be retried by a
 /// later round (the check after reopen asserts no retired file is left).
-#[test]
-fn sweep_remove_eio() {
-    let n = sweep(Kind::Remove, io::ErrorKind::Other, false, None);
+fn sweep_remove_eio(d: Driver) {
+    let n = sweep(d, Kind::Remove, io::ErrorKind::Other, false, None);
     assert!(n >= 2, "only {n} remove fault points");
 }
 
 /// Reads (manifest, WAL scan, frame loads with a 1-frame buffer pool)
 /// failing once. A read error must fail the one operation cleanly: fails
 /// if a txn whose frame load failed midway stayed half applied.
-#[test]
-fn sweep_read_eio() {
-    let n = sweep(Kind::Read, io::ErrorKind::Other, false, None);
+fn sweep_read_eio(d: Driver) {
+    let n = sweep(d, Kind::Read, io::ErrorKind::Other, false, None);
     assert!(n >= 3, "only {n} read fault points");
 }
 
 /// `set_len`/`allocate` (data-file growth, manifest truncation, torn-tail
 /// cut) failing once, with EIO and with `StorageFull`.
-#[test]
-fn sweep_alloc_eio_and_storage_full() {
-    let a = sweep(Kind::Alloc, io::ErrorKind::Other, false, None);
-    let b = sweep(Kind::Alloc, io::ErrorKind::StorageFull, false, None);
+fn sweep_alloc_eio_and_storage_full(d: Driver) {
+    let a = sweep(d, Kind::Alloc, io::ErrorKind::Other, false, None);
+    let b = sweep(d, Kind::Alloc, io::ErrorKind::StorageFull, false, None);
     assert!(a >= 1 && b >= 1, "only {a}/{b} alloc fault points");
 }
 
 /// Opens (data file, manifest, WAL files, `MANIFEST.tmp`, the fresh
 /// `journal.wal` after rotation) failing once.
-#[test]
-fn sweep_open_eio() {
-    let n = sweep(Kind::Open, io::ErrorKind::Other, false, None);
+fn sweep_open_eio(d: Driver) {
+    let n = sweep(d, Kind::Open, io::ErrorKind::Other, false, None);
     assert!(n >= 3, "only {n} open fault points");
 }
 
 // ------------------------------------------------------------ targeted
 
-fn injector_tree(dir: &Path) -> (Tree, Arc<Injector>) {
-    let inj = Arc::new(Injector::default());
-    let driver: Arc<dyn IoDriver> = Arc::new(FaultDriver {
-        inj: Arc::clone(&inj),
-    });
-    (builder(dir).io_driver(driver).open().unwrap(), inj)
+fn injector_tree(dir: &Path, d: Driver) -> (Tree, Arc<Injector>) {
+    let (driver, inj) = FaultDriver::new(d.io());
+    (builder(dir, d).io_driver(driver).open().unwrap(), inj)
 }
 
 /// Disk full while a checkpoint writes its frames: the checkpoint fails
@@ -864,19 +542,19 @@ fn injector_tree(dir: &Path) -> (Tree, Arc<Injector>) {
 /// disk-full checkpoint poisoned the tree, or if the failed round lost its
 /// drained dirty frames (the later checkpoint would not rewrite them and
 /// reopen would miss the writes made before the failure).
-#[test]
-fn storage_full_on_checkpoint_frame_write_does_not_poison() {
+fn storage_full_on_checkpoint_frame_write_does_not_poison(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
-    let (t, inj) = injector_tree(dir.path());
+    let (t, inj) = injector_tree(dir.path(), d);
     let mut model = Model::new();
     for i in 0..12u32 {
         let k = format!("k/{i:02}").into_bytes();
         let v = val(&format!("v{i}"), if i % 3 == 0 { BIG } else { 100 });
         t.put(&k, &v).unwrap();
-        model.insert(k, v);
+        model.insert(k, Arc::new(v));
     }
     inj.arm(Plan {
-        kind: Kind::Write,
+        kinds: &[Kind::Write],
+        torn: true,
         nth: 1,
         err: io::ErrorKind::StorageFull,
         sticky: true,
@@ -893,7 +571,7 @@ fn storage_full_on_checkpoint_frame_write_does_not_poison() {
     assert!(!inj.hits().is_empty());
     // Reads work.
     for (k, v) in &model {
-        assert_eq!(t.get(k).unwrap().as_ref(), Some(v));
+        assert_eq!(get(&t, k).unwrap().as_ref(), Some(v));
     }
     assert_eq!(dump(&t).unwrap(), model);
     // Writes work: not poisoned.
@@ -901,7 +579,7 @@ fn storage_full_on_checkpoint_frame_write_does_not_poison() {
         let k = format!("k/{i:02}").into_bytes();
         let v = val(&format!("w{i}"), 200);
         t.put(&k, &v).unwrap();
-        model.insert(k, v);
+        model.insert(k, Arc::new(v));
     }
     t.delete(b"k/07").unwrap();
     model.remove(b"k/07".as_slice());
@@ -918,14 +596,14 @@ fn storage_full_on_checkpoint_frame_write_does_not_poison() {
         retired_wal_files(dir.path())
     );
     t.put(b"k/after", b"x").unwrap();
-    model.insert(b"k/after".to_vec(), b"x".to_vec());
+    model.insert(b"k/after".to_vec(), Arc::new(b"x".to_vec()));
     drop(t);
-    let t = builder(dir.path()).open().unwrap();
+    let t = builder(dir.path(), d).open().unwrap();
     assert_eq!(dump(&t).unwrap(), model);
     // The checkpoint alone (no WAL) holds the pre-failure writes too.
     drop(t);
     std::fs::write(dir.path().join("journal.wal"), b"").unwrap();
-    let t = builder(dir.path()).open().unwrap();
+    let t = builder(dir.path(), d).open().unwrap();
     model.remove(b"k/after".as_slice());
     assert_eq!(
         dump(&t).unwrap(),
@@ -940,15 +618,15 @@ fn storage_full_on_checkpoint_frame_write_does_not_poison() {
 /// the tree is writable again and every acknowledged write is there.
 /// Fails if the engine retried the failed fsync and carried on (a later
 /// acknowledged write could then sit behind records the kernel dropped).
-#[test]
-fn eio_on_wal_sync_poisons_writes_until_reopen() {
+fn eio_on_wal_sync_poisons_writes_until_reopen(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
-    let (t, inj) = injector_tree(dir.path());
+    let (t, inj) = injector_tree(dir.path(), d);
     for i in 0..10u32 {
         t.put(format!("k/{i}").as_bytes(), b"v1").unwrap();
     }
     inj.arm(Plan {
-        kind: Kind::Sync,
+        kinds: &[Kind::Sync],
+        torn: true,
         nth: 1,
         err: io::ErrorKind::Other,
         sticky: false,
@@ -995,7 +673,7 @@ fn eio_on_wal_sync_poisons_writes_until_reopen() {
         10 + u32::from(t.get(b"k/inflight").unwrap().is_some())
     );
     drop(t);
-    let t = builder(dir.path()).open().unwrap();
+    let t = builder(dir.path(), d).open().unwrap();
     for i in 0..10u32 {
         assert_eq!(
             t.get(format!("k/{i}").as_bytes()).unwrap(),
@@ -1006,7 +684,7 @@ fn eio_on_wal_sync_poisons_writes_until_reopen() {
     t.delete(b"k/1").unwrap();
     t.checkpoint().unwrap();
     drop(t);
-    let t = builder(dir.path()).open().unwrap();
+    let t = builder(dir.path(), d).open().unwrap();
     assert_eq!(t.get(b"k/x").unwrap(), Some(b"v2".to_vec()));
     assert_eq!(t.get(b"k/1").unwrap(), None);
 }
@@ -1014,16 +692,16 @@ fn eio_on_wal_sync_poisons_writes_until_reopen() {
 /// The workload itself is sound: without faults every op is acknowledged
 /// and the reopened state equals the model (guards the sweeps against a
 /// workload whose ops the model refuses).
-#[test]
-fn workload_without_faults_round_trips() {
+fn workload_without_faults_round_trips(d: Driver) {
     let plan = Plan {
-        kind: Kind::Write,
+        kinds: &[Kind::Write],
+        torn: true,
         nth: u64::MAX,
         err: io::ErrorKind::Other,
         sticky: false,
         file: None,
     };
-    let report = fault_run(&plan);
+    let report = fault_run(&plan, d);
     assert!(!report.hit);
     eprintln!("calls by kind in the fault phase: {:?}", report.counts);
     let mut m = Model::new();
@@ -1035,11 +713,12 @@ fn workload_without_faults_round_trips() {
 /// Opens the base tree (several frames) through a fault driver whose
 /// frame reads all fail, and returns a key that lives in a frame that is
 /// not cached (its `get` fails) plus the tree.
-fn tree_with_uncached_frame(dir: &Path) -> (Tree, Arc<Injector>, Model, Vec<u8>) {
-    let model = build_base(dir);
-    let (t, inj) = injector_tree(dir);
+fn tree_with_uncached_frame(dir: &Path, d: Driver) -> (Tree, Arc<Injector>, Model, Vec<u8>) {
+    let model = build_base(dir, d);
+    let (t, inj) = injector_tree(dir, d);
     inj.arm(Plan {
-        kind: Kind::Read,
+        kinds: &[Kind::Read],
+        torn: true,
         nth: 1,
         err: io::ErrorKind::Other,
         sticky: true,
@@ -1047,10 +726,10 @@ fn tree_with_uncached_frame(dir: &Path) -> (Tree, Arc<Injector>, Model, Vec<u8>)
     });
     let far = (1..=14)
         .map(|i| format!("big/{i}").into_bytes())
-        .find(|k| t.get(k).is_err())
+        .find(|k| get(&t, k).is_err())
         .expect("some big key lives in a child frame that is not cached after open");
     assert_eq!(
-        t.get(b"a/1").unwrap().as_ref(),
+        get(&t, b"a/1").unwrap().as_ref(),
         model.get(b"a/1".as_slice()),
         "a/1 is in the cached root frame"
     );
@@ -1066,10 +745,9 @@ fn tree_with_uncached_frame(dir: &Path) -> (Tree, Arc<Injector>, Model, Vec<u8>)
 /// checkpoint would persist the half-applied frames at a cut past the
 /// txn's WAL record, and the reopened tree would have the txn half applied
 /// for good (it did, before the engine loaded every frame up front).
-#[test]
-fn txn_failing_on_a_frame_load_applies_nothing() {
+fn txn_failing_on_a_frame_load_applies_nothing(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
-    let (t, inj, model, far) = tree_with_uncached_frame(dir.path());
+    let (t, inj, model, far) = tree_with_uncached_frame(dir.path(), d);
     let res = t.txn(|b| {
         b.delete(b"a/1");
         b.put(&far, b"new value");
@@ -1079,13 +757,14 @@ fn txn_failing_on_a_frame_load_applies_nothing() {
         "txn over a failing frame load: {res:?}"
     );
     inj.disarm();
-    let live_a1 = t.get(b"a/1").unwrap();
-    let live_far = t.get(&far).unwrap();
+    let live_a1 = get(&t, b"a/1").unwrap();
+    let live_far = get(&t, &far).unwrap();
     t.checkpoint().unwrap();
     drop(t);
-    let t = builder(dir.path()).open().unwrap();
-    let (a1, far_v) = (t.get(b"a/1").unwrap(), t.get(&far).unwrap());
-    let whole = a1.is_none() && far_v.as_deref() == Some(b"new value".as_slice());
+    let t = builder(dir.path(), d).open().unwrap();
+    let (a1, far_v) = (get(&t, b"a/1").unwrap(), get(&t, &far).unwrap());
+    let whole =
+        a1.is_none() && far_v.as_deref().map(Vec::as_slice) == Some(b"new value".as_slice());
     let none = a1.as_ref() == model.get(b"a/1".as_slice()) && far_v.as_ref() == model.get(&far);
     assert!(
         (whole || none) && live_a1.as_ref() == model.get(b"a/1".as_slice()),
@@ -1104,22 +783,21 @@ fn txn_failing_on_a_frame_load_applies_nothing() {
 /// effect, if the delete of `src` could be applied before the put of
 /// `dst` fails: after a checkpoint the value would be gone from the tree
 /// and from the WAL.
-#[test]
-fn forced_rename_failing_on_a_frame_load_loses_nothing() {
+fn forced_rename_failing_on_a_frame_load_loses_nothing(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
-    let (t, inj, model, far) = tree_with_uncached_frame(dir.path());
+    let (t, inj, model, far) = tree_with_uncached_frame(dir.path(), d);
     let res = t.rename(b"a/1", &far, true);
     assert!(
         matches!(res, Err(Error::BackendIo(_))),
         "rename over a failing frame load: {res:?}"
     );
     inj.disarm();
-    let live_a1 = t.get(b"a/1").unwrap();
+    let live_a1 = get(&t, b"a/1").unwrap();
     t.checkpoint().unwrap();
     drop(t);
-    let t = builder(dir.path()).open().unwrap();
-    let a1 = t.get(b"a/1").unwrap();
-    let far_v = t.get(&far).unwrap();
+    let t = builder(dir.path(), d).open().unwrap();
+    let a1 = get(&t, b"a/1").unwrap();
+    let far_v = get(&t, &far).unwrap();
     let moved = a1.is_none() && far_v.as_ref() == model.get(b"a/1".as_slice());
     let unchanged =
         a1.as_ref() == model.get(b"a/1".as_slice()) && far_v.as_ref() == model.get(&far);
@@ -1141,13 +819,12 @@ fn forced_rename_failing_on_a_frame_load_loses_nothing() {
 /// checkpoint and a reopen. Fails if a frame load failing midway through
 /// the apply left the earlier puts applied (the checkpoint would then
 /// persist the half-applied frames at a cut past the txn's WAL record).
-#[test]
-fn txn_read_fault_sweep_is_all_or_nothing() {
+fn txn_read_fault_sweep_is_all_or_nothing(d: Driver) {
     let base_dir = tempfile::tempdir().unwrap();
     // 40 values of 50 kB under 5 prefixes: several frames.
     let mut base = Model::new();
     {
-        let t = builder(base_dir.path()).open().unwrap();
+        let t = builder(base_dir.path(), d).open().unwrap();
         for i in 0..40 {
             let op = put(&format!("p{}/big{i:02}", i % 5), &format!("b{i}.0"), 50_000);
             run(&t, &op).unwrap();
@@ -1194,9 +871,10 @@ fn txn_read_fault_sweep_is_all_or_nothing() {
         for (p, b) in &files {
             std::fs::write(dir.path().join(p.file_name().unwrap()), b).unwrap();
         }
-        let (t, inj) = injector_tree(dir.path());
+        let (t, inj) = injector_tree(dir.path(), d);
         inj.arm(Plan {
-            kind: Kind::Read,
+            kinds: &[Kind::Read],
+            torn: true,
             nth: n,
             err: io::ErrorKind::Other,
             sticky: false,
@@ -1218,7 +896,7 @@ fn txn_read_fault_sweep_is_all_or_nothing() {
         let live_v = verdict(&live);
         t.checkpoint().unwrap();
         drop(t);
-        let reopened = dump(&builder(dir.path()).open().unwrap()).unwrap();
+        let reopened = dump(&builder(dir.path(), d).open().unwrap()).unwrap();
         let re_v = verdict(&reopened);
         if live_v == "HALF" || re_v == "HALF" || (res.is_ok() && re_v != "whole") {
             let applied: Vec<String> = txn_keys
@@ -1249,3 +927,24 @@ fn txn_read_fault_sweep_is_all_or_nothing() {
         failures.join("\n")
     );
 }
+
+per_driver!(
+    sweep_write_eio,
+    sweep_write_eio_sticky,
+    sweep_write_storage_full,
+    sweep_sync_eio,
+    sweep_sync_eio_sticky,
+    sweep_rename_eio,
+    sweep_sync_dir_eio,
+    sweep_sync_dir_storage_full,
+    sweep_remove_eio,
+    sweep_read_eio,
+    sweep_alloc_eio_and_storage_full,
+    sweep_open_eio,
+    storage_full_on_checkpoint_frame_write_does_not_poison,
+    eio_on_wal_sync_poisons_writes_until_reopen,
+    workload_without_faults_round_trips,
+    txn_failing_on_a_frame_load_applies_nothing,
+    forced_rename_failing_on_a_frame_load_loses_nothing,
+    txn_read_fault_sweep_is_all_or_nothing,
+);

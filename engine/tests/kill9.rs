@@ -4,7 +4,9 @@
 //! with sync on; §9 "second process opens the same directory: refused").
 //!
 //! The test binary re-executes itself as a child (`--exact child_writer`)
-//! with `HOLT_KILL9_CHILD=<mode>:<sync 0|1>:<cycle>:<seed>:<dir>` set. In
+//! with `HOLT_KILL9_CHILD=<mode>:<driver>:<sync 0|1>:<cycle>:<seed>:<dir>`
+//! set; every scenario runs once per I/O driver (`<test>::sync`,
+//! `<test>::uring`), the child and the parent's reopen on that driver. In
 //! `write` mode the child opens the tree in `<dir>` (the same directory in
 //! every cycle), runs a deterministic sequence of ops derived from
 //! `(seed, cycle, i)` and prints `ACK <i>` after op `i` returns `Ok`
@@ -17,6 +19,8 @@
 //! Values are unique per `(cycle, i)`, so a resurrected or garbage value
 //! fails the check too.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -25,7 +29,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use holt::{CheckpointConfig, Error, RangeEntry, Tree, TreeBuilder, TreeConfig};
+use common::workload::dump_plain as dump;
+use common::{builder, per_driver, Driver};
+use holt::{CheckpointConfig, Error, Tree, TreeBuilder};
 
 const ENV: &str = "HOLT_KILL9_CHILD";
 /// Ops a child runs per cycle before it idles (until it is killed).
@@ -125,24 +131,11 @@ fn run(t: &Tree, op: &Op) -> holt::Result<()> {
     }
 }
 
-fn dump(t: &Tree) -> holt::Result<Model> {
-    let mut m = Model::new();
-    for e in t.range() {
-        match e? {
-            RangeEntry::Key { key, value } => {
-                m.insert(key, value);
-            }
-            other => panic!("unexpected entry {other:?}"),
-        }
-    }
-    Ok(m)
-}
-
 /// Per-cycle tree configuration, so kills land in every code path:
 /// background checkpointer, manual checkpoints, no checkpoints, a tiny
 /// buffer pool.
-fn child_builder(dir: &Path, sync: bool, cycle: u64) -> (TreeBuilder, bool) {
-    let mut b = TreeBuilder::new(dir).wal_sync_on_commit(sync);
+fn child_builder(dir: &Path, d: Driver, sync: bool, cycle: u64) -> (TreeBuilder, bool) {
+    let mut b = builder(dir, d).wal_sync_on_commit(sync);
     let mut manual = false;
     match cycle % 4 {
         0 => {
@@ -166,8 +159,9 @@ fn child_builder(dir: &Path, sync: bool, cycle: u64) -> (TreeBuilder, bool) {
 #[test]
 fn child_writer() {
     let Ok(spec) = std::env::var(ENV) else { return };
-    let mut parts = spec.splitn(5, ':');
+    let mut parts = spec.splitn(6, ':');
     let mode = parts.next().unwrap().to_string();
+    let d = Driver::from_name(parts.next().unwrap()).unwrap();
     let sync = parts.next().unwrap() == "1";
     let cycle: u64 = parts.next().unwrap().parse().unwrap();
     let seed: u64 = parts.next().unwrap().parse().unwrap();
@@ -180,14 +174,14 @@ fn child_writer() {
     };
     match mode.as_str() {
         "hold" => {
-            let _t = TreeBuilder::new(&dir).open().unwrap();
+            let _t = builder(Path::new(&dir), d).open().unwrap();
             say("READY".into());
             loop {
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
         "write" => {
-            let (b, manual) = child_builder(Path::new(&dir), sync, cycle);
+            let (b, manual) = child_builder(Path::new(&dir), d, sync, cycle);
             let t = b
                 .open()
                 .unwrap_or_else(|e| panic!("child open failed: {e:?}"));
@@ -282,7 +276,7 @@ struct Totals {
 }
 
 /// `cycles` kill-and-reopen rounds on one directory.
-fn kill_loop(sync: bool, cycles: u64, seed: u64) -> Totals {
+fn kill_loop(d: Driver, sync: bool, cycles: u64, seed: u64) -> Totals {
     let t0 = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let mut base = Model::new();
@@ -295,7 +289,8 @@ fn kill_loop(sync: bool, cycles: u64, seed: u64) -> Totals {
     };
     for cycle in 0..cycles {
         let spec = format!(
-            "write:{}:{cycle}:{seed}:{}",
+            "write:{}:{}:{cycle}:{seed}:{}",
+            d.name(),
             u8::from(sync),
             dir.path().display()
         );
@@ -320,7 +315,7 @@ fn kill_loop(sync: bool, cycles: u64, seed: u64) -> Totals {
         }
         tot.acked_ops += rep.acked;
         // Reopen (the same configuration) and find the recovered prefix.
-        let t = TreeBuilder::new(dir.path()).wal_sync_on_commit(sync).open().unwrap_or_else(|e| {
+        let t = builder(dir.path(), d).wal_sync_on_commit(sync).open().unwrap_or_else(|e| {
             panic!("cycle {cycle} (sync={sync} seed={seed}): reopen after kill -9 failed: {e:?}; report {rep:?}")
         });
         let got =
@@ -376,7 +371,8 @@ fn kill_loop(sync: bool, cycles: u64, seed: u64) -> Totals {
         drop(t);
     }
     eprintln!(
-        "kill -9 sync={sync}: {cycles} cycles ({} killed before open, {} while writing), {} acked ops, {} in-flight ops recovered, {:.1?}",
+        "kill -9 on {} sync={sync}: {cycles} cycles ({} killed before open, {} while writing), {} acked ops, {} in-flight ops recovered, {:.1?}",
+        d.name(),
         tot.killed_before_open,
         tot.killed_while_writing,
         tot.acked_ops,
@@ -393,9 +389,8 @@ fn kill_loop(sync: bool, cycles: u64, seed: u64) -> Totals {
 /// if recovery cut valid records as a torn tail, replayed a txn partially, or if a kill during a background
 /// checkpoint (cycles 0, 4, 8, …) left a manifest whose cut skips records
 /// its frames do not hold.
-#[test]
-fn kill9_sync_on_commit_keeps_every_acknowledged_op() {
-    let tot = kill_loop(true, 100, 11);
+fn kill9_sync_on_commit_keeps_every_acknowledged_op(d: Driver) {
+    let tot = kill_loop(d, true, 100, 11);
     assert!(
         tot.killed_while_writing >= 10,
         "too few kills landed mid-write: {}",
@@ -408,9 +403,8 @@ fn kill9_sync_on_commit_keeps_every_acknowledged_op() {
 /// covered, and every value is one the child wrote. Fails if replay went
 /// past a gap, if a checkpoint round's manifest became visible before its
 /// frames were written, or if a value from a torn buffer drain appeared.
-#[test]
-fn kill9_buffered_wal_recovers_a_prefix() {
-    let tot = kill_loop(false, 100, 12);
+fn kill9_buffered_wal_recovers_a_prefix(d: Driver) {
+    let tot = kill_loop(d, false, 100, 12);
     assert!(tot.killed_while_writing + tot.killed_before_open > 0);
 }
 
@@ -420,15 +414,14 @@ fn kill9_buffered_wal_recovers_a_prefix() {
 /// inside one process (a `static` set of open directories), or if it were
 /// a lock *file* whose existence is checked (a killed holder would leave
 /// it behind and the reopen would be refused forever).
-#[test]
-fn second_process_is_locked_out_until_the_holder_dies() {
+fn second_process_is_locked_out_until_the_holder_dies(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
-    TreeBuilder::new(dir.path())
+    builder(dir.path(), d)
         .open()
         .unwrap()
         .put(b"k", b"v")
         .unwrap();
-    let mut child = spawn_child(&format!("hold:0:0:0:{}", dir.path().display()));
+    let mut child = spawn_child(&format!("hold:{}:0:0:0:{}", d.name(), dir.path().display()));
     let (opened, reader) = read_report(&mut child);
     let errs = stderr_of(&mut child);
     if opened.recv_timeout(Duration::from_secs(20)).is_err() {
@@ -439,13 +432,13 @@ fn second_process_is_locked_out_until_the_holder_dies() {
             errs.join().unwrap()
         );
     }
-    match Tree::open(TreeConfig::new(dir.path())) {
-        Err(Error::Locked { dir: d }) => assert_eq!(d, dir.path()),
+    match builder(dir.path(), d).open() {
+        Err(Error::Locked { dir: locked }) => assert_eq!(locked, dir.path()),
         Err(e) => panic!("expected Error::Locked, got {e:?}"),
         Ok(_) => panic!("a second process opened a directory another process holds"),
     }
     assert!(matches!(
-        TreeBuilder::new(dir.path()).open(),
+        builder(dir.path(), d).open(),
         Err(Error::Locked { .. })
     ));
     child.kill().unwrap();
@@ -453,8 +446,14 @@ fn second_process_is_locked_out_until_the_holder_dies() {
     assert_eq!(status.signal(), Some(9));
     let _ = reader.join();
     let _ = errs.join();
-    let t = TreeBuilder::new(dir.path())
+    let t = builder(dir.path(), d)
         .open()
         .expect("open after the holder was killed");
     assert_eq!(t.get(b"k").unwrap(), Some(b"v".to_vec()));
 }
+
+per_driver!(
+    kill9_sync_on_commit_keeps_every_acknowledged_op,
+    kill9_buffered_wal_recovers_a_prefix,
+    second_process_is_locked_out_until_the_holder_dies,
+);

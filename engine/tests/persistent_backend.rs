@@ -2,13 +2,16 @@
 //! `PersistentBackend`: durability across reopen, shadow paging, slot
 //! reuse, manifest validation, directory locking and flush failure handling.
 
+mod common;
+
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use common::fault::{FaultDriver, Injector, Kind, Plan};
+use common::{per_driver, Driver};
 use holt::{AlignedBlobBuf, Backend, BlobGuid, Error, PersistentBackend};
-use holt_backend_sync::{IoDriver, IoFile, OpenOptions, SyncDriver};
 use tempfile::TempDir;
 
 const FRAME: u64 = 524_288;
@@ -49,8 +52,8 @@ fn assert_image(b: &PersistentBackend, g: BlobGuid, seed: u64) {
     );
 }
 
-fn open(dir: &TempDir) -> PersistentBackend {
-    PersistentBackend::open(dir.path()).unwrap()
+fn open(dir: &TempDir, d: Driver) -> PersistentBackend {
+    PersistentBackend::open_with_driver(dir.path(), d.io()).unwrap()
 }
 
 fn manifest_path(dir: &TempDir) -> PathBuf {
@@ -62,7 +65,7 @@ fn is_send_sync_and_debug() {
     fn check<T: Send + Sync + std::fmt::Debug>() {}
     check::<PersistentBackend>();
     let dir = TempDir::new().unwrap();
-    let b = open(&dir);
+    let b = open(&dir, Driver::Sync);
     let dbg = format!("{b:?}");
     assert!(dbg.starts_with("PersistentBackend"), "{dbg}");
     assert!(dbg.contains("slot_count"), "{dbg}");
@@ -72,22 +75,20 @@ fn is_send_sync_and_debug() {
     let _ = b.is_direct();
 }
 
-#[test]
-fn creates_missing_directory() {
+fn creates_missing_directory(d: Driver) {
     let dir = TempDir::new().unwrap();
     let nested = dir.path().join("a").join("b");
-    let b = PersistentBackend::open(&nested).unwrap();
+    let b = PersistentBackend::open_with_driver(&nested, d.io()).unwrap();
     assert!(b.is_empty());
     assert!(nested.join("frames.dat").is_file());
     assert!(nested.join("LOCK").is_file());
 }
 
-#[test]
-fn write_flush_reopen_round_trip() {
+fn write_flush_reopen_round_trip(d: Driver) {
     let dir = TempDir::new().unwrap();
     let n = 40u32;
     {
-        let b = open(&dir);
+        let b = open(&dir, d);
         for i in 0..n {
             b.write_blob(guid(i), &image(u64::from(i) + 1000)).unwrap();
         }
@@ -97,7 +98,7 @@ fn write_flush_reopen_round_trip() {
         }
         b.flush().unwrap();
     }
-    let b = open(&dir);
+    let b = open(&dir, d);
     assert_eq!(b.len(), n as usize);
     let mut expected: Vec<BlobGuid> = (0..n).map(guid).collect();
     expected.sort_unstable();
@@ -111,11 +112,10 @@ fn write_flush_reopen_round_trip() {
     assert!(b.file_bytes() >= u64::from(n) * FRAME);
 }
 
-#[test]
-fn unflushed_write_is_invisible_after_reopen() {
+fn unflushed_write_is_invisible_after_reopen(d: Driver) {
     let dir = TempDir::new().unwrap();
     {
-        let b = open(&dir);
+        let b = open(&dir, d);
         b.write_blob(guid(1), &image(1)).unwrap();
         b.write_blob(guid(2), &image(2)).unwrap();
         b.flush().unwrap();
@@ -126,18 +126,17 @@ fn unflushed_write_is_invisible_after_reopen() {
         assert_image(&b, guid(1), 11);
         assert_image(&b, guid(3), 3);
     }
-    let b = open(&dir);
+    let b = open(&dir, d);
     assert_eq!(b.len(), 2);
     assert_image(&b, guid(1), 1);
     assert_image(&b, guid(2), 2);
     assert!(!b.has_blob(guid(3)).unwrap());
 }
 
-#[test]
-fn deletes_take_effect_only_at_flush() {
+fn deletes_take_effect_only_at_flush(d: Driver) {
     let dir = TempDir::new().unwrap();
     {
-        let b = open(&dir);
+        let b = open(&dir, d);
         b.write_blob(guid(1), &image(1)).unwrap();
         b.write_blob(guid(2), &image(2)).unwrap();
         b.flush().unwrap();
@@ -151,22 +150,21 @@ fn deletes_take_effect_only_at_flush() {
         }
     }
     {
-        let b = open(&dir);
+        let b = open(&dir, d);
         assert_eq!(b.len(), 2);
         assert_image(&b, guid(1), 1);
         b.delete_blob(guid(1)).unwrap();
         b.flush().unwrap();
     }
-    let b = open(&dir);
+    let b = open(&dir, d);
     assert_eq!(b.list_blobs().unwrap(), vec![guid(2)]);
     assert!(!b.has_blob(guid(1)).unwrap());
     assert_image(&b, guid(2), 2);
 }
 
-#[test]
-fn rewrites_reuse_slots() {
+fn rewrites_reuse_slots(d: Driver) {
     let dir = TempDir::new().unwrap();
-    let b = open(&dir);
+    let b = open(&dir, d);
     for round in 0..100u64 {
         for i in 0..6u32 {
             b.write_blob(guid(i), &image(round * 10 + u64::from(i)))
@@ -178,19 +176,18 @@ fn rewrites_reuse_slots() {
     assert!(b.slot_count() <= 16, "slot_count {}", b.slot_count());
     assert!(b.file_bytes() <= 16 * FRAME + 4096, "{}", b.file_bytes());
     drop(b);
-    let b = open(&dir);
+    let b = open(&dir, d);
     for i in 0..6u32 {
         assert_image(&b, guid(i), 990 + u64::from(i));
     }
     assert!(b.slot_count() <= 16);
 }
 
-#[test]
-fn write_blobs_batch_round_trip() {
+fn write_blobs_batch_round_trip(d: Driver) {
     let dir = TempDir::new().unwrap();
     let images: Vec<AlignedBlobBuf> = (0..20).map(|i| image(500 + i)).collect();
     {
-        let b = open(&dir);
+        let b = open(&dir, d);
         let batch: Vec<(BlobGuid, &AlignedBlobBuf)> = images
             .iter()
             .enumerate()
@@ -207,7 +204,7 @@ fn write_blobs_batch_round_trip() {
         // 21 live slots; the dropped duplicate was freed again.
         assert!(b.slot_count() <= 24, "{}", b.slot_count());
     }
-    let b = open(&dir);
+    let b = open(&dir, d);
     assert_eq!(b.len(), 21);
     for i in 0..20u32 {
         assert_image(&b, guid(i), 500 + u64::from(i));
@@ -215,11 +212,10 @@ fn write_blobs_batch_round_trip() {
     assert_image(&b, guid(100), 8);
 }
 
-#[test]
-fn checkpoint_meta_persists() {
+fn checkpoint_meta_persists(d: Driver) {
     let dir = TempDir::new().unwrap();
     {
-        let b = open(&dir);
+        let b = open(&dir, d);
         assert_eq!(b.checkpoint_meta(), (0, 0));
         b.set_checkpoint_meta(17, 40);
         // Staged only: not durable before a flush.
@@ -229,18 +225,17 @@ fn checkpoint_meta_persists() {
         b.set_checkpoint_meta(18, 41);
     }
     {
-        let b = open(&dir);
+        let b = open(&dir, d);
         assert_eq!(b.checkpoint_meta(), (17, 40));
         b.set_checkpoint_meta(25, 60);
         b.flush().unwrap();
     }
-    assert_eq!(open(&dir).checkpoint_meta(), (25, 60));
+    assert_eq!(open(&dir, d).checkpoint_meta(), (25, 60));
 }
 
-#[test]
-fn unknown_guid_read_is_not_found() {
+fn unknown_guid_read_is_not_found(d: Driver) {
     let dir = TempDir::new().unwrap();
-    let b = open(&dir);
+    let b = open(&dir, d);
     let mut out = AlignedBlobBuf::zeroed();
     match b.read_blob([0xab; 16], &mut out) {
         Err(Error::BackendIo(e)) => {
@@ -252,27 +247,29 @@ fn unknown_guid_read_is_not_found() {
     }
 }
 
-#[test]
-fn second_open_is_locked_until_drop() {
+fn second_open_is_locked_until_drop(d: Driver) {
     let dir = TempDir::new().unwrap();
-    let first = open(&dir);
+    let first = open(&dir, d);
     first.write_blob(guid(1), &image(1)).unwrap();
     first.flush().unwrap();
-    match PersistentBackend::open(dir.path()) {
+    match PersistentBackend::open_with_driver(dir.path(), d.io()) {
         Err(Error::Locked { dir: locked }) => assert_eq!(locked, dir.path()),
         other => panic!("expected Locked, got {other:?}"),
     }
     drop(first);
-    let second = open(&dir);
+    let second = open(&dir, d);
     assert_image(&second, guid(1), 1);
 }
 
 /// Writes two frames durably, replaces the manifest with `damage(bytes)`,
 /// and expects reopen to fail with `Corrupt` naming the manifest.
-fn expect_corrupt_manifest(damage: impl FnOnce(Vec<u8>) -> Vec<u8>) -> (u64, &'static str) {
+fn expect_corrupt_manifest(
+    d: Driver,
+    damage: impl FnOnce(Vec<u8>) -> Vec<u8>,
+) -> (u64, &'static str) {
     let dir = TempDir::new().unwrap();
     {
-        let b = open(&dir);
+        let b = open(&dir, d);
         b.write_blob(guid(1), &image(1)).unwrap();
         b.write_blob(guid(2), &image(2)).unwrap();
         b.set_checkpoint_meta(5, 6);
@@ -281,7 +278,7 @@ fn expect_corrupt_manifest(damage: impl FnOnce(Vec<u8>) -> Vec<u8>) -> (u64, &'s
     let path = manifest_path(&dir);
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, damage(bytes)).unwrap();
-    match PersistentBackend::open(dir.path()) {
+    match PersistentBackend::open_with_driver(dir.path(), d.io()) {
         Err(
             ref e @ Error::Corrupt {
                 ref file,
@@ -297,45 +294,42 @@ fn expect_corrupt_manifest(damage: impl FnOnce(Vec<u8>) -> Vec<u8>) -> (u64, &'s
     }
 }
 
-#[test]
-fn manifest_byte_flips_are_corrupt() {
+fn manifest_byte_flips_are_corrupt(d: Driver) {
     let len = {
         let mut len = 0;
-        expect_corrupt_manifest(|b| {
+        expect_corrupt_manifest(d, |b| {
             len = b.len();
             vec![]
         });
         len
     };
     for at in 0..len {
-        let _ = expect_corrupt_manifest(|mut b| {
+        let _ = expect_corrupt_manifest(d, |mut b| {
             b[at] ^= 0x40;
             b
         });
     }
 }
 
-#[test]
-fn manifest_truncation_and_garbage_are_corrupt() {
+fn manifest_truncation_and_garbage_are_corrupt(d: Driver) {
     for cut in [0usize, 3, 8, 20, 47, 52, 60, 99] {
-        let _ = expect_corrupt_manifest(|mut b| {
+        let _ = expect_corrupt_manifest(d, |mut b| {
             b.truncate(cut.min(b.len() - 1));
             b
         });
     }
-    let (offset, context) = expect_corrupt_manifest(|b| vec![0x5a; b.len()]);
+    let (offset, context) = expect_corrupt_manifest(d, |b| vec![0x5a; b.len()]);
     assert_eq!((offset, context), (0, "bad manifest magic"));
-    let _ = expect_corrupt_manifest(|mut b| {
+    let _ = expect_corrupt_manifest(d, |mut b| {
         b.extend_from_slice(b"trailing garbage");
         b
     });
 }
 
-#[test]
-fn truncated_data_file_is_corrupt() {
+fn truncated_data_file_is_corrupt(d: Driver) {
     let dir = TempDir::new().unwrap();
     {
-        let b = open(&dir);
+        let b = open(&dir, d);
         b.write_blob(guid(1), &image(1)).unwrap();
         b.write_blob(guid(2), &image(2)).unwrap();
         b.flush().unwrap();
@@ -347,7 +341,7 @@ fn truncated_data_file_is_corrupt() {
         .unwrap()
         .set_len(FRAME)
         .unwrap();
-    match PersistentBackend::open(dir.path()) {
+    match PersistentBackend::open_with_driver(dir.path(), d.io()) {
         Err(Error::Corrupt { file, offset, .. }) => {
             assert_eq!(file, data);
             assert_eq!(offset, FRAME);
@@ -356,142 +350,57 @@ fn truncated_data_file_is_corrupt() {
     }
 }
 
-#[test]
-fn stale_manifest_tmp_is_ignored() {
+fn stale_manifest_tmp_is_ignored(d: Driver) {
     let dir = TempDir::new().unwrap();
     {
-        let b = open(&dir);
+        let b = open(&dir, d);
         b.write_blob(guid(1), &image(1)).unwrap();
         b.flush().unwrap();
     }
     let tmp = dir.path().join("MANIFEST.tmp");
     std::fs::write(&tmp, b"half-written manifest").unwrap();
-    let b = open(&dir);
+    let b = open(&dir, d);
     assert!(!tmp.exists());
     assert_image(&b, guid(1), 1);
     b.write_blob(guid(2), &image(2)).unwrap();
     b.flush().unwrap();
     drop(b);
-    let b = open(&dir);
+    let b = open(&dir, d);
     assert_eq!(b.len(), 2);
 }
 
 // ---------------------------------------------------------------------------
 // Fault injection through the driver seam.
 
-/// Switches for [`FaultDriver`].
-#[derive(Debug, Default)]
-struct Faults {
-    writes: AtomicBool,
-    data_sync: AtomicBool,
-    rename: AtomicBool,
-    sync_dir: AtomicBool,
-}
-
-fn injected() -> io::Error {
-    io::Error::other("injected fault")
-}
-
-/// A [`SyncDriver`] wrapper that fails the operations switched on in
-/// [`Faults`].
-#[derive(Debug)]
-struct FaultDriver {
-    faults: Arc<Faults>,
-}
-
-#[derive(Debug)]
-struct FaultFile {
-    inner: Arc<dyn IoFile>,
-    faults: Arc<Faults>,
-}
-
-impl IoDriver for FaultDriver {
-    fn open(&self, path: &Path, opts: OpenOptions) -> io::Result<Arc<dyn IoFile>> {
-        let inner = SyncDriver.open(path, opts)?;
-        Ok(Arc::new(FaultFile {
-            inner,
-            faults: Arc::clone(&self.faults),
-        }))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        if self.faults.rename.load(Ordering::SeqCst) {
-            return Err(injected());
-        }
-        SyncDriver.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        SyncDriver.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if self.faults.sync_dir.load(Ordering::SeqCst) {
-            return Err(injected());
-        }
-        SyncDriver.sync_dir(dir)
-    }
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        SyncDriver.list_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        SyncDriver.create_dir_all(dir)
-    }
-    fn name(&self) -> &'static str {
-        "fault"
-    }
-}
-
-impl IoFile for FaultFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if self.faults.writes.load(Ordering::SeqCst) && buf.len() == FRAME as usize {
-            return Err(io::Error::from(io::ErrorKind::StorageFull));
-        }
-        self.inner.write_at(buf, offset)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        if self.faults.data_sync.load(Ordering::SeqCst) {
-            return Err(injected());
-        }
-        self.inner.sync_data()
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.inner.sync_all()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.inner.allocate(offset, len)
-    }
-    fn is_direct(&self) -> bool {
-        self.inner.is_direct()
-    }
-    fn path(&self) -> &Path {
-        self.inner.path()
-    }
-}
-
-fn open_faulty(dir: &TempDir) -> (PersistentBackend, Arc<Faults>) {
-    let faults = Arc::new(Faults::default());
-    let driver = Arc::new(FaultDriver {
-        faults: Arc::clone(&faults),
-    });
+/// The backend on driver `d` wrapped in a [`FaultDriver`], disarmed.
+fn open_faulty(dir: &TempDir, d: Driver) -> (PersistentBackend, Arc<Injector>) {
+    let (driver, faults) = FaultDriver::new(d.io());
     let b = PersistentBackend::open_with_driver(dir.path(), driver).unwrap();
     assert_eq!(b.driver().name(), "fault");
     (b, faults)
 }
 
-#[test]
-fn failed_write_leaves_mapping_and_slots_unchanged() {
+/// Frame writes refused: a full disk under the data file.
+fn frame_writes_fail() -> Plan {
+    Plan::always(Kind::Write, io::ErrorKind::StorageFull).on("frames.dat")
+}
+
+/// Every `sync_data` / `sync_all` fails (EIO).
+fn syncs_fail() -> Plan {
+    Plan::always(Kind::Sync, io::ErrorKind::Other)
+}
+
+/// Every rename fails (EIO).
+fn renames_fail() -> Plan {
+    Plan::always(Kind::Rename, io::ErrorKind::Other)
+}
+
+fn failed_write_leaves_mapping_and_slots_unchanged(d: Driver) {
     let dir = TempDir::new().unwrap();
-    let (b, faults) = open_faulty(&dir);
+    let (b, faults) = open_faulty(&dir, d);
     b.write_blob(guid(1), &image(1)).unwrap();
     b.flush().unwrap();
-    faults.writes.store(true, Ordering::SeqCst);
+    faults.arm(frame_writes_fail());
     for _ in 0..50 {
         match b.write_blob(guid(1), &image(2)) {
             Err(Error::BackendIo(e)) => assert_eq!(e.kind(), io::ErrorKind::StorageFull),
@@ -504,17 +413,16 @@ fn failed_write_leaves_mapping_and_slots_unchanged() {
     assert_image(&b, guid(1), 1);
     assert_eq!(b.len(), 1);
     assert_eq!(b.slot_count(), 8);
-    faults.writes.store(false, Ordering::SeqCst);
+    faults.disarm();
     b.write_blob(guid(1), &image(2)).unwrap();
     b.flush().unwrap();
     drop(b);
-    assert_image(&open(&dir), guid(1), 2);
+    assert_image(&open(&dir, d), guid(1), 2);
 }
 
-#[test]
-fn failed_flush_keeps_previous_manifest_and_retry_works() {
+fn failed_flush_keeps_previous_manifest_and_retry_works(d: Driver) {
     let dir = TempDir::new().unwrap();
-    let (b, faults) = open_faulty(&dir);
+    let (b, faults) = open_faulty(&dir, d);
     b.write_blob(guid(1), &image(1)).unwrap();
     b.set_checkpoint_meta(1, 2);
     b.flush().unwrap();
@@ -523,10 +431,10 @@ fn failed_flush_keeps_previous_manifest_and_retry_works() {
     b.write_blob(guid(2), &image(2)).unwrap();
     b.set_checkpoint_meta(3, 4);
     // (A failed `sync_dir` has its own test: its rename already happened.)
-    for switch in [&faults.data_sync, &faults.rename] {
-        switch.store(true, Ordering::SeqCst);
+    for plan in [syncs_fail(), renames_fail()] {
+        faults.arm(plan);
         assert!(matches!(b.flush(), Err(Error::BackendIo(_))));
-        switch.store(false, Ordering::SeqCst);
+        faults.disarm();
         assert_eq!(b.checkpoint_meta(), (1, 2));
         assert_eq!(b.len(), 2);
         assert_image(&b, guid(1), 11);
@@ -536,38 +444,37 @@ fn failed_flush_keeps_previous_manifest_and_retry_works() {
         b.delete_blob(guid(9)).unwrap();
     }
     // A crash after a failed rename: the old manifest is the one on disk.
-    faults.rename.store(true, Ordering::SeqCst);
+    faults.arm(renames_fail());
     assert!(b.flush().is_err());
     drop(b);
     {
-        let b = open(&dir);
+        let b = open(&dir, d);
         assert_eq!(b.checkpoint_meta(), (1, 2));
         assert_eq!(b.len(), 1);
         assert_image(&b, guid(1), 1);
     }
     // Retry after the faults clear.
-    let (b, _faults) = open_faulty(&dir);
+    let (b, _faults) = open_faulty(&dir, d);
     b.write_blob(guid(1), &image(11)).unwrap();
     b.write_blob(guid(2), &image(2)).unwrap();
     b.set_checkpoint_meta(3, 4);
     b.flush().unwrap();
     drop(b);
-    let b = open(&dir);
+    let b = open(&dir, d);
     assert_eq!(b.checkpoint_meta(), (3, 4));
     assert_image(&b, guid(1), 11);
     assert_image(&b, guid(2), 2);
 }
 
-#[test]
-fn failed_sync_dir_keeps_new_manifest_slots_safe() {
+fn failed_sync_dir_keeps_new_manifest_slots_safe(d: Driver) {
     let dir = TempDir::new().unwrap();
-    let (b, faults) = open_faulty(&dir);
+    let (b, faults) = open_faulty(&dir, d);
     b.write_blob(guid(1), &image(1)).unwrap();
     b.flush().unwrap();
     b.write_blob(guid(2), &image(2)).unwrap();
-    faults.sync_dir.store(true, Ordering::SeqCst);
+    faults.arm(Plan::always(Kind::SyncDir, io::ErrorKind::Other));
     assert!(b.flush().is_err());
-    faults.sync_dir.store(false, Ordering::SeqCst);
+    faults.disarm();
     // The renamed manifest (naming guid 2's slot) may be what a crash
     // leaves on disk, so deleting guid 2 must not let its slot be reused.
     b.delete_blob(guid(2)).unwrap();
@@ -575,7 +482,7 @@ fn failed_sync_dir_keeps_new_manifest_slots_safe() {
         b.write_blob(guid(i), &image(u64::from(i))).unwrap();
     }
     drop(b); // "crash": the renamed manifest is on disk
-    let b = open(&dir);
+    let b = open(&dir, d);
     assert_eq!(b.len(), 2);
     assert_image(&b, guid(1), 1);
     assert_image(&b, guid(2), 2);
@@ -592,10 +499,9 @@ fn stamped(g: BlobGuid, version: u8) -> AlignedBlobBuf {
     buf
 }
 
-#[test]
-fn concurrent_reads_writes_and_flushes() {
+fn concurrent_reads_writes_and_flushes(d: Driver) {
     let dir = TempDir::new().unwrap();
-    let b = Arc::new(open(&dir));
+    let b = Arc::new(open(&dir, d));
     let guids: Vec<BlobGuid> = (0..16).map(guid).collect();
     for &g in &guids {
         b.write_blob(g, &stamped(g, 0)).unwrap();
@@ -657,10 +563,30 @@ fn concurrent_reads_writes_and_flushes() {
     let slots = b.slot_count();
     assert!(slots <= 64, "slot_count {slots}");
     drop(b);
-    let b = open(&dir);
+    let b = open(&dir, d);
     assert_eq!(b.list_blobs().unwrap(), live);
     for g in live {
         let out = read(&b, g);
         assert_eq!(&out.as_slice()[..16], &g[..]);
     }
 }
+
+per_driver!(
+    creates_missing_directory,
+    write_flush_reopen_round_trip,
+    unflushed_write_is_invisible_after_reopen,
+    deletes_take_effect_only_at_flush,
+    rewrites_reuse_slots,
+    write_blobs_batch_round_trip,
+    checkpoint_meta_persists,
+    unknown_guid_read_is_not_found,
+    second_open_is_locked_until_drop,
+    manifest_byte_flips_are_corrupt,
+    manifest_truncation_and_garbage_are_corrupt,
+    truncated_data_file_is_corrupt,
+    stale_manifest_tmp_is_ignored,
+    failed_write_leaves_mapping_and_slots_unchanged,
+    failed_flush_keeps_previous_manifest_and_retry_works,
+    failed_sync_dir_keeps_new_manifest_slots_safe,
+    concurrent_reads_writes_and_flushes,
+);

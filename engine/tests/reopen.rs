@@ -1,8 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! Persistent mode: reopen round trips with and without checkpoints.
+//! Persistent mode: reopen round trips with and without checkpoints,
+//! each scenario once per I/O driver (`<test>::sync`, `<test>::uring`).
+
+mod common;
 
 use std::collections::BTreeMap;
 
+use common::{builder, per_driver, Driver};
 use holt::{Error, RangeEntry, Tree, TreeBuilder, TreeConfig};
 
 fn all(t: &Tree) -> BTreeMap<Vec<u8>, Vec<u8>> {
@@ -48,26 +52,30 @@ fn workload(t: &Tree, model: &mut BTreeMap<Vec<u8>, Vec<u8>>, round: u64) {
     model.remove(b"txn/a".as_slice());
 }
 
-#[test]
-fn reopen_without_checkpoint_replays_the_wal() {
+/// Three rounds of writes, no checkpoint, reopen after each. Fails if
+/// replay lost or reordered WAL records (the model comparison differs).
+fn reopen_without_checkpoint_replays_the_wal(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
     let mut model = BTreeMap::new();
     for round in 0..3 {
-        let t = TreeBuilder::new(dir.path()).open().unwrap();
+        let t = builder(dir.path(), d).open().unwrap();
         assert_eq!(all(&t), model, "round {round} after reopen");
         workload(&t, &mut model, round);
         assert_eq!(all(&t), model);
     }
-    let t = TreeBuilder::new(dir.path()).open().unwrap();
+    let t = builder(dir.path(), d).open().unwrap();
     assert_eq!(all(&t), model);
 }
 
-#[test]
-fn reopen_with_checkpoints_and_sync_commit() {
+/// Writes, checkpoint, more writes, reopen, with a small buffer pool.
+/// Fails if a checkpoint wrote stale frame images or a manifest whose cut
+/// skips WAL records, or if replay over checkpointed frames were not
+/// idempotent.
+fn reopen_with_checkpoints_and_sync_commit(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
     let mut model = BTreeMap::new();
     for round in 0..3 {
-        let t = TreeBuilder::new(dir.path())
+        let t = builder(dir.path(), d)
             .wal_sync_on_commit(round % 2 == 1)
             .buffer_pool_size(4)
             .open()
@@ -79,32 +87,36 @@ fn reopen_with_checkpoints_and_sync_commit() {
         workload(&t, &mut model, round + 100);
         assert_eq!(all(&t), model);
     }
-    let t = TreeBuilder::new(dir.path()).open().unwrap();
+    let t = builder(dir.path(), d).open().unwrap();
     assert_eq!(all(&t), model);
     let st = t.stats().unwrap();
     assert!(st.blob_count >= 1);
     // Recovery of a recovery: open again without writing.
     drop(t);
-    let t = TreeBuilder::new(dir.path()).open().unwrap();
+    let t = builder(dir.path(), d).open().unwrap();
     assert_eq!(all(&t), model);
 }
 
-#[test]
-fn second_open_is_refused_while_the_first_lives() {
+/// A second open of a live directory is `Locked`; after the first handle
+/// drops it succeeds. Fails if the directory lock were missing or never
+/// released.
+fn second_open_is_refused_while_the_first_lives(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
-    let t = Tree::open(TreeConfig::new(dir.path())).unwrap();
+    let t = builder(dir.path(), d).open().unwrap();
     t.put(b"k", b"v").unwrap();
-    match Tree::open(TreeConfig::new(dir.path())) {
+    match builder(dir.path(), d).open() {
         Err(Error::Locked { .. }) => {}
         other => panic!("expected Locked, got {other:?}"),
     }
     drop(t);
-    let t = Tree::open(TreeConfig::new(dir.path())).unwrap();
+    let t = builder(dir.path(), d).open().unwrap();
     assert_eq!(t.get(b"k").unwrap(), Some(b"v".to_vec()));
 }
 
-#[test]
-fn background_checkpointer_flushes_and_drop_loses_nothing() {
+/// Background rounds run and clean the dirty map; writes after the last
+/// round survive the drop. Fails if drop skipped the final round and the
+/// WAL sync, or a background round lost dirty frames.
+fn background_checkpointer_flushes_and_drop_loses_nothing(d: Driver) {
     use holt::CheckpointConfig;
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
@@ -114,7 +126,7 @@ fn background_checkpointer_flushes_and_drop_loses_nothing() {
     };
     let mut model = BTreeMap::new();
     {
-        let t = TreeBuilder::new(dir.path())
+        let t = builder(dir.path(), d)
             .checkpoint(cfg.clone())
             .open()
             .unwrap();
@@ -137,16 +149,18 @@ fn background_checkpointer_flushes_and_drop_loses_nothing() {
         // and the WAL sync at drop protect these.
         workload(&t, &mut model, 8);
     }
-    let t = TreeBuilder::new(dir.path()).open().unwrap();
+    let t = builder(dir.path(), d).open().unwrap();
     assert!(t.stats().unwrap().checkpointer.is_none());
     assert_eq!(all(&t), model);
 }
 
-#[test]
-fn torn_wal_tail_is_cut_and_mid_file_damage_refused() {
+/// A torn last WAL record is cut and later writes survive; damage in the
+/// middle is `ReplaySanityFailed` and leaves the file untouched. Fails if
+/// a torn tail failed open, or mid-file damage were silently truncated.
+fn torn_wal_tail_is_cut_and_mid_file_damage_refused(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
     {
-        let t = TreeBuilder::new(dir.path()).open().unwrap();
+        let t = builder(dir.path(), d).open().unwrap();
         for i in 0..100u32 {
             t.put(format!("k{i:03}").as_bytes(), &[7u8; 40]).unwrap();
         }
@@ -158,19 +172,19 @@ fn torn_wal_tail_is_cut_and_mid_file_damage_refused() {
     f.set_len(len - 5).unwrap();
     drop(f);
     {
-        let t = TreeBuilder::new(dir.path()).open().unwrap();
+        let t = builder(dir.path(), d).open().unwrap();
         assert_eq!(t.get(b"k098").unwrap(), Some(vec![7u8; 40]));
         assert_eq!(t.get(b"k099").unwrap(), None, "torn record dropped");
         t.put(b"after", b"cut").unwrap();
     }
-    let t = TreeBuilder::new(dir.path()).open().unwrap();
+    let t = builder(dir.path(), d).open().unwrap();
     assert_eq!(t.get(b"after").unwrap(), Some(b"cut".to_vec()));
     drop(t);
     // Damage in the middle, valid records after it: refused, file untouched.
     let mut bytes = std::fs::read(&wal).unwrap();
     bytes[100] ^= 0x55;
     std::fs::write(&wal, &bytes).unwrap();
-    match TreeBuilder::new(dir.path()).open() {
+    match builder(dir.path(), d).open() {
         Err(Error::ReplaySanityFailed { .. }) => {}
         other => panic!("expected ReplaySanityFailed, got {other:?}"),
     }
@@ -181,39 +195,48 @@ fn torn_wal_tail_is_cut_and_mid_file_damage_refused() {
     );
 }
 
-#[test]
-fn a_tree_written_by_one_driver_opens_with_the_other() {
-    use holt::io::SyncDriver;
-    use std::sync::Arc;
+/// A directory written through driver `d` (and checkpointed) reads back
+/// identically through the other driver and through the default choice.
+/// Fails if the drivers disagreed on file layout, lengths or alignment
+/// (e.g. one of them wrote short frames).
+fn a_tree_written_by_one_driver_opens_with_the_other(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
     let mut model = BTreeMap::new();
     {
-        // Default driver: io_uring where the kernel allows.
-        let t = TreeBuilder::new(dir.path()).open().unwrap();
-        let io = t.io_stats().expect("persistent tree");
-        assert!(
-            io.driver == "io_uring" || io.fallback_reason.is_some(),
-            "{io:?}"
-        );
+        let t = builder(dir.path(), d).open().unwrap();
+        assert_eq!(t.io_stats().unwrap().driver, d.stats_name());
         workload(&t, &mut model, 1);
         t.checkpoint().unwrap();
         workload(&t, &mut model, 2);
     }
+    let other = d.other();
     {
-        let t = TreeBuilder::new(dir.path())
-            .io_driver(Arc::new(SyncDriver::new()))
-            .open()
-            .unwrap();
-        assert_eq!(t.io_stats().unwrap().driver, "sync");
+        let t = builder(dir.path(), other).open().unwrap();
+        assert_eq!(t.io_stats().unwrap().driver, other.stats_name());
         assert_eq!(all(&t), model);
         workload(&t, &mut model, 3);
         t.checkpoint().unwrap();
         workload(&t, &mut model, 4);
     }
+    // Default driver: io_uring where the kernel allows.
     let t = TreeBuilder::new(dir.path()).open().unwrap();
+    let io = t.io_stats().expect("persistent tree");
+    assert!(
+        io.driver == "io_uring" || io.fallback_reason.is_some(),
+        "{io:?}"
+    );
     assert_eq!(all(&t), model);
     assert!(Tree::open(TreeConfig::memory())
         .unwrap()
         .io_stats()
         .is_none());
 }
+
+per_driver!(
+    reopen_without_checkpoint_replays_the_wal,
+    reopen_with_checkpoints_and_sync_commit,
+    second_open_is_refused_while_the_first_lives,
+    background_checkpointer_flushes_and_drop_loses_nothing,
+    torn_wal_tail_is_cut_and_mid_file_damage_refused,
+    a_tree_written_by_one_driver_opens_with_the_other,
+);
