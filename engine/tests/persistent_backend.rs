@@ -212,6 +212,59 @@ fn write_blobs_batch_round_trip(d: Driver) {
     assert_image(&b, guid(100), 8);
 }
 
+/// `read_blobs` (one batched driver read) returns what `read_blob` does,
+/// frame by frame and in the caller's order; a missing guid fails the
+/// batch with NotFound, and rewrites afterwards still reuse slots.
+/// Deliberate bug caught: pairing buffers with the wrong slots (images
+/// swapped between frames).
+fn read_blobs_batch_matches_single_reads(d: Driver) {
+    let dir = TempDir::new().unwrap();
+    let b = open(&dir, d);
+    let images: Vec<AlignedBlobBuf> = (0..12).map(|i| image(700 + i)).collect();
+    let batch: Vec<(BlobGuid, &AlignedBlobBuf)> = images
+        .iter()
+        .enumerate()
+        .map(|(i, img)| (guid(i as u32), img))
+        .collect();
+    b.write_blobs(&batch).unwrap();
+    b.flush().unwrap();
+    let order = [7u32, 0, 11, 3, 5];
+    let mut bufs: Vec<AlignedBlobBuf> = order.iter().map(|_| AlignedBlobBuf::zeroed()).collect();
+    {
+        let mut reads: Vec<(BlobGuid, &mut AlignedBlobBuf)> = order
+            .iter()
+            .map(|&i| guid(i))
+            .zip(bufs.iter_mut())
+            .collect();
+        b.read_blobs(&mut reads).unwrap();
+    }
+    for (&i, buf) in order.iter().zip(&bufs) {
+        assert!(buf.as_slice() == read(&b, guid(i)).as_slice(), "frame {i}");
+    }
+    let mut x = AlignedBlobBuf::zeroed();
+    let mut y = AlignedBlobBuf::zeroed();
+    match b.read_blobs(&mut [(guid(1), &mut x), ([0xcd; 16], &mut y)]) {
+        Err(Error::BackendIo(e)) => assert_eq!(e.kind(), io::ErrorKind::NotFound),
+        other => panic!("unexpected {other:?}"),
+    }
+    let slots = b.slot_count();
+    for round in 0..3u64 {
+        let imgs: Vec<AlignedBlobBuf> = (0..12).map(|i| image(800 + i + 100 * round)).collect();
+        let batch: Vec<(BlobGuid, &AlignedBlobBuf)> = imgs
+            .iter()
+            .enumerate()
+            .map(|(i, img)| (guid(i as u32), img))
+            .collect();
+        b.write_blobs(&batch).unwrap();
+        b.flush().unwrap();
+    }
+    assert!(
+        b.slot_count() <= slots + 12,
+        "{} > {slots} + 12",
+        b.slot_count()
+    );
+}
+
 fn checkpoint_meta_persists(d: Driver) {
     let dir = TempDir::new().unwrap();
     {
@@ -578,6 +631,7 @@ per_driver!(
     deletes_take_effect_only_at_flush,
     rewrites_reuse_slots,
     write_blobs_batch_round_trip,
+    read_blobs_batch_matches_single_reads,
     checkpoint_meta_persists,
     unknown_guid_read_is_not_found,
     second_open_is_locked_until_drop,

@@ -54,8 +54,11 @@ pub(crate) struct BufferManager {
 /// capacity, at least 4).
 const MAX_POOLED_IMAGES: usize = 256;
 
-/// Optimistic load attempts before a load reads under the shard lock.
+/// Optimistic load attempts before a load reads under the round lock.
 const LOAD_RETRIES: usize = 4;
+
+/// Most frames one prefetch reads (32 MiB).
+const MAX_PREFETCH: usize = 64;
 
 impl std::fmt::Debug for BufferManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -201,32 +204,86 @@ impl BufferManager {
             let _serial = (attempt == LOAD_RETRIES).then(|| self.round_lock());
             let epoch = self.writebacks.load(Ordering::Acquire);
             let frame = self.read_frame(guid)?;
-            let blob = self.new_blob(*guid, frame);
-            let v = blob.latch.lock_exclusive_raw();
-            if let Err(present) = self.map.insert_if_absent(&blob) {
-                blob.latch.unlock_exclusive_raw(v);
-                return Ok(present);
+            match self.install(*guid, frame, epoch) {
+                Install::Done(b) => return Ok(self.after_load(b)),
+                Install::Present(b) => return Ok(b),
+                Install::Raced => {}
             }
-            if self.writebacks.load(Ordering::Acquire) == epoch {
-                blob.latch.unlock_exclusive_raw(v);
-                return Ok(self.after_load(blob));
-            }
-            self.map.remove_exact(&blob);
-            blob.mark_obsolete();
-            blob.latch.unlock_exclusive_raw(v);
         }
         Err(Error::Internal("a frame load kept racing write-backs"))
     }
 
+    /// Puts a frame read from the backend into the table if its GUID is
+    /// absent and no write-back completed since `epoch` (see `load`).
+    fn install(&self, guid: BlobGuid, frame: AtomicFrame, epoch: u64) -> Install {
+        let blob = self.new_blob(guid, frame);
+        let v = blob.latch.lock_exclusive_raw();
+        if let Err(present) = self.map.insert_if_absent(&blob) {
+            blob.latch.unlock_exclusive_raw(v);
+            return Install::Present(present);
+        }
+        if self.writebacks.load(Ordering::Acquire) == epoch {
+            blob.latch.unlock_exclusive_raw(v);
+            return Install::Done(blob);
+        }
+        self.map.remove_exact(&blob);
+        blob.mark_obsolete();
+        blob.latch.unlock_exclusive_raw(v);
+        Install::Raced
+    }
+
+    /// Loads the uncached frames among `guids` with one batched backend
+    /// read (one io_uring submission in persistent mode), for walks that
+    /// will visit all of them (stats, merge passes), and returns them
+    /// pinned: unpinned, the batch's own loads would evict its first frames
+    /// from a small pool before the walk reaches them. At most a quarter
+    /// of the pool (and [`MAX_PREFETCH`]) per call. Silent like
+    /// [`BufferManager::pin_silent`]: no counters. Best effort: a frame
+    /// that fails to read or verify, or loses a race with a write-back, is
+    /// skipped, and the walk's own load reports or retries it.
+    pub(crate) fn prefetch(&self, guids: &[BlobGuid]) -> Vec<Arc<CachedBlob>> {
+        let want: Vec<BlobGuid> = {
+            let guard = self.guard();
+            guids
+                .iter()
+                .filter(|g| self.map.get(g, &guard).is_none() && !self.pending_deletes.contains(g))
+                .take(MAX_PREFETCH.min(self.capacity / 4))
+                .copied()
+                .collect()
+        };
+        let mut pinned = Vec::with_capacity(want.len());
+        if want.len() < 2 {
+            return pinned; // a single frame is the walk's own load
+        }
+        let epoch = self.writebacks.load(Ordering::Acquire);
+        let mut bufs: Vec<AlignedBlobBuf> = want.iter().map(|_| self.image_buffer()).collect();
+        let ok = {
+            let mut reads: Vec<(BlobGuid, &mut AlignedBlobBuf)> =
+                want.iter().copied().zip(bufs.iter_mut()).collect();
+            self.backend.read_blobs(&mut reads).is_ok()
+        };
+        if ok {
+            for (guid, buf) in want.iter().zip(&bufs) {
+                if let Ok(frame) = check_image(guid, buf.as_slice()) {
+                    if let Install::Done(b) = self.install(*guid, frame, epoch) {
+                        pinned.push(self.after_load(b));
+                    }
+                }
+            }
+        }
+        self.recycle(bufs);
+        pinned
+    }
+
     /// Reads and checks one frame image (checksum, name, structure).
     fn read_frame(&self, guid: &BlobGuid) -> Result<AtomicFrame> {
-        let mut buf = AlignedBlobBuf::uninit();
-        self.backend.read_blob(*guid, &mut buf)?;
-        let image = buf.as_slice();
-        header::verify_image_crc(image).map_err(|e| corrupt(*guid, e))?;
-        let frame = AtomicFrame::from_image(image).map_err(|e| corrupt(*guid, e))?;
-        copy::validate(&frame, guid).map_err(|e| corrupt(*guid, e))?;
-        Ok(frame)
+        let mut buf = self.image_buffer();
+        let res = self
+            .backend
+            .read_blob(*guid, &mut buf)
+            .and_then(|()| check_image(guid, buf.as_slice()));
+        self.recycle(vec![buf]);
+        res
     }
 
     fn new_blob(&self, guid: BlobGuid, frame: AtomicFrame) -> Arc<CachedBlob> {
@@ -405,18 +462,23 @@ impl BufferManager {
             self.pending_deletes.restore(&r.deletes);
         }
         let frames = r.images.len();
+        self.recycle(r.images.into_iter().map(|(_, b)| b).collect());
+        frames
+    }
+
+    /// Returns image buffers to the pool (up to its bound).
+    fn recycle(&self, bufs: Vec<AlignedBlobBuf>) {
         let mut pool = self
             .image_pool
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let keep = (self.capacity / 4).clamp(4, MAX_POOLED_IMAGES);
-        for (_, buf) in r.images {
+        for buf in bufs {
             if pool.len() >= keep {
                 break;
             }
             pool.push(buf);
         }
-        frames
     }
 
     /// A 512 KiB image buffer: a recycled one if available. Fresh
@@ -430,6 +492,25 @@ impl BufferManager {
             .pop();
         pooled.unwrap_or_else(AlignedBlobBuf::uninit)
     }
+}
+
+/// Checks a frame image read from a backend (checksum, name, structure)
+/// and turns it into a frame.
+fn check_image(guid: &BlobGuid, image: &[u8]) -> Result<AtomicFrame> {
+    header::verify_image_crc(image).map_err(|e| corrupt(*guid, e))?;
+    let frame = AtomicFrame::from_image(image).map_err(|e| corrupt(*guid, e))?;
+    copy::validate(&frame, guid).map_err(|e| corrupt(*guid, e))?;
+    Ok(frame)
+}
+
+/// Outcome of [`BufferManager::install`].
+enum Install {
+    /// The frame is in the table now.
+    Done(Arc<CachedBlob>),
+    /// Another copy was there first (returned).
+    Present(Arc<CachedBlob>),
+    /// A write-back raced the read; the frame was withdrawn.
+    Raced,
 }
 
 /// What one write-back round drained and captured.
@@ -502,5 +583,60 @@ mod tests {
         bm.mark_dirty(guids[2], 5);
         assert!(!bm.evict_one(|b| b.guid == guids[2]));
         assert!(bm.evict_one(|_| true), "a clean, idle frame goes");
+    }
+}
+
+#[cfg(test)]
+mod prefetch_tests {
+    use super::*;
+    use crate::store::MemoryBackend;
+
+    fn frames(bm: &BufferManager, n: u8) -> Vec<BlobGuid> {
+        let guids: Vec<BlobGuid> = (1..=n)
+            .map(|i| {
+                let mut g = [0u8; 16];
+                g[0] = i;
+                let f = AtomicFrame::zeroed();
+                header::init(&f, g, 1).unwrap();
+                bm.insert_new(g, f, 0);
+                g
+            })
+            .collect();
+        let _serial = bm.round_lock();
+        let round = bm.begin_round(None);
+        bm.persist(&round).unwrap();
+        bm.finish_round(round, true);
+        guids
+    }
+
+    /// A prefetch loads every uncached frame in one call, verified, and a
+    /// batch it cannot read leaves the cache as it was (best effort).
+    #[test]
+    fn prefetch_loads_uncached_frames_and_is_best_effort() {
+        let backend = Arc::new(MemoryBackend::new());
+        let bm = BufferManager::new(backend.clone(), 64);
+        let guids = frames(&bm, 6);
+        while bm.evict_one(|_| true) {}
+        assert!(guids.iter().all(|g| bm.cached(g).is_none()));
+        let pinned = bm.prefetch(&guids[..4]);
+        assert_eq!(pinned.len(), 4);
+        drop(pinned);
+        assert!(guids[..4].iter().all(|g| bm.cached(g).is_some()));
+        assert!(guids[4..].iter().all(|g| bm.cached(g).is_none()));
+        // A batch with a missing frame loads nothing and reports nothing;
+        // the frames still load one by one.
+        let mut with_missing = guids[4..].to_vec();
+        with_missing.push([0xEE; 16]);
+        assert!(bm.prefetch(&with_missing).is_empty());
+        assert!(bm.cached(&guids[4]).is_none());
+        assert!(bm.pin(&guids[4]).is_ok());
+        // A corrupt image is skipped, not installed.
+        let mut bad = AlignedBlobBuf::zeroed();
+        bad.as_mut_slice()[100] = 1;
+        backend.write_blob([0xAB; 16], &bad).unwrap();
+        let pinned = bm.prefetch(&[guids[5], [0xAB; 16]]);
+        assert_eq!(pinned.len(), 1);
+        assert!(bm.cached(&guids[5]).is_some());
+        assert!(bm.cached(&[0xAB; 16]).is_none());
     }
 }

@@ -76,6 +76,21 @@ pub trait Backend: Send + Sync {
         self.list_blobs().map(|v| v.contains(&guid))
     }
 
+    /// Reads several frames at once (a prefetch). The default calls
+    /// [`read_blob`](Backend::read_blob) for each; backends that can batch
+    /// I/O should override it (the persistent backend submits one io_uring
+    /// batch).
+    ///
+    /// # Errors
+    /// As [`read_blob`](Backend::read_blob), for the first frame that
+    /// fails; the other buffers' contents are then unspecified.
+    fn read_blobs(&self, reads: &mut [(BlobGuid, &mut AlignedBlobBuf)]) -> Result<()> {
+        for (guid, buf) in reads.iter_mut() {
+            self.read_blob(*guid, buf)?;
+        }
+        Ok(())
+    }
+
     /// Stores several frames, in order. The default calls
     /// [`write_blob`](Backend::write_blob) for each and stops at the first
     /// error; backends that can batch I/O should override it.
@@ -109,6 +124,14 @@ mod tests {
         let mut out = AlignedBlobBuf::zeroed();
         assert!(backend.read_blob(gb, &mut out).is_ok());
         assert_eq!(out.as_slice()[0], 2);
+        let (mut x, mut y) = (AlignedBlobBuf::zeroed(), AlignedBlobBuf::zeroed());
+        assert!(backend
+            .read_blobs(&mut [(gb, &mut x), (ga, &mut y)])
+            .is_ok());
+        assert_eq!((x.as_slice()[0], y.as_slice()[0]), (2, 1));
+        let mut z = AlignedBlobBuf::zeroed();
+        let missing = backend.read_blobs(&mut [(ga, &mut x), ([9; 16], &mut z)]);
+        assert!(missing.is_err(), "a missing frame fails the batch");
     }
 
     #[test]

@@ -484,6 +484,40 @@ impl Backend for PersistentBackend {
         self.write_blobs(&[(guid, src)])
     }
 
+    /// One [`IoFile::read_batch`] call (one io_uring submission) for all
+    /// frames; their slots are pinned while the reads are in flight.
+    fn read_blobs(&self, reads: &mut [(BlobGuid, &mut AlignedBlobBuf)]) -> Result<()> {
+        let slots = {
+            let mut st = self.state();
+            let mut slots = Vec::with_capacity(reads.len());
+            for (guid, _) in reads.iter() {
+                let Some(&slot) = st.live.get(guid) else {
+                    for &s in &slots {
+                        st.unpin(s);
+                    }
+                    return Err(Error::BackendIo(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("blob {guid:02x?} not found"),
+                    )));
+                };
+                st.pin(slot);
+                slots.push(slot);
+            }
+            slots
+        };
+        let mut batch: Vec<(u64, &mut [u8])> = reads
+            .iter_mut()
+            .zip(&slots)
+            .map(|((_, buf), &slot)| (slot_offset(slot), buf.as_mut_slice()))
+            .collect();
+        let res = self.data.read_batch(&mut batch);
+        let mut st = self.state();
+        for &s in &slots {
+            st.unpin(s);
+        }
+        res.map_err(Error::BackendIo)
+    }
+
     /// Picks all slots first, then submits every image in one
     /// [`IoFile::write_batch`] call (one io_uring submission). On error no
     /// guid is remapped and every picked slot is freed again.

@@ -151,7 +151,10 @@ impl Core {
                     break;
                 }
             }
-            for (rel, guid) in links_with_paths(w.frame()).map_err(c)? {
+            let children = links_with_paths(w.frame()).map_err(c)?;
+            let guids: Vec<BlobGuid> = children.iter().map(|(_, g)| *g).collect();
+            let _batch = self.bm.prefetch(&guids);
+            for (rel, guid) in children {
                 let child = self.bm.pin_silent(&guid)?;
                 let mut key = path.clone();
                 key.extend_from_slice(&rel);

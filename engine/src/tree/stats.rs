@@ -30,6 +30,7 @@ impl Core {
                 let c = |e| corrupt_in(r.blob(), e);
                 (copy::numbers(f).map_err(c)?, copy::links(f).map_err(c)?)
             };
+            let _batch = self.bm.prefetch(&links);
             for g in &links {
                 queue.push_back(self.bm.pin_silent(g)?);
             }
