@@ -91,8 +91,8 @@ pub struct IoStats {
 /// The default driver: io_uring where the kernel allows (feature
 /// `io-uring`), else the sync driver, with the reason.
 ///
-/// `HOLT_IO_DRIVER=sync` (or `uring`) in the environment forces the
-/// choice; `TreeBuilder::io_driver` overrides both.
+/// `HOLT_IO_DRIVER=sync` in the environment forces the sync driver;
+/// `TreeBuilder::io_driver` overrides both.
 fn default_driver() -> (Arc<dyn IoDriver>, IoStats) {
     if std::env::var("HOLT_IO_DRIVER").is_ok_and(|v| v == "sync") {
         let stats = IoStats {
