@@ -129,32 +129,45 @@ impl AtomicFrame {
     /// Appends `len` bytes at `off` to `out`.
     pub(crate) fn read_into(&self, off: usize, len: usize, out: &mut Vec<u8>) -> FResult<()> {
         check(off, len)?;
-        out.reserve(len);
+        let start = out.len();
+        out.resize(start + len, 0);
+        self.fill(off, &mut out[start..]);
+        Ok(())
+    }
+
+    /// Copies the bytes at `off..off + dst.len()` (already bounds-checked)
+    /// a word at a time.
+    #[inline]
+    fn fill(&self, off: usize, dst: &mut [u8]) {
         let mut pos = off;
-        let end = off + len;
+        let mut rest = dst;
         // Leading partial word.
-        while pos < end && pos & 7 != 0 {
-            out.push((self.word(pos >> 3) >> ((pos & 7) * 8)) as u8);
-            pos += 1;
+        let lead = (8 - (pos & 7)) & 7;
+        if lead > 0 && !rest.is_empty() {
+            let n = lead.min(rest.len());
+            let w = self.word(pos >> 3).to_le_bytes();
+            let (head, tail) = rest.split_at_mut(n);
+            head.copy_from_slice(&w[pos & 7..(pos & 7) + n]);
+            rest = tail;
+            pos += n;
         }
-        while pos + 8 <= end {
-            out.extend_from_slice(&self.word(pos >> 3).to_le_bytes());
+        let mut chunks = rest.chunks_exact_mut(8);
+        for c in &mut chunks {
+            c.copy_from_slice(&self.word(pos >> 3).to_le_bytes());
             pos += 8;
         }
-        while pos < end {
-            out.push((self.word(pos >> 3) >> ((pos & 7) * 8)) as u8);
-            pos += 1;
+        let tail = chunks.into_remainder();
+        if !tail.is_empty() {
+            let w = self.word(pos >> 3).to_le_bytes();
+            let n = tail.len();
+            tail.copy_from_slice(&w[..n]);
         }
-        Ok(())
     }
 
     /// Fills `dst` from the bytes at `off`.
     pub(crate) fn read_exact(&self, off: usize, dst: &mut [u8]) -> FResult<()> {
         check(off, dst.len())?;
-        for (i, b) in dst.iter_mut().enumerate() {
-            let p = off + i;
-            *b = (self.word(p >> 3) >> ((p & 7) * 8)) as u8;
-        }
+        self.fill(off, dst);
         Ok(())
     }
 
@@ -278,6 +291,23 @@ mod tests {
         assert!(f.read_into(FRAME_SIZE - 4, 5, &mut v).is_err());
         assert!(f.common_prefix(usize::MAX, 4, b"abcd").is_err());
         assert!(f.set_u32(FRAME_SIZE - 2, 1).is_err());
+    }
+
+    #[test]
+    fn reads_of_every_alignment_and_length_match_the_bytes() {
+        let f = AtomicFrame::zeroed();
+        let data: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37) ^ 0x5A).collect();
+        f.write(4096, &data).unwrap();
+        for start in 0..24 {
+            for len in 0..=(64 - start) {
+                let mut out = vec![0xEE];
+                f.read_into(4096 + start, len, &mut out).unwrap();
+                assert_eq!(&out[1..], &data[start..start + len], "at {start} len {len}");
+                let mut dst = vec![0u8; len];
+                f.read_exact(4096 + start, &mut dst).unwrap();
+                assert_eq!(dst, &data[start..start + len]);
+            }
+        }
     }
 
     #[test]
