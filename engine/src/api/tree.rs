@@ -145,12 +145,18 @@ fn is_disk_full(e: &Error) -> bool {
 }
 
 impl TreeInner {
-    /// One checkpoint round (DESIGN.md §8): under the commit gate, cut the
-    /// WAL and drain + capture the dirty frames; then, with writers running
-    /// again, write the images to free slots, sync, persist the manifest
-    /// and release the WAL files the cut covers. A failure merges the
-    /// drained entries back (I3) and leaves the previous manifest and all
-    /// WAL files in force (W2D).
+    /// One checkpoint round (DESIGN.md §8, docs/design.md "Checkpoint
+    /// round"). Under the commit gate only the cut: P = the last assigned
+    /// WAL seq (writers log while holding the gate shared, so every
+    /// record <= P is applied), the dirty and pending-delete maps drained
+    /// (I3) and each drained frame's capture slot armed — no I/O and no
+    /// frame copy. With writers running again: capture the frames as of P
+    /// (a writer that touches an armed frame first copies it itself), sync
+    /// and rotate the WAL (W2D: every record <= P is durable before the
+    /// manifest), write the images to free slots, persist the manifest and
+    /// release the retired WAL files P covers. A failure disarms and
+    /// merges the drained entries back (I3) and leaves the previous
+    /// manifest and all WAL files in force.
     pub(crate) fn checkpoint_round(&self) -> Result<RoundOutcome> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::Poisoned);
@@ -165,15 +171,20 @@ impl TreeInner {
         };
         let bm = &self.core.bm;
         let _serial = bm.round_lock();
-        let (cut, round) = {
+        let images = bm.prepare_images();
+        let (cut, mut round) = {
             let _g = write_gate(&self.gate);
-            let cut = d.wal.rotate()?;
-            (cut, bm.begin_round(Some(cut)))
+            let cut = d.wal.last_seq();
+            (cut, bm.begin_round(Some(cut), images))
         };
-        let res = bm.persist(&round).and_then(|()| {
-            d.store.set_checkpoint_meta(cut, cut);
-            d.store.flush()
-        });
+        let res = bm
+            .capture_round(&mut round)
+            .and_then(|()| d.wal.rotate(cut))
+            .and_then(|()| bm.persist(&round))
+            .and_then(|()| {
+                d.store.set_checkpoint_meta(cut, cut);
+                d.store.flush()
+            });
         let frames = bm.finish_round(round, res.is_ok());
         match res {
             Ok(()) => {
@@ -193,19 +204,31 @@ impl TreeInner {
     }
 
     /// No-WAL write-back: every dirty frame and pending delete goes to
-    /// the backend. The capture happens under the commit gate, so the
-    /// images form one consistent cut (a spill's parent and child frame
-    /// are never written apart).
+    /// the backend. The same cut as a checkpoint round: under the commit
+    /// gate only the drain and the arming, so the images form one
+    /// consistent cut (a spill's parent and child frame are never written
+    /// apart) while writers copy-on-write instead of waiting.
     fn write_back(&self) -> Result<usize> {
         let bm = &self.core.bm;
         let _serial = bm.round_lock();
-        let round = {
+        let images = bm.prepare_images();
+        let mut round = {
             let _g = write_gate(&self.gate);
-            bm.begin_round(None)
+            bm.begin_round(None, images)
         };
-        let res = bm.persist(&round);
+        let res = bm
+            .capture_round(&mut round)
+            .and_then(|()| bm.persist(&round));
         let frames = bm.finish_round(round, res.is_ok());
         res.map(|()| frames)
+    }
+
+    /// A merge pass of the background checkpointer. Holds the commit gate
+    /// shared like every other writer: a round's cut relies on no
+    /// exclusive latch being held while it arms its captures.
+    pub(crate) fn merge_pass(&self, limit: usize) -> Result<u64> {
+        let _g = read_gate(&self.gate);
+        self.core.merge_pass(0, false, limit)
     }
 
     pub(crate) fn is_poisoned(&self) -> bool {
@@ -740,3 +763,7 @@ impl Tree {
         FRAME_SIZE as u32
     }
 }
+
+#[cfg(test)]
+#[path = "tree_round_tests.rs"]
+mod round_tests;

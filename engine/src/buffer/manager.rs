@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 
-use super::cached_blob::{CachedBlob, FrameRead};
+use super::cached_blob::CachedBlob;
+use super::capture;
 use super::counters::Counter;
 use super::dirty::SeqMap;
 use super::eviction;
@@ -48,11 +49,18 @@ pub(crate) struct BufferManager {
     writebacks: AtomicU64,
     /// Image buffers of finished rounds, reused by the next captures.
     image_pool: Mutex<Vec<AlignedBlobBuf>>,
+    /// Next round id (capture slots name their round; 0 is "none").
+    round_ids: AtomicU64,
 }
 
 /// Most image buffers kept for reuse (also at most a quarter of the cache
 /// capacity, at least 4).
 const MAX_POOLED_IMAGES: usize = 256;
+
+/// Pooled image buffers prepared beyond the dirty count, for frames
+/// marked between the preparation and the cut (fresh ones are allocated
+/// only up to the dirty count).
+const PREPARED_SLACK: usize = 8;
 
 /// Optimistic load attempts before a load reads under the shard lock.
 const LOAD_RETRIES: usize = 4;
@@ -85,6 +93,7 @@ impl BufferManager {
             guid_counter: AtomicU64::new(1),
             writebacks: AtomicU64::new(0),
             image_pool: Mutex::new(Vec::new()),
+            round_ids: AtomicU64::new(1),
         }
     }
 
@@ -281,50 +290,104 @@ impl BufferManager {
         gone
     }
 
-    /// A sealed image of the frame as of now (shared latch: no writer
-    /// inside, readers undisturbed), stamped with `max_seq` if given.
-    pub(crate) fn capture(&self, blob: &Arc<CachedBlob>, max_seq: Option<u64>) -> AlignedBlobBuf {
-        let mut buf = self.image_buffer();
-        {
-            let _g = FrameRead::lock(Arc::clone(blob));
-            blob.frame.copy_to(buf.as_mut_slice());
-        }
-        if let Some(seq) = max_seq {
-            let at = header::OFF_MAX_SEQ;
-            buf.as_mut_slice()[at..at + 8].copy_from_slice(&seq.to_le_bytes());
-        }
-        header::seal_image(buf.as_mut_slice());
-        buf
-    }
-
     /// Serialises write-back rounds; hold it across `begin_round` ..
-    /// `finish_round`.
+    /// `finish_round`. At most one round is therefore in flight, so at
+    /// most one round's captures are armed at a time.
     pub(crate) fn round_lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.flush_lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Drains the dirty and pending-delete maps (I3) and captures the
-    /// drained frames' images.
-    pub(crate) fn begin_round(&self, max_seq: Option<u64>) -> Round {
+    /// Image buffers for the next round's captures, taken *before* the
+    /// commit gate: one per frame dirty now, plus a few for marks that
+    /// arrive before the cut. Fresh buffers are touched here, so neither
+    /// the gate nor a writer's copy-on-write pays their page faults.
+    pub(crate) fn prepare_images(&self) -> Vec<AlignedBlobBuf> {
+        let n = self.dirty.len();
+        let mut out = {
+            let mut pool = self
+                .image_pool
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let keep = pool.len().saturating_sub(n + PREPARED_SLACK);
+            pool.split_off(keep)
+        };
+        while out.len() < n {
+            let mut buf = AlignedBlobBuf::uninit();
+            for page in buf.as_mut_slice().chunks_exact_mut(4096) {
+                page[0] = 0;
+            }
+            out.push(buf);
+        }
+        out
+    }
+
+    /// The cut (call under the commit gate, which keeps every writer out):
+    /// drains the dirty and pending-delete maps (I3) and arms the capture
+    /// slot of every drained frame with a buffer from `images` (the
+    /// leftovers go back to the pool). No frame is copied here; the round
+    /// captures after the gate ([`BufferManager::capture_round`]) unless a
+    /// writer's copy-on-write does it first. Images are stamped with
+    /// `max_seq` if given.
+    pub(crate) fn begin_round(
+        &self,
+        max_seq: Option<u64>,
+        mut images: Vec<AlignedBlobBuf>,
+    ) -> Round<'_> {
+        let id = self.round_ids.fetch_add(1, Ordering::Relaxed);
         let dirty = self.dirty.drain();
         let deletes = self.pending_deletes.drain();
-        let mut images = Vec::with_capacity(dirty.len());
+        let mut armed = Vec::with_capacity(dirty.len());
         for guid in dirty.keys() {
+            // Dirty frames are never evicted (I1); one missing from the
+            // cache was retired (and its delete is queued), or is the
+            // leftover of a failed round's restore.
             if let Some(b) = self.cached(guid) {
-                images.push((*guid, self.capture(&b, max_seq)));
+                let buf = images.pop().unwrap_or_else(AlignedBlobBuf::uninit);
+                if let Some(stale) = b.capture.arm(id, buf) {
+                    images.push(stale);
+                }
+                armed.push(b);
             }
         }
+        self.recycle(images);
         Round {
+            bm: self,
+            finished: false,
+            id,
+            max_seq,
             dirty,
             deletes,
-            images,
+            armed,
+            images: Vec::new(),
         }
     }
 
+    /// After the gate: collects every armed frame's image as of the cut —
+    /// captured here under the frame's shared latch, or already by a
+    /// writer's copy-on-write — then stamps and seals it.
+    pub(crate) fn capture_round(&self, r: &mut Round<'_>) -> Result<()> {
+        r.images.reserve(r.armed.len());
+        for b in &r.armed {
+            let frame = &b.frame;
+            let Some(mut buf) = capture::capture_shared(&b.latch, &b.capture, r.id, |buf| {
+                frame.copy_to(buf.as_mut_slice());
+            }) else {
+                return Err(Error::Internal("checkpoint capture missing"));
+            };
+            if let Some(seq) = r.max_seq {
+                let at = header::OFF_MAX_SEQ;
+                buf.as_mut_slice()[at..at + 8].copy_from_slice(&seq.to_le_bytes());
+            }
+            header::seal_image(buf.as_mut_slice());
+            r.images.push((b.guid, buf));
+        }
+        Ok(())
+    }
+
     /// Writes a round's images (one batch) and deletes to the backend.
-    pub(crate) fn persist(&self, r: &Round) -> Result<()> {
+    pub(crate) fn persist(&self, r: &Round<'_>) -> Result<()> {
         let refs: Vec<(BlobGuid, &AlignedBlobBuf)> =
             r.images.iter().map(|(g, b)| (*g, b)).collect();
         let res = self.backend.write_blobs(&refs).and_then(|()| {
@@ -339,47 +402,85 @@ impl BufferManager {
         res
     }
 
-    /// Ends a round: forget its entries, or merge them back (I3). Its
-    /// image buffers go back to the pool. Returns the frames it captured.
-    pub(crate) fn finish_round(&self, r: Round, ok: bool) -> usize {
-        if ok {
-            self.dirty.complete(&r.dirty);
-            self.pending_deletes.complete(&r.deletes);
-        } else {
-            self.dirty.restore(&r.dirty);
-            self.pending_deletes.restore(&r.deletes);
-        }
-        let frames = r.images.len();
+    /// Ends a round: disarms every capture it still has pending (a failed
+    /// round may stop before capturing), then forgets its entries, or
+    /// merges them back (I3). Its image buffers go back to the pool.
+    /// Returns the frames it captured.
+    pub(crate) fn finish_round(&self, mut r: Round<'_>, ok: bool) -> usize {
+        r.finish(ok)
+    }
+
+    /// Cached frames whose capture slot is armed (tests: no armed slot
+    /// may outlive its round).
+    #[cfg(test)]
+    pub(crate) fn armed_frames(&self) -> usize {
+        self.map
+            .iter()
+            .filter(|e| e.value().capture.is_armed())
+            .count()
+    }
+
+    /// Keeps up to the pool's limit of `bufs` for later rounds.
+    fn recycle(&self, bufs: Vec<AlignedBlobBuf>) {
         let mut pool = self
             .image_pool
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let keep = (self.capacity / 4).clamp(4, MAX_POOLED_IMAGES);
-        for (_, buf) in r.images {
+        for buf in bufs {
             if pool.len() >= keep {
                 break;
             }
             pool.push(buf);
         }
-        frames
-    }
-
-    /// A 512 KiB image buffer: a recycled one if available. Fresh
-    /// allocations cost a page fault per 4 KiB on first touch, which under
-    /// the commit gate showed up as ~0.4 ms per captured frame.
-    fn image_buffer(&self) -> AlignedBlobBuf {
-        let pooled = self
-            .image_pool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop();
-        pooled.unwrap_or_else(AlignedBlobBuf::uninit)
     }
 }
 
-/// What one write-back round drained and captured.
-pub(crate) struct Round {
+/// What one write-back round drained, armed and captured. Dropping a
+/// round that was not finished (a panic between the cut and the finish)
+/// finishes it as failed, so neither an armed slot nor an in-flight entry
+/// outlives it.
+pub(crate) struct Round<'a> {
+    bm: &'a BufferManager,
+    finished: bool,
+    /// Nonzero; names the round in its frames' capture slots.
+    id: u64,
+    max_seq: Option<u64>,
     pub(crate) dirty: HashMap<BlobGuid, u64>,
     pub(crate) deletes: HashMap<BlobGuid, u64>,
+    /// Frames armed at the cut (pinned: a frame retired after the cut is
+    /// still captured, since it existed at the cut).
+    armed: Vec<Arc<CachedBlob>>,
     pub(crate) images: Vec<(BlobGuid, AlignedBlobBuf)>,
+}
+
+impl Round<'_> {
+    fn finish(&mut self, ok: bool) -> usize {
+        self.finished = true;
+        let bm = self.bm;
+        let mut bufs: Vec<AlignedBlobBuf> = self
+            .armed
+            .drain(..)
+            .filter_map(|b| b.capture.disarm())
+            .collect();
+        if ok {
+            bm.dirty.complete(&self.dirty);
+            bm.pending_deletes.complete(&self.deletes);
+        } else {
+            bm.dirty.restore(&self.dirty);
+            bm.pending_deletes.restore(&self.deletes);
+        }
+        let frames = self.images.len();
+        bufs.extend(std::mem::take(&mut self.images).into_iter().map(|(_, b)| b));
+        bm.recycle(bufs);
+        frames
+    }
+}
+
+impl Drop for Round<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish(false);
+        }
+    }
 }

@@ -11,6 +11,7 @@
 //!   round merges its entries back keeping the minimum seq.
 
 pub(crate) mod cached_blob;
+pub(crate) mod capture;
 pub(crate) mod counters;
 pub(crate) mod dirty;
 pub(crate) mod eviction;
