@@ -14,7 +14,8 @@
 //! two cores the whole suite takes about 2 s at 3, 4 s at 4 and 12 s at 5
 //! with `--test-threads=1` (model 1 is half of it). The mutation tests of
 //! model 4 and model 6's live-only control need bound 2 to find their
-//! bug, model 6's `EVICT_IGNORES_DIRTY` test bound 1. loom's own
+//! bug, model 6's `EVICT_IGNORES_DIRTY` test and model 7's two mutation
+//! tests bound 1. loom's own
 //! environment variables override the defaults:
 //! * `LOOM_MAX_PREEMPTIONS=N` — explore executions with up to `N` forced
 //!   thread switches. Cost grows steeply with `N`; add `--test-threads=1`
@@ -28,8 +29,8 @@
 //!   (checked every 20 000 executions); `LOOM_LOG=1` and `LOOM_LOCATION=1`
 //!   explain a failure (slow: narrow it down first).
 //!
-//! The latch models have two threads, the dirty-map and eviction models
-//! (4, 6) three. Never let two threads spin on a latch a third holds:
+//! The latch models and model 7 have two threads, the dirty-map and
+//! eviction models (4, 6) three. Never let two threads spin on a latch a third holds:
 //! loom's scheduler may alternate the two spinners forever without
 //! spending a preemption (tokio-rs/loom#53), and such a model fails at the
 //! branch limit from bound 3 on even though the latch is fine. In models 4
@@ -43,9 +44,11 @@
 //! and `#[path = "latch.rs"] mod latch;` inside it are the engine's files
 //! (a `#[path]` inside an inline module is resolved against the directory
 //! the module's own `#[path]` names), and `mod buffer { #[path =
-//! "dirty.rs"] mod dirty; #[path = "eviction.rs"] mod eviction; }` are
+//! "capture.rs"] mod capture; #[path = "dirty.rs"] mod dirty; #[path =
+//! "eviction.rs"] mod eviction; }` are `engine/src/buffer/capture.rs`,
 //! `engine/src/buffer/dirty.rs` and `engine/src/buffer/eviction.rs` (a
-//! nested inline module adds its name to that directory). Next to them
+//! nested inline module adds its name to that directory). `capture.rs`
+//! refers only to `super::super::{latch, sync, mutation}`. Next to them
 //! sits a `mutation` module written here. `latch.rs` refers only to
 //! `super::sync` and `super::mutation`, `buffer/dirty.rs` only to
 //! `super::super::{sync, mutation}`, `buffer/eviction.rs` only to
@@ -54,9 +57,9 @@
 //! re-exports loom's atomics, fences, `Mutex` and a `yield_now`, so every
 //! lock, spin and backoff step is a loom scheduling point — to the
 //! included `SeqMap`, and to this crate's switches. Nothing is copied: an
-//! edit to `engine/src/latch.rs`, `engine/src/buffer/dirty.rs` or
-//! `engine/src/buffer/eviction.rs` is what these models check on the next
-//! run.
+//! edit to `engine/src/latch.rs`, `engine/src/buffer/capture.rs`,
+//! `engine/src/buffer/dirty.rs` or `engine/src/buffer/eviction.rs` is what
+//! these models check on the next run.
 //!
 //! `engine/src/mutation.rs` defines deliberate-bug switches, all `false`
 //! there so the broken branches compile away. Each variant's `mutation`
@@ -70,7 +73,9 @@
 //! * [`weak_validate`] — `LATCH_WEAK_VALIDATE`;
 //! * [`shared_ignores_writer`] — `LATCH_SHARED_IGNORES_WRITER`;
 //! * [`dirty_restore_overwrites`] — `DIRTY_RESTORE_OVERWRITES`;
-//! * [`evict_ignores_dirty`] — `EVICT_IGNORES_DIRTY`.
+//! * [`evict_ignores_dirty`] — `EVICT_IGNORES_DIRTY`;
+//! * [`cow_skipped`] — `COW_SKIPPED`;
+//! * [`capture_trusts_flag`] — `CAPTURE_TRUSTS_FLAG`.
 //!
 //! `buffer/manager.rs` itself is not included (its `DashMap` is not
 //! loom-aware); it calls `buffer::eviction::evictable` for every eviction
@@ -100,6 +105,7 @@
 //! | 4 `dirty_marks_vs_round` (complete / restore) | marks racing a drain are neither lost nor lose their minimum; in-flight entries count (I1, I3) | `DIRTY_RESTORE_OVERWRITES` (restore) |
 //! | 5 `capture_vs_writer` | a checkpoint capture under the shared latch is all-before or all-after a write | `LATCH_SHARED_IGNORES_WRITER` |
 //! | 6 `evict_vs_dirty` (complete / restore) | the real eviction rule (`buffer::eviction::evictable`) never drops a frame marked dirty, live or in flight (I1) | `EVICT_IGNORES_DIRTY` (complete); a live-only evictor (control, written here) |
+//! | 7 `cow_vs_capture` | a writer's copy-on-write (`capture::lock_for_write`) vs the round's capture (`capture::capture_shared`) of an armed frame: exactly one capture, and it is the pre-write image | `COW_SKIPPED`, `CAPTURE_TRUSTS_FLAG` |
 //!
 //! # loom and `SeqCst`
 //! loom 0.7 treats `SeqCst` loads, stores and read-modify-writes as
@@ -180,6 +186,8 @@ macro_rules! variant {
             /// mutation}` are this variant's modules and `eviction.rs`'s
             /// `super::dirty::SeqMap` is this variant's `SeqMap`.
             pub(crate) mod buffer {
+                #[path = "capture.rs"]
+                pub(crate) mod capture;
                 #[path = "dirty.rs"]
                 pub(crate) mod dirty;
                 #[path = "eviction.rs"]
@@ -195,6 +203,8 @@ macro_rules! variant {
                     LATCH_SHARED_IGNORES_WRITER,
                     DIRTY_RESTORE_OVERWRITES,
                     EVICT_IGNORES_DIRTY,
+                    COW_SKIPPED,
+                    CAPTURE_TRUSTS_FLAG,
                 );
             }
 
@@ -232,6 +242,43 @@ macro_rules! variant {
                 }
                 fn unlock_shared_raw(&self) {
                     latch::HybridLatch::unlock_shared_raw(self)
+                }
+            }
+
+            /// Model 7's frame: this variant's latch and capture slot
+            /// (`engine/src/buffer/capture.rs`), as in `CachedBlob`.
+            #[cfg(test)]
+            pub(crate) struct CowFrame {
+                latch: latch::HybridLatch,
+                slot: buffer::capture::CaptureSlot<crate::models::Image>,
+            }
+
+            #[cfg(test)]
+            impl crate::models::Capture for CowFrame {
+                fn new() -> Self {
+                    Self {
+                        latch: latch::HybridLatch::new(),
+                        slot: buffer::capture::CaptureSlot::default(),
+                    }
+                }
+                fn arm(&self, round: u64, buf: crate::models::Image) -> bool {
+                    self.slot.arm(round, buf).is_none()
+                }
+                fn lock_for_write(&self, fill: impl FnOnce(&mut crate::models::Image)) -> u64 {
+                    buffer::capture::lock_for_write(&self.latch, &self.slot, fill)
+                }
+                fn unlock_exclusive(&self, version: u64) {
+                    self.latch.unlock_exclusive_raw(version)
+                }
+                fn capture_shared(
+                    &self,
+                    round: u64,
+                    fill: impl FnOnce(&mut crate::models::Image),
+                ) -> Option<crate::models::Image> {
+                    buffer::capture::capture_shared(&self.latch, &self.slot, round, fill)
+                }
+                fn disarm(&self) -> Option<crate::models::Image> {
+                    self.slot.disarm()
                 }
             }
 
@@ -313,6 +360,16 @@ variant!(
     /// `EVICT_IGNORES_DIRTY`: the eviction rule skips the dirty map, so a
     /// frame whose changes are live or in flight can be dropped.
     evict_ignores_dirty: [EVICT_IGNORES_DIRTY]
+);
+variant!(
+    /// `COW_SKIPPED`: the exclusive entry does not fill a pending
+    /// checkpoint capture before the holder edits the frame.
+    cow_skipped: [COW_SKIPPED]
+);
+variant!(
+    /// `CAPTURE_TRUSTS_FLAG`: a capture decides on the unlocked arm word
+    /// alone, so a frame a writer captured is captured again by the round.
+    capture_trusts_flag: [CAPTURE_TRUSTS_FLAG]
 );
 
 #[cfg(test)]

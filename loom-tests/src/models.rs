@@ -73,6 +73,28 @@ pub(crate) trait SeqMap: Send + Sync + Sized + 'static {
     fn evictable(other_refs: usize, guid: &Guid, dirty: &Self, pending_deletes: &Self) -> bool;
 }
 
+/// Model 7's frame image: three words, as in model 5.
+pub(crate) type Image = [u64; 3];
+
+/// A frame's latch and checkpoint capture slot (`engine/src/buffer/
+/// capture.rs`) of one variant; every method forwards to the real code
+/// (see `CowFrame` in the `variant!` macro).
+pub(crate) trait Capture: Send + Sync + Sized + 'static {
+    /// A fresh latch and an idle slot.
+    fn new() -> Self;
+    /// `CaptureSlot::arm`; false if the slot was not idle.
+    fn arm(&self, round: u64, buf: Image) -> bool;
+    /// `capture::lock_for_write` (what `FrameWrite::lock` calls).
+    fn lock_for_write(&self, fill: impl FnOnce(&mut Image)) -> u64;
+    /// `HybridLatch::unlock_exclusive_raw` (`FrameWrite`'s `Drop`).
+    fn unlock_exclusive(&self, version: u64);
+    /// `capture::capture_shared` (what `BufferManager::capture_round`
+    /// calls per armed frame).
+    fn capture_shared(&self, round: u64, fill: impl FnOnce(&mut Image)) -> Option<Image>;
+    /// `CaptureSlot::disarm` (`finish_round`).
+    fn disarm(&self) -> Option<Image>;
+}
+
 // ===== running =====
 
 /// A loom builder with `default_preemptions` unless `LOOM_MAX_PREEMPTIONS`
@@ -619,8 +641,9 @@ impl<L: Latch> Words<L> {
         }
     }
 
-    /// `BufferManager::capture`: `FrameRead::lock` (shared, raw), copy
-    /// every word relaxed, release.
+    /// A capture under the shared latch (`capture::capture_shared`, which
+    /// `BufferManager::capture_round` calls): shared raw lock, copy every
+    /// word relaxed, release.
     fn capture(&self) -> [u64; 3] {
         self.latch.lock_shared_raw();
         let image = [0, 1, 2].map(|i| self.words[i].load(Relaxed));
@@ -645,7 +668,7 @@ impl<L: Latch> Words<L> {
 /// [`BEFORE`] to [`AFTER`] under the exclusive latch (raw API, relaxed
 /// stores, as `FrameWrite` and `frame::mem` do); the checkpoint thread
 /// (main) copies the words under the shared latch (raw API, as
-/// `BufferManager::capture` via `FrameRead`). Checks that the captured
+/// `capture::capture_shared`). Checks that the captured
 /// image is entirely the before-state or entirely the after-state, never
 /// a mix, and that a capture after the writer left sees its update.
 ///
@@ -886,4 +909,68 @@ pub(crate) fn store_buffering_seqcst_accesses() {
 /// [`store_buffering`] with `fence(SeqCst)` (loom passes it).
 pub(crate) fn store_buffering_seqcst_fences() {
     store_buffering(true);
+}
+
+// ===== model 7: a writer's copy-on-write vs the round's capture =====
+
+/// Model 7's frame: the variant's latch and capture slot, three frame
+/// words, and a count of the captures made.
+struct CowWords<C> {
+    c: C,
+    words: [AtomicU64; 3],
+    captures: AtomicU64,
+}
+
+impl<C: Capture> CowWords<C> {
+    /// The `fill` both capturers pass: copy every word relaxed (as
+    /// `AtomicFrame::copy_to`), counting the capture.
+    fn fill(&self, buf: &mut Image) {
+        self.captures.fetch_add(1, Relaxed);
+        *buf = [0, 1, 2].map(|i| self.words[i].load(Relaxed));
+    }
+}
+
+/// Model 7 — a writer edits a frame whose checkpoint capture is pending
+/// while the round captures it.
+///
+/// The slot is armed for round 1 before the writer exists (the cut, under
+/// the commit gate). The writer (spawned) enters through
+/// `capture::lock_for_write`, changes the three words from [`BEFORE`] to
+/// [`AFTER`] (relaxed, as `frame::mem`) and releases; the round (main)
+/// runs `capture::capture_shared` for round 1. Checks that the frame was
+/// captured exactly once, that the round got the image as of the cut
+/// ([`BEFORE`]) whoever captured it, and that the slot is idle afterwards
+/// (no armed slot outlives its round).
+///
+/// Fails with `COW_SKIPPED` (the writer edits without capturing first, so
+/// a round that comes later copies [`AFTER`]) and with
+/// `CAPTURE_TRUSTS_FLAG` (the writer captures, but the arm word is still
+/// set, so the round captures a second time, after the edit).
+pub(crate) fn cow_vs_capture<C: Capture>() {
+    let f = Arc::new(CowWords {
+        c: C::new(),
+        words: BEFORE.map(AtomicU64::new),
+        captures: AtomicU64::new(0),
+    });
+    assert!(f.c.arm(1, [0; 3]), "a fresh slot is idle");
+    let writer = {
+        let f = Arc::clone(&f);
+        thread::spawn(move || {
+            let v = f.c.lock_for_write(|buf| f.fill(buf));
+            for (w, n) in f.words.iter().zip(AFTER) {
+                w.store(n, Relaxed);
+            }
+            f.c.unlock_exclusive(v);
+        })
+    };
+    let image = f.c.capture_shared(1, |buf| f.fill(buf));
+    writer.join().unwrap();
+    let n = f.captures.load(Relaxed);
+    assert_eq!(n, 1, "the armed frame was captured {n} times, not once");
+    assert_eq!(
+        image,
+        Some(BEFORE),
+        "the round's image is not the frame as of the cut"
+    );
+    assert!(f.c.disarm().is_none(), "the slot outlived its round");
 }

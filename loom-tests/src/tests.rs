@@ -4,8 +4,8 @@
 
 use crate::models::{self, check, check_finds_bug, EvictRule};
 use crate::{
-    correct, dirty_restore_overwrites, evict_ignores_dirty, shared_ignores_writer,
-    skip_version_bump, weak_validate,
+    capture_trusts_flag, correct, cow_skipped, dirty_restore_overwrites, evict_ignores_dirty,
+    shared_ignores_writer, skip_version_bump, weak_validate,
 };
 
 type Correct = correct::latch::HybridLatch;
@@ -17,6 +17,10 @@ type CorrectSeqMap = correct::buffer::dirty::SeqMap;
 type RestoreOverwrites = dirty_restore_overwrites::buffer::dirty::SeqMap;
 /// Its `SeqMap::evictable` runs that variant's `buffer::eviction`.
 type EvictIgnoresDirty = evict_ignores_dirty::buffer::dirty::SeqMap;
+
+type CorrectCow = correct::CowFrame;
+type CowSkipped = cow_skipped::CowFrame;
+type CaptureTrustsFlag = capture_trusts_flag::CowFrame;
 
 // ===== model 1: optimistic reader vs exclusive writer =====
 
@@ -291,5 +295,39 @@ fn loom_models_seqcst_fences() {
         "loom_seqcst_gap/fences",
         3,
         models::store_buffering_seqcst_fences,
+    );
+}
+
+// ===== model 7: writer copy-on-write vs the round's capture =====
+
+/// Model 7 on the real capture slot and latch: exactly one capture of an
+/// armed frame, and it is the image as of the cut.
+#[test]
+fn cow_vs_capture() {
+    check("cow_vs_capture", 3, models::cow_vs_capture::<CorrectCow>);
+}
+
+/// `COW_SKIPPED` must make model 7 fail: the writer edits the armed frame
+/// without copying it first, and the round then captures the edited
+/// frame.
+#[test]
+fn cow_vs_capture_catches_cow_skipped() {
+    check_finds_bug(
+        "cow_vs_capture/cow_skipped",
+        3,
+        models::cow_vs_capture::<CowSkipped>,
+        "the round's image is not the frame as of the cut",
+    );
+}
+
+/// `CAPTURE_TRUSTS_FLAG` must make model 7 fail: the writer's capture
+/// leaves the arm word set, so the round captures again after the edit.
+#[test]
+fn cow_vs_capture_catches_capture_trusts_flag() {
+    check_finds_bug(
+        "cow_vs_capture/capture_trusts_flag",
+        3,
+        models::cow_vs_capture::<CaptureTrustsFlag>,
+        "captured 2 times",
     );
 }
