@@ -21,9 +21,11 @@ use crate::wal::{self, Op, OpRef, Wal};
 pub(crate) struct TreeInner {
     pub(crate) cfg: TreeConfig,
     pub(crate) core: Core,
-    /// Commit gate: single-key writes hold it shared; multi-key batches
-    /// (`txn`, `rename`) hold it exclusively so their validation and their
-    /// application see the same state.
+    /// Commit gate: single-key writes (and merge passes) hold it shared;
+    /// multi-key batches (`txn`, `rename`) hold it exclusively so their
+    /// validation and their application see the same state; a checkpoint
+    /// cut holds it exclusively for the drain and the arming of captures
+    /// only. Every holder of a frame's exclusive latch holds the gate.
     gate: RwLock<()>,
     /// No WAL and `memory_flush_on_write`: write dirty frames through after
     /// every mutation.
