@@ -19,11 +19,10 @@ pub(crate) const LATCH_SHARED_IGNORES_WRITER: bool = false;
 pub(crate) const DIRTY_RESTORE_OVERWRITES: bool = false;
 /// Eviction ignores the dirty map (breaks I1).
 pub(crate) const EVICT_IGNORES_DIRTY: bool = false;
-/// The exclusive entry (`capture::lock_for_write`) does not fill a pending
-/// checkpoint capture first, so the round later copies the edited frame
-/// instead of its image as of the cut.
+/// A store into an armed frame does not save the pages it changes first
+/// (`CaptureSlot::save` returns at once), so the round later copies the
+/// edited pages instead of the frame as of the cut.
 pub(crate) const COW_SKIPPED: bool = false;
-/// A capture decides on the unlocked arm word alone and clears it only
-/// when the round takes the image, so a frame captured by a writer is
-/// captured again (after the writer's edit) by the round.
-pub(crate) const CAPTURE_TRUSTS_FLAG: bool = false;
+/// The round's capture fills every page, also those a store already
+/// saved, overwriting their image as of the cut with the edited bytes.
+pub(crate) const CAPTURE_IGNORES_SAVED: bool = false;

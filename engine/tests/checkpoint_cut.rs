@@ -15,12 +15,14 @@
 //! the cut and none after), and the prefixes must not go backwards from
 //! one snapshot to the next.
 //!
-//! What this catches: a round image that mixes states, e.g. a frame
-//! captured after a writer edited it past the cut (a writer path that
-//! takes the exclusive latch without the copy-on-write), a frame retired
-//! after the cut whose image is skipped (its keys vanish or go back to an
-//! older generation), or a capture sealed before the copy finished (a
-//! torn value fails its checksum or its padding check).
+//! What this catches: a round image that mixes states, e.g. pages
+//! captured after a writer changed them past the cut (`COW_SKIPPED`: a
+//! store that does not save its pages first; `CAPTURE_IGNORES_SAVED`: the
+//! round recopying pages a store saved — both fail here within a few
+//! rounds), a frame retired after the cut whose image is skipped (its
+//! keys vanish or go back to an older generation), or a capture sealed
+//! before the copy finished (a torn value fails its checksum or its
+//! padding check).
 
 use std::collections::HashMap;
 use std::path::Path;

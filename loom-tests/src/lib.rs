@@ -43,12 +43,13 @@
 //! `#[path = "../../engine/src"]`, so the `#[path = "sync.rs"] mod sync;`
 //! and `#[path = "latch.rs"] mod latch;` inside it are the engine's files
 //! (a `#[path]` inside an inline module is resolved against the directory
-//! the module's own `#[path]` names), and `mod buffer { #[path =
-//! "capture.rs"] mod capture; #[path = "dirty.rs"] mod dirty; #[path =
-//! "eviction.rs"] mod eviction; }` are `engine/src/buffer/capture.rs`,
+//! the module's own `#[path]` names), `mod buffer { #[path = "dirty.rs"]
+//! mod dirty; #[path = "eviction.rs"] mod eviction; }` are
 //! `engine/src/buffer/dirty.rs` and `engine/src/buffer/eviction.rs` (a
-//! nested inline module adds its name to that directory). `capture.rs`
-//! refers only to `super::super::{latch, sync, mutation}`. Next to them
+//! nested inline module adds its name to that directory), and `mod frame
+//! { #[path = "capture.rs"] mod capture; }` is
+//! `engine/src/frame/capture.rs`, which refers only to
+//! `super::super::{latch, sync, mutation}`. Next to them
 //! sits a `mutation` module written here. `latch.rs` refers only to
 //! `super::sync` and `super::mutation`, `buffer/dirty.rs` only to
 //! `super::super::{sync, mutation}`, `buffer/eviction.rs` only to
@@ -57,7 +58,7 @@
 //! re-exports loom's atomics, fences, `Mutex` and a `yield_now`, so every
 //! lock, spin and backoff step is a loom scheduling point — to the
 //! included `SeqMap`, and to this crate's switches. Nothing is copied: an
-//! edit to `engine/src/latch.rs`, `engine/src/buffer/capture.rs`,
+//! edit to `engine/src/latch.rs`, `engine/src/frame/capture.rs`,
 //! `engine/src/buffer/dirty.rs` or `engine/src/buffer/eviction.rs` is what
 //! these models check on the next run.
 //!
@@ -75,7 +76,7 @@
 //! * [`dirty_restore_overwrites`] — `DIRTY_RESTORE_OVERWRITES`;
 //! * [`evict_ignores_dirty`] — `EVICT_IGNORES_DIRTY`;
 //! * [`cow_skipped`] — `COW_SKIPPED`;
-//! * [`capture_trusts_flag`] — `CAPTURE_TRUSTS_FLAG`.
+//! * [`capture_ignores_saved`] — `CAPTURE_IGNORES_SAVED`.
 //!
 //! `buffer/manager.rs` itself is not included (its `DashMap` is not
 //! loom-aware); it calls `buffer::eviction::evictable` for every eviction
@@ -105,7 +106,7 @@
 //! | 4 `dirty_marks_vs_round` (complete / restore) | marks racing a drain are neither lost nor lose their minimum; in-flight entries count (I1, I3) | `DIRTY_RESTORE_OVERWRITES` (restore) |
 //! | 5 `capture_vs_writer` | a checkpoint capture under the shared latch is all-before or all-after a write | `LATCH_SHARED_IGNORES_WRITER` |
 //! | 6 `evict_vs_dirty` (complete / restore) | the real eviction rule (`buffer::eviction::evictable`) never drops a frame marked dirty, live or in flight (I1) | `EVICT_IGNORES_DIRTY` (complete); a live-only evictor (control, written here) |
-//! | 7 `cow_vs_capture` | a writer's copy-on-write (`capture::lock_for_write`) vs the round's capture (`capture::capture_shared`) of an armed frame: exactly one capture, and it is the pre-write image | `COW_SKIPPED`, `CAPTURE_TRUSTS_FLAG` |
+//! | 7 `cow_vs_capture` | a writer's page-wise copy-on-write (`CaptureSlot::save`, as `AtomicFrame`'s stores call it) vs the round's capture (`capture::capture_shared`) of an armed frame: every page filled exactly once, and the image is the pre-write frame | `COW_SKIPPED`, `CAPTURE_IGNORES_SAVED` |
 //!
 //! # loom and `SeqCst`
 //! loom 0.7 treats `SeqCst` loads, stores and read-modify-writes as
@@ -186,12 +187,17 @@ macro_rules! variant {
             /// mutation}` are this variant's modules and `eviction.rs`'s
             /// `super::dirty::SeqMap` is this variant's `SeqMap`.
             pub(crate) mod buffer {
-                #[path = "capture.rs"]
-                pub(crate) mod capture;
                 #[path = "dirty.rs"]
                 pub(crate) mod dirty;
                 #[path = "eviction.rs"]
                 pub(crate) mod eviction;
+            }
+
+            /// `engine/src/frame/capture.rs` at the same depth as in the
+            /// engine (`super::super::{latch, sync, mutation}`).
+            pub(crate) mod frame {
+                #[path = "capture.rs"]
+                pub(crate) mod capture;
             }
 
             /// This variant's copy of `engine/src/mutation.rs`.
@@ -204,7 +210,7 @@ macro_rules! variant {
                     DIRTY_RESTORE_OVERWRITES,
                     EVICT_IGNORES_DIRTY,
                     COW_SKIPPED,
-                    CAPTURE_TRUSTS_FLAG,
+                    CAPTURE_IGNORES_SAVED,
                 );
             }
 
@@ -246,11 +252,12 @@ macro_rules! variant {
             }
 
             /// Model 7's frame: this variant's latch and capture slot
-            /// (`engine/src/buffer/capture.rs`), as in `CachedBlob`.
+            /// (`engine/src/frame/capture.rs`), as in `CachedBlob` and
+            /// its `AtomicFrame`.
             #[cfg(test)]
             pub(crate) struct CowFrame {
                 latch: latch::HybridLatch,
-                slot: buffer::capture::CaptureSlot<crate::models::Image>,
+                slot: frame::capture::CaptureSlot<crate::models::Image>,
             }
 
             #[cfg(test)]
@@ -258,14 +265,17 @@ macro_rules! variant {
                 fn new() -> Self {
                     Self {
                         latch: latch::HybridLatch::new(),
-                        slot: buffer::capture::CaptureSlot::default(),
+                        slot: frame::capture::CaptureSlot::default(),
                     }
                 }
                 fn arm(&self, round: u64, buf: crate::models::Image) -> bool {
                     self.slot.arm(round, buf).is_none()
                 }
-                fn lock_for_write(&self, fill: impl FnOnce(&mut crate::models::Image)) -> u64 {
-                    buffer::capture::lock_for_write(&self.latch, &self.slot, fill)
+                fn lock_exclusive(&self) -> u64 {
+                    self.latch.lock_exclusive_raw()
+                }
+                fn save(&self, page: usize, fill: impl FnMut(&mut crate::models::Image, usize)) {
+                    self.slot.save(page, page, fill)
                 }
                 fn unlock_exclusive(&self, version: u64) {
                     self.latch.unlock_exclusive_raw(version)
@@ -273,9 +283,15 @@ macro_rules! variant {
                 fn capture_shared(
                     &self,
                     round: u64,
-                    fill: impl FnOnce(&mut crate::models::Image),
+                    fill: impl FnMut(&mut crate::models::Image, usize),
                 ) -> Option<crate::models::Image> {
-                    buffer::capture::capture_shared(&self.latch, &self.slot, round, fill)
+                    frame::capture::capture_shared(
+                        &self.latch,
+                        &self.slot,
+                        round,
+                        crate::models::PAGES,
+                        fill,
+                    )
                 }
                 fn disarm(&self) -> Option<crate::models::Image> {
                     self.slot.disarm()
@@ -362,14 +378,14 @@ variant!(
     evict_ignores_dirty: [EVICT_IGNORES_DIRTY]
 );
 variant!(
-    /// `COW_SKIPPED`: the exclusive entry does not fill a pending
-    /// checkpoint capture before the holder edits the frame.
+    /// `COW_SKIPPED`: a store into an armed frame does not save the pages
+    /// it changes first.
     cow_skipped: [COW_SKIPPED]
 );
 variant!(
-    /// `CAPTURE_TRUSTS_FLAG`: a capture decides on the unlocked arm word
-    /// alone, so a frame a writer captured is captured again by the round.
-    capture_trusts_flag: [CAPTURE_TRUSTS_FLAG]
+    /// `CAPTURE_IGNORES_SAVED`: the round's capture refills the pages a
+    /// store already saved, with their edited bytes.
+    capture_ignores_saved: [CAPTURE_IGNORES_SAVED]
 );
 
 #[cfg(test)]

@@ -73,10 +73,12 @@ pub(crate) trait SeqMap: Send + Sync + Sized + 'static {
     fn evictable(other_refs: usize, guid: &Guid, dirty: &Self, pending_deletes: &Self) -> bool;
 }
 
-/// Model 7's frame image: three words, as in model 5.
+/// Model 7's frame image: three words, one per page.
 pub(crate) type Image = [u64; 3];
+/// Pages of model 7's frame (one word each).
+pub(crate) const PAGES: usize = 3;
 
-/// A frame's latch and checkpoint capture slot (`engine/src/buffer/
+/// A frame's latch and checkpoint capture slot (`engine/src/frame/
 /// capture.rs`) of one variant; every method forwards to the real code
 /// (see `CowFrame` in the `variant!` macro).
 pub(crate) trait Capture: Send + Sync + Sized + 'static {
@@ -84,13 +86,16 @@ pub(crate) trait Capture: Send + Sync + Sized + 'static {
     fn new() -> Self;
     /// `CaptureSlot::arm`; false if the slot was not idle.
     fn arm(&self, round: u64, buf: Image) -> bool;
-    /// `capture::lock_for_write` (what `FrameWrite::lock` calls).
-    fn lock_for_write(&self, fill: impl FnOnce(&mut Image)) -> u64;
+    /// `HybridLatch::lock_exclusive_raw` (what `FrameWrite::lock` calls).
+    fn lock_exclusive(&self) -> u64;
+    /// `CaptureSlot::save(page, page, fill)`: what `AtomicFrame`'s store
+    /// funnel calls before changing `page`.
+    fn save(&self, page: usize, fill: impl FnMut(&mut Image, usize));
     /// `HybridLatch::unlock_exclusive_raw` (`FrameWrite`'s `Drop`).
     fn unlock_exclusive(&self, version: u64);
-    /// `capture::capture_shared` (what `BufferManager::capture_round`
-    /// calls per armed frame).
-    fn capture_shared(&self, round: u64, fill: impl FnOnce(&mut Image)) -> Option<Image>;
+    /// `capture::capture_shared` over [`PAGES`] pages (what
+    /// `BufferManager::capture_round` calls per armed frame).
+    fn capture_shared(&self, round: u64, fill: impl FnMut(&mut Image, usize)) -> Option<Image>;
     /// `CaptureSlot::disarm` (`finish_round`).
     fn disarm(&self) -> Option<Image>;
 }
@@ -914,19 +919,26 @@ pub(crate) fn store_buffering_seqcst_fences() {
 // ===== model 7: a writer's copy-on-write vs the round's capture =====
 
 /// Model 7's frame: the variant's latch and capture slot, three frame
-/// words, and a count of the captures made.
+/// words (one per page), and how often each page was filled.
 struct CowWords<C> {
     c: C,
     words: [AtomicU64; 3],
-    captures: AtomicU64,
+    fills: [AtomicU64; 3],
 }
 
 impl<C: Capture> CowWords<C> {
-    /// The `fill` both capturers pass: copy every word relaxed (as
-    /// `AtomicFrame::copy_to`), counting the capture.
-    fn fill(&self, buf: &mut Image) {
-        self.captures.fetch_add(1, Relaxed);
-        *buf = [0, 1, 2].map(|i| self.words[i].load(Relaxed));
+    /// The page fill both sides pass: copy the page's word relaxed (as
+    /// `AtomicFrame::copy_page`), counting the fill.
+    fn fill(&self, buf: &mut Image, page: usize) {
+        self.fills[page].fetch_add(1, Relaxed);
+        buf[page] = self.words[page].load(Relaxed);
+    }
+
+    /// A store through `AtomicFrame`'s funnel: save the page, then
+    /// change it.
+    fn store(&self, page: usize, value: u64) {
+        self.c.save(page, |buf, p| self.fill(buf, p));
+        self.words[page].store(value, Relaxed);
     }
 }
 
@@ -934,39 +946,40 @@ impl<C: Capture> CowWords<C> {
 /// while the round captures it.
 ///
 /// The slot is armed for round 1 before the writer exists (the cut, under
-/// the commit gate). The writer (spawned) enters through
-/// `capture::lock_for_write`, changes the three words from [`BEFORE`] to
-/// [`AFTER`] (relaxed, as `frame::mem`) and releases; the round (main)
-/// runs `capture::capture_shared` for round 1. Checks that the frame was
-/// captured exactly once, that the round got the image as of the cut
-/// ([`BEFORE`]) whoever captured it, and that the slot is idle afterwards
-/// (no armed slot outlives its round).
+/// the commit gate). The writer (spawned) takes the exclusive latch and
+/// changes pages 0 and 2 from [`BEFORE`] to [`AFTER`], each through the
+/// store funnel (save the page, then store relaxed), and releases; the
+/// round (main) runs `capture::capture_shared` for round 1. Checks that
+/// every page was filled exactly once, that the round got the image as
+/// of the cut ([`BEFORE`]) whoever filled which page, and that the slot
+/// is idle afterwards (no armed slot outlives its round).
 ///
-/// Fails with `COW_SKIPPED` (the writer edits without capturing first, so
-/// a round that comes later copies [`AFTER`]) and with
-/// `CAPTURE_TRUSTS_FLAG` (the writer captures, but the arm word is still
-/// set, so the round captures a second time, after the edit).
+/// Fails with `COW_SKIPPED` (the writer changes pages without saving
+/// them, so a round that comes later copies [`AFTER`] words) and with
+/// `CAPTURE_IGNORES_SAVED` (the round refills the pages the writer saved,
+/// after the writer changed them).
 pub(crate) fn cow_vs_capture<C: Capture>() {
     let f = Arc::new(CowWords {
         c: C::new(),
         words: BEFORE.map(AtomicU64::new),
-        captures: AtomicU64::new(0),
+        fills: [0, 0, 0].map(AtomicU64::new),
     });
     assert!(f.c.arm(1, [0; 3]), "a fresh slot is idle");
     let writer = {
         let f = Arc::clone(&f);
         thread::spawn(move || {
-            let v = f.c.lock_for_write(|buf| f.fill(buf));
-            for (w, n) in f.words.iter().zip(AFTER) {
-                w.store(n, Relaxed);
-            }
+            let v = f.c.lock_exclusive();
+            f.store(0, AFTER[0]);
+            f.store(2, AFTER[2]);
             f.c.unlock_exclusive(v);
         })
     };
-    let image = f.c.capture_shared(1, |buf| f.fill(buf));
+    let image = f.c.capture_shared(1, |buf, p| f.fill(buf, p));
     writer.join().unwrap();
-    let n = f.captures.load(Relaxed);
-    assert_eq!(n, 1, "the armed frame was captured {n} times, not once");
+    for (p, n) in f.fills.iter().enumerate() {
+        let n = n.load(Relaxed);
+        assert_eq!(n, 1, "page {p} was filled {n} times, not once");
+    }
     assert_eq!(
         image,
         Some(BEFORE),

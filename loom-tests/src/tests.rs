@@ -4,7 +4,7 @@
 
 use crate::models::{self, check, check_finds_bug, EvictRule};
 use crate::{
-    capture_trusts_flag, correct, cow_skipped, dirty_restore_overwrites, evict_ignores_dirty,
+    capture_ignores_saved, correct, cow_skipped, dirty_restore_overwrites, evict_ignores_dirty,
     shared_ignores_writer, skip_version_bump, weak_validate,
 };
 
@@ -20,7 +20,7 @@ type EvictIgnoresDirty = evict_ignores_dirty::buffer::dirty::SeqMap;
 
 type CorrectCow = correct::CowFrame;
 type CowSkipped = cow_skipped::CowFrame;
-type CaptureTrustsFlag = capture_trusts_flag::CowFrame;
+type CaptureIgnoresSaved = capture_ignores_saved::CowFrame;
 
 // ===== model 1: optimistic reader vs exclusive writer =====
 
@@ -300,16 +300,16 @@ fn loom_models_seqcst_fences() {
 
 // ===== model 7: writer copy-on-write vs the round's capture =====
 
-/// Model 7 on the real capture slot and latch: exactly one capture of an
-/// armed frame, and it is the image as of the cut.
+/// Model 7 on the real capture slot and latch: every page of an armed
+/// frame filled exactly once, and the image is the frame as of the cut.
 #[test]
 fn cow_vs_capture() {
     check("cow_vs_capture", 3, models::cow_vs_capture::<CorrectCow>);
 }
 
-/// `COW_SKIPPED` must make model 7 fail: the writer edits the armed frame
-/// without copying it first, and the round then captures the edited
-/// frame.
+/// `COW_SKIPPED` must make model 7 fail: the writer edits pages of the
+/// armed frame without saving them first, and the round then captures
+/// the edited pages.
 #[test]
 fn cow_vs_capture_catches_cow_skipped() {
     check_finds_bug(
@@ -320,14 +320,14 @@ fn cow_vs_capture_catches_cow_skipped() {
     );
 }
 
-/// `CAPTURE_TRUSTS_FLAG` must make model 7 fail: the writer's capture
-/// leaves the arm word set, so the round captures again after the edit.
+/// `CAPTURE_IGNORES_SAVED` must make model 7 fail: the round refills the
+/// pages the writer saved, after the writer changed them.
 #[test]
-fn cow_vs_capture_catches_capture_trusts_flag() {
+fn cow_vs_capture_catches_capture_ignores_saved() {
     check_finds_bug(
-        "cow_vs_capture/capture_trusts_flag",
+        "cow_vs_capture/capture_ignores_saved",
         3,
-        models::cow_vs_capture::<CaptureTrustsFlag>,
-        "captured 2 times",
+        models::cow_vs_capture::<CaptureIgnoresSaved>,
+        "filled 2 times",
     );
 }

@@ -49,10 +49,9 @@ fn cut(inner: &TreeInner, max_seq: Option<u64>) -> crate::buffer::manager::Round
 /// A writer that touches a frame whose capture is pending must make the
 /// round persist the frame as of the cut, not the writer's edit.
 ///
-/// Catches `COW_SKIPPED` (`FrameWrite::lock` not capturing first: the
-/// round would copy the edited frame and the snapshot would read "v2")
-/// and a capture taken after the writer (e.g. `capture_round` copying
-/// without consulting the slot).
+/// Catches `COW_SKIPPED` (stores not saving the pages they change: the
+/// round would copy edited pages and the snapshot would read generation
+/// 2) and `CAPTURE_IGNORES_SAVED` (the round recopying saved pages).
 #[test]
 fn writer_cow_keeps_the_image_as_of_the_cut() {
     let backend = Arc::new(MemoryBackend::new());
@@ -71,11 +70,11 @@ fn writer_cow_keeps_the_image_as_of_the_cut() {
     let mut round = cut(inner, None);
     let armed = bm.armed_frames();
     assert!(armed > 1, "the dirty frames are armed at the cut");
-    // Writers after the cut: every touched frame copies itself first.
+    // Writers after the cut: every page they change is saved first.
     for i in (0..3000).step_by(7) {
         tree.put(&key(i), &val(i, 2)).unwrap();
     }
-    assert_eq!(bm.armed_frames(), 0, "every armed frame was touched");
+    assert_eq!(bm.armed_frames(), armed, "armed until the round captures");
     bm.capture_round(&mut round).unwrap();
     assert_eq!(round.images.len(), armed);
     bm.persist(&round).unwrap();

@@ -1,26 +1,18 @@
-//! One cached frame: its bytes, its latch, its checkpoint capture slot,
-//! and bookkeeping.
-//!
-//! [`FrameWrite::lock`] is the only way to take a frame's exclusive latch
-//! in the engine; it fills a pending checkpoint capture before handing
-//! out the frame (copy-on-write, see `buffer::capture`).
+//! One cached frame: its bytes (with their checkpoint capture slot, see
+//! `frame::capture`), its latch, and bookkeeping.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::capture::{self, CaptureSlot};
 use crate::frame::AtomicFrame;
 use crate::latch::HybridLatch;
-use crate::store::{AlignedBlobBuf, BlobGuid};
+use crate::store::BlobGuid;
 
 #[derive(Debug)]
 pub(crate) struct CachedBlob {
     pub(crate) guid: BlobGuid,
     pub(crate) latch: HybridLatch,
     pub(crate) frame: AtomicFrame,
-    /// The checkpoint capture pending for this frame, if any: armed at a
-    /// round's cut, filled by the first exclusive holder or by the round.
-    pub(crate) capture: CaptureSlot<AlignedBlobBuf>,
     /// Set (under the exclusive latch) when a merge folds this frame into
     /// its parent or it is unlinked; anyone who reaches it afterwards must
     /// restart from the root.
@@ -35,7 +27,6 @@ impl CachedBlob {
             guid,
             latch: HybridLatch::new(),
             frame,
-            capture: CaptureSlot::default(),
             obsolete: AtomicBool::new(false),
             last_touched: AtomicU64::new(tick),
         }
@@ -74,14 +65,8 @@ pub(crate) struct FrameWrite {
 }
 
 impl FrameWrite {
-    /// Takes the exclusive latch. If a checkpoint round armed this frame
-    /// and has not captured it yet, its image (as of the round's cut) is
-    /// copied into the round's buffer first, before the caller can change
-    /// a byte.
     pub(crate) fn lock(blob: Arc<CachedBlob>) -> Self {
-        let version = capture::lock_for_write(&blob.latch, &blob.capture, |buf| {
-            blob.frame.copy_to(buf.as_mut_slice());
-        });
+        let version = blob.latch.lock_exclusive_raw();
         Self { blob, version }
     }
 

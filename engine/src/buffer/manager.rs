@@ -10,12 +10,11 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 
 use super::cached_blob::CachedBlob;
-use super::capture;
 use super::counters::Counter;
 use super::dirty::SeqMap;
 use super::eviction;
 use crate::api::errors::{Error, Result};
-use crate::frame::{copy, header, AtomicFrame};
+use crate::frame::{capture, copy, header, AtomicFrame, PAGES};
 use crate::store::{AlignedBlobBuf, Backend, BlobGuid};
 
 /// Root frame GUID: every tree's root frame has this name.
@@ -345,7 +344,7 @@ impl BufferManager {
             // leftover of a failed round's restore.
             if let Some(b) = self.cached(guid) {
                 let buf = images.pop().unwrap_or_else(AlignedBlobBuf::uninit);
-                if let Some(stale) = b.capture.arm(id, buf) {
+                if let Some(stale) = b.frame.capture.arm(id, buf) {
                     images.push(stale);
                 }
                 armed.push(b);
@@ -371,9 +370,12 @@ impl BufferManager {
         r.images.reserve(r.armed.len());
         for b in &r.armed {
             let frame = &b.frame;
-            let Some(mut buf) = capture::capture_shared(&b.latch, &b.capture, r.id, |buf| {
-                frame.copy_to(buf.as_mut_slice());
-            }) else {
+            let fill = |buf: &mut AlignedBlobBuf, page: usize| {
+                frame.copy_page(page, buf.as_mut_slice());
+            };
+            let Some(mut buf) =
+                capture::capture_shared(&b.latch, &frame.capture, r.id, PAGES, fill)
+            else {
                 return Err(Error::Internal("checkpoint capture missing"));
             };
             if let Some(seq) = r.max_seq {
@@ -416,7 +418,7 @@ impl BufferManager {
     pub(crate) fn armed_frames(&self) -> usize {
         self.map
             .iter()
-            .filter(|e| e.value().capture.is_armed())
+            .filter(|e| e.value().frame.capture.is_armed())
             .count()
     }
 
@@ -461,7 +463,7 @@ impl Round<'_> {
         let mut bufs: Vec<AlignedBlobBuf> = self
             .armed
             .drain(..)
-            .filter_map(|b| b.capture.disarm())
+            .filter_map(|b| b.frame.capture.disarm())
             .collect();
         if ok {
             bm.dirty.complete(&self.dirty);
