@@ -153,7 +153,7 @@ impl TreeInner {
     /// record <= P is applied), the dirty and pending-delete maps drained
     /// (I3) and each drained frame's capture slot armed — no I/O and no
     /// frame copy. With writers running again: capture the frames as of P
-    /// (a writer that touches an armed frame first copies it itself), sync
+    /// (a store into an armed frame first saves the pages it changes), sync
     /// and rotate the WAL (W2D: every record <= P is durable before the
     /// manifest), write the images to free slots, persist the manifest and
     /// release the retired WAL files P covers. A failure disarms and
