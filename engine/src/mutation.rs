@@ -19,3 +19,10 @@ pub(crate) const LATCH_SHARED_IGNORES_WRITER: bool = false;
 pub(crate) const DIRTY_RESTORE_OVERWRITES: bool = false;
 /// Eviction ignores the dirty map (breaks I1).
 pub(crate) const EVICT_IGNORES_DIRTY: bool = false;
+/// A store into an armed frame does not save the pages it changes first
+/// (`CaptureSlot::save` returns at once), so the round later copies the
+/// edited pages instead of the frame as of the cut.
+pub(crate) const COW_SKIPPED: bool = false;
+/// The round's capture fills every page, also those a store already
+/// saved, overwriting their image as of the cut with the edited bytes.
+pub(crate) const CAPTURE_IGNORES_SAVED: bool = false;

@@ -14,7 +14,8 @@
 //! two cores the whole suite takes about 2 s at 3, 4 s at 4 and 12 s at 5
 //! with `--test-threads=1` (model 1 is half of it). The mutation tests of
 //! model 4 and model 6's live-only control need bound 2 to find their
-//! bug, model 6's `EVICT_IGNORES_DIRTY` test bound 1. loom's own
+//! bug, model 6's `EVICT_IGNORES_DIRTY` test and model 7's two mutation
+//! tests bound 1. loom's own
 //! environment variables override the defaults:
 //! * `LOOM_MAX_PREEMPTIONS=N` — explore executions with up to `N` forced
 //!   thread switches. Cost grows steeply with `N`; add `--test-threads=1`
@@ -28,8 +29,8 @@
 //!   (checked every 20 000 executions); `LOOM_LOG=1` and `LOOM_LOCATION=1`
 //!   explain a failure (slow: narrow it down first).
 //!
-//! The latch models have two threads, the dirty-map and eviction models
-//! (4, 6) three. Never let two threads spin on a latch a third holds:
+//! The latch models and model 7 have two threads, the dirty-map and
+//! eviction models (4, 6) three. Never let two threads spin on a latch a third holds:
 //! loom's scheduler may alternate the two spinners forever without
 //! spending a preemption (tokio-rs/loom#53), and such a model fails at the
 //! branch limit from bound 3 on even though the latch is fine. In models 4
@@ -42,10 +43,13 @@
 //! `#[path = "../../engine/src"]`, so the `#[path = "sync.rs"] mod sync;`
 //! and `#[path = "latch.rs"] mod latch;` inside it are the engine's files
 //! (a `#[path]` inside an inline module is resolved against the directory
-//! the module's own `#[path]` names), and `mod buffer { #[path =
-//! "dirty.rs"] mod dirty; #[path = "eviction.rs"] mod eviction; }` are
+//! the module's own `#[path]` names), `mod buffer { #[path = "dirty.rs"]
+//! mod dirty; #[path = "eviction.rs"] mod eviction; }` are
 //! `engine/src/buffer/dirty.rs` and `engine/src/buffer/eviction.rs` (a
-//! nested inline module adds its name to that directory). Next to them
+//! nested inline module adds its name to that directory), and `mod frame
+//! { #[path = "capture.rs"] mod capture; }` is
+//! `engine/src/frame/capture.rs`, which refers only to
+//! `super::super::{latch, sync, mutation}`. Next to them
 //! sits a `mutation` module written here. `latch.rs` refers only to
 //! `super::sync` and `super::mutation`, `buffer/dirty.rs` only to
 //! `super::super::{sync, mutation}`, `buffer/eviction.rs` only to
@@ -54,9 +58,9 @@
 //! re-exports loom's atomics, fences, `Mutex` and a `yield_now`, so every
 //! lock, spin and backoff step is a loom scheduling point — to the
 //! included `SeqMap`, and to this crate's switches. Nothing is copied: an
-//! edit to `engine/src/latch.rs`, `engine/src/buffer/dirty.rs` or
-//! `engine/src/buffer/eviction.rs` is what these models check on the next
-//! run.
+//! edit to `engine/src/latch.rs`, `engine/src/frame/capture.rs`,
+//! `engine/src/buffer/dirty.rs` or `engine/src/buffer/eviction.rs` is what
+//! these models check on the next run.
 //!
 //! `engine/src/mutation.rs` defines deliberate-bug switches, all `false`
 //! there so the broken branches compile away. Each variant's `mutation`
@@ -70,7 +74,9 @@
 //! * [`weak_validate`] — `LATCH_WEAK_VALIDATE`;
 //! * [`shared_ignores_writer`] — `LATCH_SHARED_IGNORES_WRITER`;
 //! * [`dirty_restore_overwrites`] — `DIRTY_RESTORE_OVERWRITES`;
-//! * [`evict_ignores_dirty`] — `EVICT_IGNORES_DIRTY`.
+//! * [`evict_ignores_dirty`] — `EVICT_IGNORES_DIRTY`;
+//! * [`cow_skipped`] — `COW_SKIPPED`;
+//! * [`capture_ignores_saved`] — `CAPTURE_IGNORES_SAVED`.
 //!
 //! `buffer/manager.rs` itself is not included (its `DashMap` is not
 //! loom-aware); it calls `buffer::eviction::evictable` for every eviction
@@ -100,6 +106,7 @@
 //! | 4 `dirty_marks_vs_round` (complete / restore) | marks racing a drain are neither lost nor lose their minimum; in-flight entries count (I1, I3) | `DIRTY_RESTORE_OVERWRITES` (restore) |
 //! | 5 `capture_vs_writer` | a checkpoint capture under the shared latch is all-before or all-after a write | `LATCH_SHARED_IGNORES_WRITER` |
 //! | 6 `evict_vs_dirty` (complete / restore) | the real eviction rule (`buffer::eviction::evictable`) never drops a frame marked dirty, live or in flight (I1) | `EVICT_IGNORES_DIRTY` (complete); a live-only evictor (control, written here) |
+//! | 7 `cow_vs_capture` | a writer's page-wise copy-on-write (`CaptureSlot::save`, as `AtomicFrame`'s stores call it) vs the round's capture (`capture::capture_shared`) of an armed frame: every page filled exactly once, and the image is the pre-write frame | `COW_SKIPPED`, `CAPTURE_IGNORES_SAVED` |
 //!
 //! # loom and `SeqCst`
 //! loom 0.7 treats `SeqCst` loads, stores and read-modify-writes as
@@ -186,6 +193,13 @@ macro_rules! variant {
                 pub(crate) mod eviction;
             }
 
+            /// `engine/src/frame/capture.rs` at the same depth as in the
+            /// engine (`super::super::{latch, sync, mutation}`).
+            pub(crate) mod frame {
+                #[path = "capture.rs"]
+                pub(crate) mod capture;
+            }
+
             /// This variant's copy of `engine/src/mutation.rs`.
             pub(crate) mod mutation {
                 const ON: &[&str] = &[$(stringify!($on)),*];
@@ -195,6 +209,8 @@ macro_rules! variant {
                     LATCH_SHARED_IGNORES_WRITER,
                     DIRTY_RESTORE_OVERWRITES,
                     EVICT_IGNORES_DIRTY,
+                    COW_SKIPPED,
+                    CAPTURE_IGNORES_SAVED,
                 );
             }
 
@@ -232,6 +248,53 @@ macro_rules! variant {
                 }
                 fn unlock_shared_raw(&self) {
                     latch::HybridLatch::unlock_shared_raw(self)
+                }
+            }
+
+            /// Model 7's frame: this variant's latch and capture slot
+            /// (`engine/src/frame/capture.rs`), as in `CachedBlob` and
+            /// its `AtomicFrame`.
+            #[cfg(test)]
+            pub(crate) struct CowFrame {
+                latch: latch::HybridLatch,
+                slot: frame::capture::CaptureSlot<crate::models::Image>,
+            }
+
+            #[cfg(test)]
+            impl crate::models::Capture for CowFrame {
+                fn new() -> Self {
+                    Self {
+                        latch: latch::HybridLatch::new(),
+                        slot: frame::capture::CaptureSlot::default(),
+                    }
+                }
+                fn arm(&self, round: u64, buf: crate::models::Image) -> bool {
+                    self.slot.arm(round, buf).is_none()
+                }
+                fn lock_exclusive(&self) -> u64 {
+                    self.latch.lock_exclusive_raw()
+                }
+                fn save(&self, page: usize, fill: impl FnMut(&mut crate::models::Image, usize)) {
+                    self.slot.save(page, page, fill)
+                }
+                fn unlock_exclusive(&self, version: u64) {
+                    self.latch.unlock_exclusive_raw(version)
+                }
+                fn capture_shared(
+                    &self,
+                    round: u64,
+                    fill: impl FnMut(&mut crate::models::Image, usize),
+                ) -> Option<crate::models::Image> {
+                    frame::capture::capture_shared(
+                        &self.latch,
+                        &self.slot,
+                        round,
+                        crate::models::PAGES,
+                        fill,
+                    )
+                }
+                fn disarm(&self) -> Option<crate::models::Image> {
+                    self.slot.disarm()
                 }
             }
 
@@ -313,6 +376,16 @@ variant!(
     /// `EVICT_IGNORES_DIRTY`: the eviction rule skips the dirty map, so a
     /// frame whose changes are live or in flight can be dropped.
     evict_ignores_dirty: [EVICT_IGNORES_DIRTY]
+);
+variant!(
+    /// `COW_SKIPPED`: a store into an armed frame does not save the pages
+    /// it changes first.
+    cow_skipped: [COW_SKIPPED]
+);
+variant!(
+    /// `CAPTURE_IGNORES_SAVED`: the round's capture refills the pages a
+    /// store already saved, with their edited bytes.
+    capture_ignores_saved: [CAPTURE_IGNORES_SAVED]
 );
 
 #[cfg(test)]

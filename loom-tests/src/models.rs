@@ -73,6 +73,33 @@ pub(crate) trait SeqMap: Send + Sync + Sized + 'static {
     fn evictable(other_refs: usize, guid: &Guid, dirty: &Self, pending_deletes: &Self) -> bool;
 }
 
+/// Model 7's frame image: three words, one per page.
+pub(crate) type Image = [u64; 3];
+/// Pages of model 7's frame (one word each).
+pub(crate) const PAGES: usize = 3;
+
+/// A frame's latch and checkpoint capture slot (`engine/src/frame/
+/// capture.rs`) of one variant; every method forwards to the real code
+/// (see `CowFrame` in the `variant!` macro).
+pub(crate) trait Capture: Send + Sync + Sized + 'static {
+    /// A fresh latch and an idle slot.
+    fn new() -> Self;
+    /// `CaptureSlot::arm`; false if the slot was not idle.
+    fn arm(&self, round: u64, buf: Image) -> bool;
+    /// `HybridLatch::lock_exclusive_raw` (what `FrameWrite::lock` calls).
+    fn lock_exclusive(&self) -> u64;
+    /// `CaptureSlot::save(page, page, fill)`: what `AtomicFrame`'s store
+    /// funnel calls before changing `page`.
+    fn save(&self, page: usize, fill: impl FnMut(&mut Image, usize));
+    /// `HybridLatch::unlock_exclusive_raw` (`FrameWrite`'s `Drop`).
+    fn unlock_exclusive(&self, version: u64);
+    /// `capture::capture_shared` over [`PAGES`] pages (what
+    /// `BufferManager::capture_round` calls per armed frame).
+    fn capture_shared(&self, round: u64, fill: impl FnMut(&mut Image, usize)) -> Option<Image>;
+    /// `CaptureSlot::disarm` (`finish_round`).
+    fn disarm(&self) -> Option<Image>;
+}
+
 // ===== running =====
 
 /// A loom builder with `default_preemptions` unless `LOOM_MAX_PREEMPTIONS`
@@ -619,8 +646,9 @@ impl<L: Latch> Words<L> {
         }
     }
 
-    /// `BufferManager::capture`: `FrameRead::lock` (shared, raw), copy
-    /// every word relaxed, release.
+    /// A capture under the shared latch (`capture::capture_shared`, which
+    /// `BufferManager::capture_round` calls): shared raw lock, copy every
+    /// word relaxed, release.
     fn capture(&self) -> [u64; 3] {
         self.latch.lock_shared_raw();
         let image = [0, 1, 2].map(|i| self.words[i].load(Relaxed));
@@ -645,7 +673,7 @@ impl<L: Latch> Words<L> {
 /// [`BEFORE`] to [`AFTER`] under the exclusive latch (raw API, relaxed
 /// stores, as `FrameWrite` and `frame::mem` do); the checkpoint thread
 /// (main) copies the words under the shared latch (raw API, as
-/// `BufferManager::capture` via `FrameRead`). Checks that the captured
+/// `capture::capture_shared`). Checks that the captured
 /// image is entirely the before-state or entirely the after-state, never
 /// a mix, and that a capture after the writer left sees its update.
 ///
@@ -886,4 +914,76 @@ pub(crate) fn store_buffering_seqcst_accesses() {
 /// [`store_buffering`] with `fence(SeqCst)` (loom passes it).
 pub(crate) fn store_buffering_seqcst_fences() {
     store_buffering(true);
+}
+
+// ===== model 7: a writer's copy-on-write vs the round's capture =====
+
+/// Model 7's frame: the variant's latch and capture slot, three frame
+/// words (one per page), and how often each page was filled.
+struct CowWords<C> {
+    c: C,
+    words: [AtomicU64; 3],
+    fills: [AtomicU64; 3],
+}
+
+impl<C: Capture> CowWords<C> {
+    /// The page fill both sides pass: copy the page's word relaxed (as
+    /// `AtomicFrame::copy_page`), counting the fill.
+    fn fill(&self, buf: &mut Image, page: usize) {
+        self.fills[page].fetch_add(1, Relaxed);
+        buf[page] = self.words[page].load(Relaxed);
+    }
+
+    /// A store through `AtomicFrame`'s funnel: save the page, then
+    /// change it.
+    fn store(&self, page: usize, value: u64) {
+        self.c.save(page, |buf, p| self.fill(buf, p));
+        self.words[page].store(value, Relaxed);
+    }
+}
+
+/// Model 7 — a writer edits a frame whose checkpoint capture is pending
+/// while the round captures it.
+///
+/// The slot is armed for round 1 before the writer exists (the cut, under
+/// the commit gate). The writer (spawned) takes the exclusive latch and
+/// changes pages 0 and 2 from [`BEFORE`] to [`AFTER`], each through the
+/// store funnel (save the page, then store relaxed), and releases; the
+/// round (main) runs `capture::capture_shared` for round 1. Checks that
+/// every page was filled exactly once, that the round got the image as
+/// of the cut ([`BEFORE`]) whoever filled which page, and that the slot
+/// is idle afterwards (no armed slot outlives its round).
+///
+/// Fails with `COW_SKIPPED` (the writer changes pages without saving
+/// them, so a round that comes later copies [`AFTER`] words) and with
+/// `CAPTURE_IGNORES_SAVED` (the round refills the pages the writer saved,
+/// after the writer changed them).
+pub(crate) fn cow_vs_capture<C: Capture>() {
+    let f = Arc::new(CowWords {
+        c: C::new(),
+        words: BEFORE.map(AtomicU64::new),
+        fills: [0, 0, 0].map(AtomicU64::new),
+    });
+    assert!(f.c.arm(1, [0; 3]), "a fresh slot is idle");
+    let writer = {
+        let f = Arc::clone(&f);
+        thread::spawn(move || {
+            let v = f.c.lock_exclusive();
+            f.store(0, AFTER[0]);
+            f.store(2, AFTER[2]);
+            f.c.unlock_exclusive(v);
+        })
+    };
+    let image = f.c.capture_shared(1, |buf, p| f.fill(buf, p));
+    writer.join().unwrap();
+    for (p, n) in f.fills.iter().enumerate() {
+        let n = n.load(Relaxed);
+        assert_eq!(n, 1, "page {p} was filled {n} times, not once");
+    }
+    assert_eq!(
+        image,
+        Some(BEFORE),
+        "the round's image is not the frame as of the cut"
+    );
+    assert!(f.c.disarm().is_none(), "the slot outlived its round");
 }

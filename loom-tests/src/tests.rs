@@ -4,8 +4,8 @@
 
 use crate::models::{self, check, check_finds_bug, EvictRule};
 use crate::{
-    correct, dirty_restore_overwrites, evict_ignores_dirty, shared_ignores_writer,
-    skip_version_bump, weak_validate,
+    capture_ignores_saved, correct, cow_skipped, dirty_restore_overwrites, evict_ignores_dirty,
+    shared_ignores_writer, skip_version_bump, weak_validate,
 };
 
 type Correct = correct::latch::HybridLatch;
@@ -17,6 +17,10 @@ type CorrectSeqMap = correct::buffer::dirty::SeqMap;
 type RestoreOverwrites = dirty_restore_overwrites::buffer::dirty::SeqMap;
 /// Its `SeqMap::evictable` runs that variant's `buffer::eviction`.
 type EvictIgnoresDirty = evict_ignores_dirty::buffer::dirty::SeqMap;
+
+type CorrectCow = correct::CowFrame;
+type CowSkipped = cow_skipped::CowFrame;
+type CaptureIgnoresSaved = capture_ignores_saved::CowFrame;
 
 // ===== model 1: optimistic reader vs exclusive writer =====
 
@@ -291,5 +295,39 @@ fn loom_models_seqcst_fences() {
         "loom_seqcst_gap/fences",
         3,
         models::store_buffering_seqcst_fences,
+    );
+}
+
+// ===== model 7: writer copy-on-write vs the round's capture =====
+
+/// Model 7 on the real capture slot and latch: every page of an armed
+/// frame filled exactly once, and the image is the frame as of the cut.
+#[test]
+fn cow_vs_capture() {
+    check("cow_vs_capture", 3, models::cow_vs_capture::<CorrectCow>);
+}
+
+/// `COW_SKIPPED` must make model 7 fail: the writer edits pages of the
+/// armed frame without saving them first, and the round then captures
+/// the edited pages.
+#[test]
+fn cow_vs_capture_catches_cow_skipped() {
+    check_finds_bug(
+        "cow_vs_capture/cow_skipped",
+        3,
+        models::cow_vs_capture::<CowSkipped>,
+        "the round's image is not the frame as of the cut",
+    );
+}
+
+/// `CAPTURE_IGNORES_SAVED` must make model 7 fail: the round refills the
+/// pages the writer saved, after the writer changed them.
+#[test]
+fn cow_vs_capture_catches_capture_ignores_saved() {
+    check_finds_bug(
+        "cow_vs_capture/capture_ignores_saved",
+        3,
+        models::cow_vs_capture::<CaptureIgnoresSaved>,
+        "filled 2 times",
     );
 }

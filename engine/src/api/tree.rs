@@ -21,9 +21,11 @@ use crate::wal::{self, Op, OpRef, Wal};
 pub(crate) struct TreeInner {
     pub(crate) cfg: TreeConfig,
     pub(crate) core: Core,
-    /// Commit gate: single-key writes hold it shared; multi-key batches
-    /// (`txn`, `rename`) hold it exclusively so their validation and their
-    /// application see the same state.
+    /// Commit gate: single-key writes (and merge passes) hold it shared;
+    /// multi-key batches (`txn`, `rename`) hold it exclusively so their
+    /// validation and their application see the same state; a checkpoint
+    /// cut holds it exclusively for the drain and the arming of captures
+    /// only. Every holder of a frame's exclusive latch holds the gate.
     gate: RwLock<()>,
     /// No WAL and `memory_flush_on_write`: write dirty frames through after
     /// every mutation.
@@ -145,12 +147,18 @@ fn is_disk_full(e: &Error) -> bool {
 }
 
 impl TreeInner {
-    /// One checkpoint round (DESIGN.md §8): under the commit gate, cut the
-    /// WAL and drain + capture the dirty frames; then, with writers running
-    /// again, write the images to free slots, sync, persist the manifest
-    /// and release the WAL files the cut covers. A failure merges the
-    /// drained entries back (I3) and leaves the previous manifest and all
-    /// WAL files in force (W2D).
+    /// One checkpoint round (DESIGN.md §8, docs/design.md "Checkpoint
+    /// round"). Under the commit gate only the cut: P = the last assigned
+    /// WAL seq (writers log while holding the gate shared, so every
+    /// record <= P is applied), the dirty and pending-delete maps drained
+    /// (I3) and each drained frame's capture slot armed — no I/O and no
+    /// frame copy. With writers running again: capture the frames as of P
+    /// (a store into an armed frame first saves the pages it changes), sync
+    /// and rotate the WAL (W2D: every record <= P is durable before the
+    /// manifest), write the images to free slots, persist the manifest and
+    /// release the retired WAL files P covers. A failure disarms and
+    /// merges the drained entries back (I3) and leaves the previous
+    /// manifest and all WAL files in force.
     pub(crate) fn checkpoint_round(&self) -> Result<RoundOutcome> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::Poisoned);
@@ -165,15 +173,20 @@ impl TreeInner {
         };
         let bm = &self.core.bm;
         let _serial = bm.round_lock();
-        let (cut, round) = {
+        let images = bm.prepare_images();
+        let (cut, mut round) = {
             let _g = write_gate(&self.gate);
-            let cut = d.wal.rotate()?;
-            (cut, bm.begin_round(Some(cut)))
+            let cut = d.wal.last_seq();
+            (cut, bm.begin_round(Some(cut), images))
         };
-        let res = bm.persist(&round).and_then(|()| {
-            d.store.set_checkpoint_meta(cut, cut);
-            d.store.flush()
-        });
+        let res = bm
+            .capture_round(&mut round)
+            .and_then(|()| d.wal.rotate(cut))
+            .and_then(|()| bm.persist(&round))
+            .and_then(|()| {
+                d.store.set_checkpoint_meta(cut, cut);
+                d.store.flush()
+            });
         let frames = bm.finish_round(round, res.is_ok());
         match res {
             Ok(()) => {
@@ -193,19 +206,31 @@ impl TreeInner {
     }
 
     /// No-WAL write-back: every dirty frame and pending delete goes to
-    /// the backend. The capture happens under the commit gate, so the
-    /// images form one consistent cut (a spill's parent and child frame
-    /// are never written apart).
+    /// the backend. The same cut as a checkpoint round: under the commit
+    /// gate only the drain and the arming, so the images form one
+    /// consistent cut (a spill's parent and child frame are never written
+    /// apart) while writers copy-on-write instead of waiting.
     fn write_back(&self) -> Result<usize> {
         let bm = &self.core.bm;
         let _serial = bm.round_lock();
-        let round = {
+        let images = bm.prepare_images();
+        let mut round = {
             let _g = write_gate(&self.gate);
-            bm.begin_round(None)
+            bm.begin_round(None, images)
         };
-        let res = bm.persist(&round);
+        let res = bm
+            .capture_round(&mut round)
+            .and_then(|()| bm.persist(&round));
         let frames = bm.finish_round(round, res.is_ok());
         res.map(|()| frames)
+    }
+
+    /// A merge pass of the background checkpointer. Holds the commit gate
+    /// shared like every other writer: a round's cut relies on no
+    /// exclusive latch being held while it arms its captures.
+    pub(crate) fn merge_pass(&self, limit: usize) -> Result<u64> {
+        let _g = read_gate(&self.gate);
+        self.core.merge_pass(0, false, limit)
     }
 
     pub(crate) fn is_poisoned(&self) -> bool {
@@ -740,3 +765,7 @@ impl Tree {
         FRAME_SIZE as u32
     }
 }
+
+#[cfg(test)]
+#[path = "tree_round_tests.rs"]
+mod round_tests;

@@ -1,4 +1,5 @@
-//! One cached frame: its bytes, its latch, and bookkeeping.
+//! One cached frame: its bytes (with their checkpoint capture slot, see
+//! `frame::capture`), its latch, and bookkeeping.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

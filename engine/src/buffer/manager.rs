@@ -7,13 +7,13 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::cached_blob::{CachedBlob, FrameRead};
+use super::cached_blob::CachedBlob;
 use super::counters::Counter;
 use super::dirty::SeqMap;
 use super::eviction;
 use super::frame_table::{FrameTable, Guard};
 use crate::api::errors::{Error, Result};
-use crate::frame::{copy, header, AtomicFrame};
+use crate::frame::{capture, copy, header, AtomicFrame, PAGES};
 use crate::store::{AlignedBlobBuf, Backend, BlobGuid};
 
 /// Root frame GUID: every tree's root frame has this name.
@@ -48,11 +48,24 @@ pub(crate) struct BufferManager {
     writebacks: AtomicU64,
     /// Image buffers of finished rounds, reused by the next captures.
     image_pool: Mutex<Vec<AlignedBlobBuf>>,
+    /// Next round id (capture slots name their round; 0 is "none").
+    round_ids: AtomicU64,
 }
 
-/// Most image buffers kept for reuse (also at most a quarter of the cache
-/// capacity, at least 4).
-const MAX_POOLED_IMAGES: usize = 256;
+/// Most image buffers kept for reuse (also at most half the cache
+/// capacity, at least 4). Retention is a memory/latency trade: a round
+/// with more dirty frames than the pool holds allocates (and pre-faults)
+/// the rest and frees them afterwards, and on two cores that churn —
+/// page zeroing, `munmap` TLB shootdowns — raised a concurrent writer's
+/// p99 during a 2000-frame round from about 1.1x to 4-6x its idle value.
+/// The pool may therefore hold up to half the cache's size in idle
+/// buffers after a large round.
+const MAX_POOLED_IMAGES: usize = 4096;
+
+/// Pooled image buffers prepared beyond the dirty count, for frames
+/// marked between the preparation and the cut (fresh ones are allocated
+/// only up to the dirty count).
+const PREPARED_SLACK: usize = 8;
 
 /// Optimistic load attempts before a load reads under the round lock.
 const LOAD_RETRIES: usize = 4;
@@ -88,6 +101,7 @@ impl BufferManager {
             guid_counter: AtomicU64::new(1),
             writebacks: AtomicU64::new(0),
             image_pool: Mutex::new(Vec::new()),
+            round_ids: AtomicU64::new(1),
         }
     }
 
@@ -393,50 +407,107 @@ impl BufferManager {
         gone
     }
 
-    /// A sealed image of the frame as of now (shared latch: no writer
-    /// inside, readers undisturbed), stamped with `max_seq` if given.
-    pub(crate) fn capture(&self, blob: &Arc<CachedBlob>, max_seq: Option<u64>) -> AlignedBlobBuf {
-        let mut buf = self.image_buffer();
-        {
-            let _g = FrameRead::lock(Arc::clone(blob));
-            blob.frame.copy_to(buf.as_mut_slice());
-        }
-        if let Some(seq) = max_seq {
-            let at = header::OFF_MAX_SEQ;
-            buf.as_mut_slice()[at..at + 8].copy_from_slice(&seq.to_le_bytes());
-        }
-        header::seal_image(buf.as_mut_slice());
-        buf
-    }
-
     /// Serialises write-back rounds; hold it across `begin_round` ..
-    /// `finish_round`.
+    /// `finish_round`. At most one round is therefore in flight, so at
+    /// most one round's captures are armed at a time.
     pub(crate) fn round_lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.flush_lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Drains the dirty and pending-delete maps (I3) and captures the
-    /// drained frames' images.
-    pub(crate) fn begin_round(&self, max_seq: Option<u64>) -> Round {
+    /// Image buffers for the next round's captures, taken *before* the
+    /// commit gate: one per frame dirty now, plus a few for marks that
+    /// arrive before the cut. Fresh buffers are touched here, so neither
+    /// the gate nor a writer's copy-on-write pays their page faults.
+    pub(crate) fn prepare_images(&self) -> Vec<AlignedBlobBuf> {
+        let n = self.dirty.len();
+        let mut out = {
+            let mut pool = self
+                .image_pool
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let keep = pool.len().saturating_sub(n + PREPARED_SLACK);
+            pool.split_off(keep)
+        };
+        while out.len() < n {
+            let mut buf = AlignedBlobBuf::uninit();
+            for page in buf.as_mut_slice().chunks_exact_mut(4096) {
+                page[0] = 0;
+            }
+            out.push(buf);
+        }
+        out
+    }
+
+    /// The cut (call under the commit gate, which keeps every writer out):
+    /// drains the dirty and pending-delete maps (I3) and arms the capture
+    /// slot of every drained frame with a buffer from `images` (the
+    /// leftovers go back to the pool). No frame is copied here: after the
+    /// gate, stores into an armed frame save the pages they change first,
+    /// and [`BufferManager::capture_round`] copies the rest. Images are
+    /// stamped with `max_seq` if given.
+    pub(crate) fn begin_round(
+        &self,
+        max_seq: Option<u64>,
+        mut images: Vec<AlignedBlobBuf>,
+    ) -> Round<'_> {
+        let id = self.round_ids.fetch_add(1, Ordering::Relaxed);
         let dirty = self.dirty.drain();
         let deletes = self.pending_deletes.drain();
-        let mut images = Vec::with_capacity(dirty.len());
+        let mut armed = Vec::with_capacity(dirty.len());
         for guid in dirty.keys() {
+            // Dirty frames are never evicted (I1); one missing from the
+            // cache was retired (and its delete is queued), or is the
+            // leftover of a failed round's restore.
             if let Some(b) = self.cached(guid) {
-                images.push((*guid, self.capture(&b, max_seq)));
+                let buf = images.pop().unwrap_or_else(AlignedBlobBuf::uninit);
+                if let Some(stale) = b.frame.capture.arm(id, buf) {
+                    images.push(stale);
+                }
+                armed.push(b);
             }
         }
+        self.recycle(images);
         Round {
+            bm: self,
+            finished: false,
+            id,
+            max_seq,
             dirty,
             deletes,
-            images,
+            armed,
+            images: Vec::new(),
         }
     }
 
+    /// After the gate: completes every armed frame's image as of the cut
+    /// — the pages no store saved are copied here, under the frame's
+    /// shared latch — then stamps and seals it.
+    pub(crate) fn capture_round(&self, r: &mut Round<'_>) -> Result<()> {
+        r.images.reserve(r.armed.len());
+        for b in &r.armed {
+            let frame = &b.frame;
+            let fill = |buf: &mut AlignedBlobBuf, page: usize| {
+                frame.copy_page(page, buf.as_mut_slice());
+            };
+            let Some(mut buf) =
+                capture::capture_shared(&b.latch, &frame.capture, r.id, PAGES, fill)
+            else {
+                return Err(Error::Internal("checkpoint capture missing"));
+            };
+            if let Some(seq) = r.max_seq {
+                let at = header::OFF_MAX_SEQ;
+                buf.as_mut_slice()[at..at + 8].copy_from_slice(&seq.to_le_bytes());
+            }
+            header::seal_image(buf.as_mut_slice());
+            r.images.push((b.guid, buf));
+        }
+        Ok(())
+    }
+
     /// Writes a round's images (one batch) and deletes to the backend.
-    pub(crate) fn persist(&self, r: &Round) -> Result<()> {
+    pub(crate) fn persist(&self, r: &Round<'_>) -> Result<()> {
         let refs: Vec<(BlobGuid, &AlignedBlobBuf)> =
             r.images.iter().map(|(g, b)| (*g, b)).collect();
         let res = self.backend.write_blobs(&refs).and_then(|()| {
@@ -451,28 +522,32 @@ impl BufferManager {
         res
     }
 
-    /// Ends a round: forget its entries, or merge them back (I3). Its
-    /// image buffers go back to the pool. Returns the frames it captured.
-    pub(crate) fn finish_round(&self, r: Round, ok: bool) -> usize {
-        if ok {
-            self.dirty.complete(&r.dirty);
-            self.pending_deletes.complete(&r.deletes);
-        } else {
-            self.dirty.restore(&r.dirty);
-            self.pending_deletes.restore(&r.deletes);
-        }
-        let frames = r.images.len();
-        self.recycle(r.images.into_iter().map(|(_, b)| b).collect());
-        frames
+    /// Ends a round: disarms every capture it still has pending (a failed
+    /// round may stop before capturing), then forgets its entries, or
+    /// merges them back (I3). Its image buffers go back to the pool.
+    /// Returns the frames it captured.
+    pub(crate) fn finish_round(&self, mut r: Round<'_>, ok: bool) -> usize {
+        r.finish(ok)
     }
 
-    /// Returns image buffers to the pool (up to its bound).
+    /// Cached frames whose capture slot is armed (tests: no armed slot
+    /// may outlive its round).
+    #[cfg(test)]
+    pub(crate) fn armed_frames(&self) -> usize {
+        let mut n = 0;
+        self.map.for_each_upto(usize::MAX, |b| {
+            n += usize::from(b.frame.capture.is_armed());
+        });
+        n
+    }
+
+    /// Keeps up to the pool's limit of `bufs` for later rounds.
     fn recycle(&self, bufs: Vec<AlignedBlobBuf>) {
         let mut pool = self
             .image_pool
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let keep = (self.capacity / 4).clamp(4, MAX_POOLED_IMAGES);
+        let keep = (self.capacity / 2).clamp(4, MAX_POOLED_IMAGES);
         for buf in bufs {
             if pool.len() >= keep {
                 break;
@@ -513,11 +588,53 @@ enum Install {
     Raced,
 }
 
-/// What one write-back round drained and captured.
-pub(crate) struct Round {
+/// What one write-back round drained, armed and captured. Dropping a
+/// round that was not finished (a panic between the cut and the finish)
+/// finishes it as failed, so neither an armed slot nor an in-flight entry
+/// outlives it.
+pub(crate) struct Round<'a> {
+    bm: &'a BufferManager,
+    finished: bool,
+    /// Nonzero; names the round in its frames' capture slots.
+    id: u64,
+    max_seq: Option<u64>,
     pub(crate) dirty: HashMap<BlobGuid, u64>,
     pub(crate) deletes: HashMap<BlobGuid, u64>,
+    /// Frames armed at the cut (pinned: a frame retired after the cut is
+    /// still captured, since it existed at the cut).
+    armed: Vec<Arc<CachedBlob>>,
     pub(crate) images: Vec<(BlobGuid, AlignedBlobBuf)>,
+}
+
+impl Round<'_> {
+    fn finish(&mut self, ok: bool) -> usize {
+        self.finished = true;
+        let bm = self.bm;
+        let mut bufs: Vec<AlignedBlobBuf> = self
+            .armed
+            .drain(..)
+            .filter_map(|b| b.frame.capture.disarm())
+            .collect();
+        if ok {
+            bm.dirty.complete(&self.dirty);
+            bm.pending_deletes.complete(&self.deletes);
+        } else {
+            bm.dirty.restore(&self.dirty);
+            bm.pending_deletes.restore(&self.deletes);
+        }
+        let frames = self.images.len();
+        bufs.extend(std::mem::take(&mut self.images).into_iter().map(|(_, b)| b));
+        bm.recycle(bufs);
+        frames
+    }
+}
+
+impl Drop for Round<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish(false);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -539,7 +656,8 @@ mod tests {
         }
         {
             let _serial = bm.round_lock();
-            let round = bm.begin_round(None);
+            let mut round = bm.begin_round(None, bm.prepare_images());
+            bm.capture_round(&mut round).unwrap();
             bm.persist(&round).unwrap();
             bm.finish_round(round, true);
         }
@@ -603,7 +721,8 @@ mod prefetch_tests {
             })
             .collect();
         let _serial = bm.round_lock();
-        let round = bm.begin_round(None);
+        let mut round = bm.begin_round(None, bm.prepare_images());
+        bm.capture_round(&mut round).unwrap();
         bm.persist(&round).unwrap();
         bm.finish_round(round, true);
         guids

@@ -9,6 +9,15 @@
 //! - **I3**: draining the dirty and pending-delete maps is atomic; marks
 //!   racing with a drain land in the live map for the next round; a failed
 //!   round merges its entries back keeping the minimum seq.
+//! - **Captures** (DESIGN.md §8 step 2, `frame::capture`): a round's cut
+//!   arms the capture slot of every drained frame; afterwards each page of
+//!   an armed frame's image is filled exactly once with the page as of the
+//!   cut — by the first store into it (the store funnel of
+//!   `frame::mem` saves a page before changing it, under the exclusive
+//!   latch), otherwise by the round under the shared latch. This needs
+//!   every exclusive latch holder to hold the tree's commit gate (so none
+//!   is inside a frame while the cut arms it). No armed slot outlives its
+//!   round: a failed or dropped round disarms them all.
 
 pub(crate) mod cached_blob;
 pub(crate) mod counters;

@@ -139,7 +139,7 @@ fn io_loop(tree: &TreeInner, stop: &AtomicBool, cfg: &CheckpointConfig, rx: &Rec
         let erases = tree.core.bm.counters.erases.get();
         if cfg.auto_merge && erases != erases_seen {
             erases_seen = erases;
-            match tree.core.merge_pass(0, false, AUTO_MERGE_LIMIT) {
+            match tree.merge_pass(AUTO_MERGE_LIMIT) {
                 Ok(n) => {
                     c.merges_total.fetch_add(n, Ordering::Relaxed);
                 }

@@ -9,11 +9,24 @@
 //!
 //! Stores are only made by the holder of the frame's exclusive latch, so a
 //! partial-word store may load, merge and store the word without a CAS.
+//!
+//! Every store goes through one of three funnels (`write_le`, `write`,
+//! `store_image`), and each first tells the frame's checkpoint capture
+//! slot which pages it is about to change (`before_store`): while a round
+//! has the frame armed, those pages are copied into the round's image
+//! before their first change (`frame::capture`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::arena::FrameWords;
-use crate::store::FRAME_SIZE;
+use super::capture::{CaptureSlot, MAX_PAGES};
+use crate::store::{AlignedBlobBuf, FRAME_SIZE};
+
+/// Bytes of a copy-on-write page.
+pub(crate) const PAGE: usize = 4096;
+/// Copy-on-write pages per frame.
+pub(crate) const PAGES: usize = FRAME_SIZE / PAGE;
+const _: () = assert!(PAGES <= MAX_PAGES && PAGES * PAGE == FRAME_SIZE);
 
 /// A frame decoding failure: the bytes do not form a valid frame. For an
 /// optimistic reader this may be a torn read (validate, then restart); for
@@ -26,6 +39,9 @@ pub(crate) type FResult<T> = Result<T, Corrupt>;
 /// 512 KiB of frame bytes, accessed through atomics.
 pub(crate) struct AtomicFrame {
     mem: FrameWords,
+    /// The checkpoint capture pending for this frame, if any: armed at a
+    /// round's cut; stores save the pages they change into it first.
+    pub(crate) capture: CaptureSlot<AlignedBlobBuf>,
 }
 
 impl std::fmt::Debug for AtomicFrame {
@@ -47,6 +63,7 @@ impl AtomicFrame {
     pub(crate) fn zeroed() -> Self {
         Self {
             mem: FrameWords::zeroed(),
+            capture: CaptureSlot::default(),
         }
     }
 
@@ -62,6 +79,7 @@ impl AtomicFrame {
         }
         let f = Self {
             mem: FrameWords::recycled(),
+            capture: CaptureSlot::default(),
         };
         f.store_image(image);
         Ok(f)
@@ -74,9 +92,38 @@ impl AtomicFrame {
         }
     }
 
+    /// Copies page `page` into the same place of `dst` (a whole frame
+    /// image, `FRAME_SIZE` bytes).
+    pub(crate) fn copy_page(&self, page: usize, dst: &mut [u8]) {
+        let (w0, b0) = (page * (PAGE / 8), page * PAGE);
+        let (Some(words), Some(out)) = (
+            self.words().get(w0..w0 + PAGE / 8),
+            dst.get_mut(b0..b0 + PAGE),
+        ) else {
+            return;
+        };
+        for (w, c) in words.iter().zip(out.chunks_exact_mut(8)) {
+            c.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+    }
+
+    /// A store is about to change `len` bytes at `off` (already checked
+    /// to lie inside the frame): a pending checkpoint capture saves those
+    /// pages first. Exclusive latch held.
+    #[inline]
+    fn before_store(&self, off: usize, len: usize) {
+        if len > 0 {
+            self.capture
+                .save(off / PAGE, (off + len - 1) / PAGE, |buf, page| {
+                    self.copy_page(page, buf.as_mut_slice());
+                });
+        }
+    }
+
     /// Overwrites the whole frame from `src` (exactly `FRAME_SIZE` bytes).
     /// Exclusive latch required.
     pub(crate) fn store_image(&self, src: &[u8]) {
+        self.before_store(0, FRAME_SIZE);
         for (w, c) in self.words().iter().zip(src.chunks_exact(8)) {
             let mut b = [0u8; 8];
             b.copy_from_slice(c);
@@ -202,6 +249,7 @@ impl AtomicFrame {
     #[inline]
     fn write_le(&self, off: usize, n: usize, v: u64) -> FResult<()> {
         check(off, n)?;
+        self.before_store(off, n);
         let wi = off >> 3;
         let shift = (off & 7) * 8;
         let mask = if n == 8 {
@@ -243,6 +291,7 @@ impl AtomicFrame {
     /// Stores `src` at `off`. Exclusive latch required.
     pub(crate) fn write(&self, off: usize, src: &[u8]) -> FResult<()> {
         check(off, src.len())?;
+        self.before_store(off, src.len());
         let mut i = 0;
         while i < src.len() {
             let p = off + i;

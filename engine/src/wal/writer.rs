@@ -249,26 +249,58 @@ impl Wal {
         self.drain(last, true)
     }
 
-    /// Checkpoint cut: syncs the active file, renames it to a retired
-    /// name and starts a fresh active file. The caller holds the commit
-    /// gate exclusively, so nothing is appended meanwhile. Returns the cut
-    /// seq (the last seq in the retired file).
-    pub(crate) fn rotate(&self) -> Result<u64> {
-        let cut = self.last_seq();
-        self.drain(cut, true)?;
+    /// Rotation for a checkpoint whose cut is `cut`, run *outside* the
+    /// commit gate: writers go on appending meanwhile. Acting as the
+    /// group-commit leader (other leaders wait; appends do not), it writes
+    /// out everything appended so far — every record <= `cut` and maybe
+    /// some above it — syncs the active file, renames it to a retired name
+    /// carrying its highest seq, and starts a fresh active file. A retired
+    /// file may therefore hold records above the cut; [`Wal::release`]
+    /// deletes it only once a durable manifest's cut covers its highest
+    /// seq. On return every record <= `cut` is durable (W2D).
+    pub(crate) fn rotate(&self, cut: u64) -> Result<()> {
         let mut st = self.lock();
-        while st.leader {
+        loop {
+            if st.poisoned {
+                return Err(Error::Poisoned);
+            }
+            if !st.leader {
+                break;
+            }
             st = self
                 .cond
                 .wait(st)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
-        if st.file_len == 0 {
-            return Ok(cut);
-        }
+        st.leader = true;
+        let mut buf = std::mem::replace(&mut st.buf, fresh_buf());
+        let has_records = buf.len() > record::MARKER_LEN;
+        record::encode_marker(st.synced_len, &mut buf);
+        let upto = st.next_seq - 1;
+        debug_assert!(upto >= cut, "records up to the cut were appended");
+        let off = st.file_len;
+        let file = Arc::clone(&st.file);
+        drop(st);
+        let end = if has_records {
+            off + buf.len() as u64
+        } else {
+            off
+        };
         let active = self.dir.join(ACTIVE);
-        let retired = self.dir.join(retired_name(cut));
-        let res = (|| -> std::io::Result<Arc<dyn IoFile>> {
+        let retired = self.dir.join(retired_name(upto));
+        let mut wrote = true;
+        let res = (|| -> std::io::Result<Option<Arc<dyn IoFile>>> {
+            if has_records {
+                if let Err(e) = file.write_at(&buf, off) {
+                    wrote = false;
+                    return Err(e);
+                }
+            }
+            if end == 0 {
+                // Nothing was ever written to this file: keep it.
+                return Ok(None);
+            }
+            file.sync_data()?;
             self.driver.rename(&active, &retired)?;
             let f = self.driver.open(
                 &active,
@@ -278,15 +310,34 @@ impl Wal {
                 },
             )?;
             self.driver.sync_dir(&self.dir)?;
-            Ok(f)
+            Ok(Some(f))
         })();
+        let mut st = self.lock();
+        st.leader = false;
+        self.cond.notify_all();
         match res {
-            Ok(f) => {
-                st.file = f;
-                st.file_len = 0;
-                st.synced_len = 0;
-                st.retired.push((cut, retired));
-                Ok(cut)
+            Ok(fresh) => {
+                st.written = st.written.max(upto);
+                st.synced = st.synced.max(upto);
+                if let Some(f) = fresh {
+                    st.file = f;
+                    st.file_len = 0;
+                    st.synced_len = 0;
+                    st.retired.push((upto, retired));
+                }
+                if st.buf.len() == record::MARKER_LEN {
+                    buf.truncate(record::MARKER_LEN);
+                    st.buf = buf;
+                }
+                Ok(())
+            }
+            Err(e) if !wrote && e.kind() == std::io::ErrorKind::StorageFull => {
+                // As in `drain`: the records go back in front of what was
+                // appended meanwhile, to be written at the same offset.
+                let newer = st.buf.split_off(record::MARKER_LEN);
+                buf.extend_from_slice(&newer);
+                st.buf = buf;
+                Err(io(e))
             }
             Err(e) => {
                 st.poisoned = true;
@@ -296,7 +347,8 @@ impl Wal {
     }
 
     /// A checkpoint at `cut` is durable: delete the retired files it
-    /// covers. A failed delete leaves the file for the next round. Returns
+    /// covers (those whose highest seq is <= `cut`; a file rotated after
+    /// the cut waits for the next round). A failed delete leaves the file for the next round. Returns
     /// true if any file went.
     pub(crate) fn release(&self, cut: u64) -> bool {
         let mut st = self.lock();
