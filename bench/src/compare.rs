@@ -137,6 +137,12 @@ pub fn comparison_tables(rows: &[Row], summaries: &[Summary], engines: &[String]
         });
         metric_row(
             &mut s,
+            "bytes/key allocated",
+            &|x| x.disk_allocated.map(|b| b as f64 / x.n.max(1) as f64),
+            &|_, v| format!("{v:.0}"),
+        );
+        metric_row(
+            &mut s,
             "peak RSS MiB",
             &|x| x.peak_rss.map(|b| b as f64 / (1024.0 * 1024.0)),
             &|_, v| format!("{v:.0}"),
@@ -151,9 +157,11 @@ pub fn comparison_tables(rows: &[Row], summaries: &[Summary], engines: &[String]
     s.push_str(
         "\nCells: ops/s, p99 latency in µs in brackets. holt ÷ best peer: holt's ops/s over the \
          fastest peer's (above 1: holt is faster); for bytes/key, peak RSS and load time, holt's \
-         value over the smallest peer's (below 1: holt is smaller / faster). bytes/key: files in the \
-         engine's directory after the load's checkpoint (disk), or the reference's estimated heap \
-         (est). peak RSS: each engine runs in its own process (keys and values of the harness \
+         value over the smallest peer's (below 1: holt is smaller / faster). bytes/key: sum of the file \
+         sizes in the engine's directory after the load's checkpoint (disk), or the reference's \
+         estimated heap (est); bytes/key allocated: the blocks those files occupy (du), which \
+         leaves out preallocated but unwritten space (fjall's 64 MiB journal, redb's sparse \
+         regions) and counts preallocated blocks (RocksDB's WAL). peak RSS: each engine runs in its own process (keys and values of the harness \
          included, the same for all).\n",
     );
     s

@@ -274,13 +274,16 @@ fn run(args: &Args) -> Result<bool> {
         println!("\n### Recovery (persistent mode)\n");
         println!("{}", report::recovery_table(&col.recovery));
         println!(
-            "reopen: clean close right after the load's checkpoint, open, first get of a random key; \
-             then the `get` op sequence on the cold buffer pool (frames are read with O_DIRECT), whose \
-             digest is checked against `get`. reopen_wal: n/10 fresh keys put with the default buffered \
-             WAL and no checkpoint (the reopen_wal row in the ops table times these puts), close (drains \
-             and syncs the WAL), open replaying the WAL tail, first get of the last key written; then, \
-             untimed, every key is checked, deleted again and a checkpoint taken. WAL MiB: journal*.wal \
-             files just before the open; dir MiB: every file in the directory."
+            "reopen: clean close right after the load's checkpoint, the directory's files dropped from \
+             the OS page cache (fdatasync + posix_fadvise DONTNEED), open, first get of a random key; \
+             then the `get` op sequence on the cold cache (holt reads frames with O_DIRECT; the peers \
+             read through the page cache or a memory map), whose digest is checked against `get`. \
+             reopen_wal: n/10 fresh keys put with the default buffered WAL and no checkpoint (the \
+             reopen_wal row in the ops table times these puts), close (drains and syncs the WAL), open \
+             replaying the WAL tail, first get of the last key written; then, untimed, every key is \
+             checked, deleted again and a checkpoint taken. WAL MiB: the write-ahead log files just \
+             before the open (holt journal*.wal, RocksDB *.log, SQLite -wal, fjall journals; LMDB and \
+             redb keep none); dir MiB: every file in the directory."
         );
     }
     if let Some(t) = report::sync_table(&col.rows) {
@@ -289,8 +292,9 @@ fn run(args: &Args) -> Result<bool> {
         println!(
             "fdatasync: {} appends of 4 KiB to a scratch file in the data directory, each followed by \
              fdatasync (after one untimed): the disk's floor for one sync per commit. sync_commit_tN: \
-             the tree reopened with wal_sync_on_commit(true) and its cache warmed by a full scan \
-             (untimed), then fresh-key puts on N threads sharing the tree. x fdatasync rate = ops/s / \
+             the engine reopened with an fsync per commit (holt: wal_sync_on_commit(true); peers: see \
+             --help, PEERS) and its cache warmed by a full scan (untimed), then fresh-key puts on N \
+             threads sharing the engine. x fdatasync rate = ops/s / \
              fdatasync ops/s: about 1.0 means one sync per commit; above 1 means group commit covers \
              several commits per sync; below 1 means a commit costs more than one bare sync.",
             persist::FSYNC_OPS
