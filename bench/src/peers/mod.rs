@@ -3,9 +3,9 @@
 //!
 //! Every peer keeps its files in its own directory and is configured as a
 //! competent user would at holt's default durability, "acknowledged to the
-//! OS, not fsynced per op"; [`Engine::checkpoint`] makes everything
-//! durable, and `reopen(true)` switches to the engine's fsync-per-commit
-//! setting (the `sync_commit` groups). Per engine:
+//! OS, not fsynced per op"; [`checkpoint`] makes everything durable, and
+//! `reopen(true)` switches to the engine's fsync-per-commit setting (the
+//! `sync_commit` groups). Per engine:
 //!
 //! | engine | default tier | sync tier | checkpoint |
 //! |---|---|---|---|
@@ -13,7 +13,7 @@
 //! | sqlite | WAL mode, `synchronous = NORMAL` | `synchronous = FULL` | `wal_checkpoint(TRUNCATE)` |
 //! | lmdb | `MDB_NOSYNC` | default flags (sync per commit) | `mdb_env_sync(force)` |
 //! | redb | `Durability::None` | `Durability::Immediate` | an `Immediate` commit |
-//! | fjall | journal flushed to the OS per write | batch with `PersistMode::SyncData` | `persist(SyncAll)` + memtable flush |
+//! | fjall | journal flushed to the OS per write | batch with `PersistMode::SyncData` | `persist(SyncAll)` (data stays in the journal until a memtable fills) |
 //!
 //! Semantics match holt's: a put returns the previous value and a delete
 //! the removed one, so every update / delete is one committed transaction
@@ -21,13 +21,16 @@
 //! return it read first, inside the transaction where there is one). The
 //! load is the exception: competent users bulk-load in transactions or
 //! write batches, so the peers take [`LOAD_BATCH`] fresh keys per
-//! transaction ([`Engine::put_batch`]); the B-tree engines still notice a
-//! key that existed, the LSM write batches are blind writes. Reads are one
-//! read transaction or snapshot per get, scan or listing.
+//! transaction ([`put_batch`]); the B-tree engines still notice a key that
+//! existed, the LSM write batches are blind writes. Reads are one read
+//! transaction or snapshot per get, scan or listing.
 //!
 //! Every peer here is an ordered store: `scan` is a prefix iteration and
 //! `list_dir` seeks past each subdirectory ([`list_dir_seek`]) instead of
 //! walking the keys under it.
+//!
+//! [`checkpoint`]: crate::engines::Engine::checkpoint
+//! [`put_batch`]: crate::engines::Engine::put_batch
 
 // The helpers serve whichever peers are compiled in; all of them are used
 // only when every peer is.
