@@ -199,10 +199,8 @@ impl Engine for FjallEngine {
     }
 
     fn wal_bytes(&self) -> u64 {
-        self.db
-            .as_ref()
-            .and_then(|(db, _)| db.journal_disk_space().ok())
-            .unwrap_or(0)
+        // The journals (`*.jnl`, preallocated), also while closed.
+        super::files_bytes(&self.dir, |name| name.ends_with(".jnl"))
     }
 
     fn close(&mut self) -> Result<()> {
