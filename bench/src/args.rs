@@ -26,14 +26,64 @@ impl Mode {
 pub enum EngineKind {
     Holt,
     Reference,
+    Rocksdb,
+    Sqlite,
+    Lmdb,
+    Redb,
+    Fjall,
 }
 
 impl EngineKind {
+    pub const ALL: [EngineKind; 7] = [
+        EngineKind::Holt,
+        EngineKind::Reference,
+        EngineKind::Rocksdb,
+        EngineKind::Sqlite,
+        EngineKind::Lmdb,
+        EngineKind::Redb,
+        EngineKind::Fjall,
+    ];
+
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
             EngineKind::Holt => "holt",
             EngineKind::Reference => "reference",
+            EngineKind::Rocksdb => "rocksdb",
+            EngineKind::Sqlite => "sqlite",
+            EngineKind::Lmdb => "lmdb",
+            EngineKind::Redb => "redb",
+            EngineKind::Fjall => "fjall",
+        }
+    }
+
+    #[must_use]
+    pub fn parse(s: &str) -> Option<EngineKind> {
+        match s {
+            "ref" => Some(EngineKind::Reference),
+            "sqlite3" | "rusqlite" => Some(EngineKind::Sqlite),
+            "heed" => Some(EngineKind::Lmdb),
+            other => EngineKind::ALL.into_iter().find(|e| e.name() == other),
+        }
+    }
+
+    /// A peer: a third-party engine behind a cargo feature.
+    #[must_use]
+    pub const fn is_peer(self) -> bool {
+        !matches!(self, EngineKind::Holt | EngineKind::Reference)
+    }
+
+    /// Whether this binary was built with the engine (the peers need their
+    /// cargo feature, named like the engine).
+    #[must_use]
+    pub const fn compiled(self) -> bool {
+        match self {
+            EngineKind::Holt | EngineKind::Reference => true,
+            EngineKind::Rocksdb => cfg!(feature = "rocksdb"),
+            EngineKind::Sqlite => cfg!(feature = "sqlite"),
+            EngineKind::Lmdb => cfg!(feature = "lmdb"),
+            EngineKind::Redb => cfg!(feature = "redb"),
+            EngineKind::Fjall => cfg!(feature = "fjall"),
         }
     }
 }
@@ -80,24 +130,43 @@ pub struct Args {
     pub ckpt_drivers: Vec<DriverKind>,
     /// Timed rounds per tree of the `checkpoint` scenario.
     pub ckpt_reps: usize,
+    /// Where the latency plots go (`None`: beside the JSON output).
+    pub plot_dir: Option<PathBuf>,
+    /// Cache budget of each peer engine, in MiB.
+    pub cache_mib: usize,
+    /// `--ops-per-group`: cap on the point groups' op counts.
+    pub ops_per_group: Option<usize>,
+    /// `--sync-ops`: puts per `sync_commit_tN` group.
+    pub sync_ops: Option<usize>,
+    /// Run every engine in this process instead of one child each.
+    pub in_process: bool,
+    /// Internal: this process is the child that runs one engine and writes
+    /// its JSON lines to stdout.
+    pub child: Option<EngineKind>,
     pub help: bool,
 }
 
 pub const DEFAULT_N: usize = 1_000_000;
+/// Cache budget of each peer engine (`--cache-mib`).
+pub const DEFAULT_CACHE_MIB: usize = 1024;
 pub const QUICK_N: usize = 100_000;
 /// Dirty-frame counts of the `checkpoint` scenario (`--quick`: the first).
 pub const DEFAULT_CKPT_FRAMES: [usize; 3] = [64, 512, 2048];
 
 pub const HELP: &str = "\
-holt-bench: throughput and latency of holt on path-shaped keys
+holt-bench: throughput and latency of holt on path-shaped keys, beside a
+HashMap + BTreeMap reference and (optional) peer engines
 
 USAGE: cargo run --release -p holt-bench -- [FLAGS]
+       cargo run --release -p holt-bench --features rocksdb,sqlite,lmdb,redb,fjall \\
+           -- --engine all --mode persistent [FLAGS]
 
 With no flags: shapes objstore and fs, n = 1 000 000, memory mode, engines
-holt and reference, every op group of that mode; prints markdown tables
-(stdout) and writes JSON lines (target/holt-bench.jsonl). --mode persistent
-adds the persistence groups (reopen, reopen_wal, fdatasync, sync_commit_tN,
-checkpoint).
+holt and reference, every op group of that mode (about two minutes on two
+cores); prints markdown tables (stdout), writes JSON lines
+(target/holt-bench.jsonl) and latency plots (target/holt-bench-plots/).
+--mode persistent adds the persistence groups (reopen, reopen_wal,
+fdatasync, sync_commit_tN, checkpoint).
 
 FLAGS
   --shape S        key shape: kv | objstore | fs; repeatable or a comma list
@@ -117,19 +186,38 @@ FLAGS
                    sync_commit_tN]
   --mode M         memory | persistent  [default: memory]. Persistent mode
                    stores holt in --dir (the reference engine stays in RAM
-                   and skips the persistence groups)
-  --dir PATH       where persistent trees go (one subdirectory per engine
-                   and shape, which must not already exist)
-                   [default: a fresh temporary directory]
-  --engine LIST    holt | reference, a comma list  [default: holt,reference]
+                   and skips the persistence groups; the peers keep files
+                   in --dir in either mode)
+  --dir PATH       where persistent trees and peer files go (one
+                   subdirectory per engine and shape, which must not
+                   already exist)  [default: a fresh temporary directory,
+                   removed at the end]
+  --engine LIST    a comma list of holt, reference, rocksdb, sqlite, lmdb,
+                   redb, fjall; peers = every peer built in; all = holt,
+                   reference and every peer built in  [default:
+                   holt,reference]. A peer needs the cargo feature of its
+                   name (see PEERS)
+  --in-process     run all engines in this process, one after the other
+                   (default with several engines: one child process per
+                   engine, so RSS and caches do not mix)
   --pool FRAMES    holt buffer pool in 512 KiB frames
                    [default: enough for the tree, at least 64]
+  --cache-mib M    block / page cache of each peer in MiB  [default: 1024]
   --flush-on-write memory mode: write every mutation's dirty frames through
                    to the in-process backend (holt's own default; costs a
                    512 KiB copy + checksum per write)  [default: off]
+  --ops-per-group N  cap the op counts of get, get_tN (in total), reopen's
+                   gets, update and mixed at N (long comparisons; the
+                   digests still match across engines)  [default: no cap]
+  --sync-ops N     puts per sync_commit_tN group, over all its threads
+                   [default: n/200, at least 500, at most 5000]
   --json PATH      JSON-lines output file, truncated at start
                    [default: target/holt-bench.jsonl if ./target exists,
                    else holt-bench.jsonl in the system temp dir]
+  --plot-dir DIR   where the latency plots go: latency-<shape>.svg, one
+                   panel per op group (latency at p50 .. p99.99 and the max
+                   on a log percentile axis), one line per engine
+                   [default: holt-bench-plots/ beside the JSON file]
   --seed S         seed of keys, values and op sequences  [default: 0]
   --ckpt-frames L  checkpoint: dirty-frame counts, a comma list
                    [default: 64,512,2048; --quick: 64]
@@ -139,34 +227,42 @@ FLAGS
                    every frame again (the first grows the data file, later
                    ones reuse released slots)  [default: 1]
   --quick          CI smoke run: n = 100 000 unless --n is given
+  --child ENGINE   internal: run one engine and print its JSON lines to
+                   stdout (how the parent runs each engine in a process of
+                   its own)
   -h, --help       this text
 
 OP GROUPS (op counts scale with n)
-  load           insert n keys in random order, then checkpoint
+  load           insert n keys in random order, then checkpoint (peers:
+                 transactions / write batches of 10 000 keys, latency per
+                 batch; holt and reference: one put per key)
   get            n uniform random gets, 10% of them misses
-  update         n/2 overwrites of random existing keys
+  update         n/2 overwrites of random existing keys, each its own
+                 committed op that returns the old value
   mixed          n/2 ops, 80% get / 20% update
   scan100        n/100 scans: first 100 keys under a random ancestor
                  directory of a random key
   list_dir       n/1000 listings: one level (delimiter '/'), up to 1000
-                 entries, under a random ancestor directory
+                 entries, under a random ancestor directory (ordered peers
+                 seek past each subdirectory)
   rename         n/10 renames: n/20 keys moved to another directory, then
                  moved back
   create_delete  n/10 ops: create a new key, then delete it
   get_tN         n gets in total, spread over N threads sharing the engine
   delete         delete 10% of the keys (runs after the groups above)
 
-PERSISTENCE GROUPS (persistent mode, holt only; skipped with a note
-elsewhere)
-  reopen         right after load: clean close, open + first get (recovery
-                 time), then n gets on the cold buffer pool
+PERSISTENCE GROUPS (persistent mode, engines with files: holt and the
+peers; skipped with a note elsewhere)
+  reopen         right after load: clean close, the files dropped from the
+                 OS page cache, open + first get (recovery time), then n
+                 gets on the cold cache
   reopen_wal     n/10 fresh keys with the buffered WAL and no checkpoint,
                  close, open replaying the WAL tail + first get; the keys
                  are then checked and deleted again (untimed)
   fdatasync      200 appends of 4 KiB + fdatasync to a scratch file in the
                  data directory: the disk's floor for a sync per commit
-  sync_commit_tN fresh-key puts with wal_sync_on_commit(true) on N threads
-                 (n/200 puts, at least 500, at most 5000)
+  sync_commit_tN fresh-key puts with an fsync per commit on N threads
+                 (holt: wal_sync_on_commit(true); peers: see PEERS)
   checkpoint     runs once, after the groups above, on trees of its own
                  (first --shape, holt only): for each --ckpt-frames N and
                  driver, a fresh tree in a fresh subdirectory loaded to N
@@ -177,11 +273,32 @@ elsewhere)
                  an idle period of the same length. Needs about
                  2 x N x 512 KiB of RAM per tree (frames + round images)
 
+PEERS (cargo features, off by default; CI builds none of them)
+  rocksdb  RocksDB via the rocksdb crate. To link Debian's librocksdb-dev
+           instead of compiling RocksDB (apt-get install librocksdb-dev
+           libclang-dev), build with
+           ROCKSDB_LIB_DIR=/usr/lib/x86_64-linux-gnu
+           ROCKSDB_INCLUDE_DIR=/usr/include. WAL unsynced; sync tier:
+           WriteOptions sync; checkpoint: flush.
+  sqlite   rusqlite, bundled SQLite: WITHOUT ROWID table, WAL mode,
+           synchronous=NORMAL (sync tier FULL); checkpoint:
+           wal_checkpoint(TRUNCATE).
+  lmdb     heed: MDB_NOSYNC (sync tier: default flags); checkpoint:
+           mdb_env_sync.
+  redb     Durability::None (sync tier: Immediate); checkpoint: an
+           Immediate commit.
+  fjall    journal flushed to the OS per write (sync tier: PersistMode::
+           SyncData per op); checkpoint: persist(SyncAll).
+  Every peer returns the old value of a put / delete like holt (one
+  transaction that reads and writes) and must produce holt's digests.
+
 Latency is sampled (every 16th point op, every scan/listing, every
-persistence op); ops/s is
-ops / wall time of the whole group. Each single-threaded group prints a
-digest of what it read; engines running the same sequence must agree.
-Exit status 1 on any engine error or digest mismatch.
+persistence op and load batch); ops/s is ops / wall time of the whole
+group. Each single-threaded group records a digest of what it read; every
+engine's digest must equal holt's (or the first engine's without holt).
+With several engines, a comparison table gives each engine's ops/s and
+p99 per group, holt / best peer and holt / reference, bytes on disk per
+key and peak RSS. Exit status 1 on any engine error or digest mismatch.
 ";
 
 /// Parses `1000000`, `1_000_000`, `1e6`, `100k`, `2m`.
@@ -229,6 +346,12 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
     let mut ckpt_frames = Vec::new();
     let mut ckpt_drivers = Vec::new();
     let mut ckpt_reps = 1;
+    let mut plot_dir = None;
+    let mut cache_mib = DEFAULT_CACHE_MIB;
+    let mut ops_per_group = None;
+    let mut sync_ops = None;
+    let mut in_process = false;
+    let mut child = None;
     let mut help = false;
 
     let mut it = argv.into_iter();
@@ -310,19 +433,48 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
             "--dir" => dir = Some(PathBuf::from(value("--dir")?)),
             "--engine" | "--engines" => {
                 for s in list(&value("--engine")?) {
-                    let e = match s {
-                        "holt" => EngineKind::Holt,
-                        "reference" | "ref" => EngineKind::Reference,
-                        other => {
-                            return Err(usage(format!(
-                                "unknown engine {other:?} (holt, reference)"
-                            )))
-                        }
+                    let picked: Vec<EngineKind> = match s {
+                        "all" => EngineKind::ALL
+                            .into_iter()
+                            .filter(|e| e.compiled())
+                            .collect(),
+                        "peers" => EngineKind::ALL
+                            .into_iter()
+                            .filter(|e| e.is_peer() && e.compiled())
+                            .collect(),
+                        other => vec![engine_kind(other)?],
                     };
-                    if !engines.contains(&e) {
-                        engines.push(e);
+                    for e in picked {
+                        if !engines.contains(&e) {
+                            engines.push(e);
+                        }
                     }
                 }
+            }
+            "--child" => child = Some(engine_kind(&value("--child")?)?),
+            "--in-process" => in_process = true,
+            "--plot-dir" => plot_dir = Some(PathBuf::from(value("--plot-dir")?)),
+            "--cache-mib" => {
+                let v = value("--cache-mib")?;
+                cache_mib = parse_count(&v)
+                    .filter(|&c| (1..=1 << 20).contains(&c))
+                    .ok_or_else(|| usage(format!("bad --cache-mib {v:?}")))?;
+            }
+            "--ops-per-group" => {
+                let v = value("--ops-per-group")?;
+                ops_per_group = Some(
+                    parse_count(&v)
+                        .filter(|&c| c > 0)
+                        .ok_or_else(|| usage(format!("bad --ops-per-group {v:?}")))?,
+                );
+            }
+            "--sync-ops" => {
+                let v = value("--sync-ops")?;
+                sync_ops = Some(
+                    parse_count(&v)
+                        .filter(|&c| c > 0)
+                        .ok_or_else(|| usage(format!("bad --sync-ops {v:?}")))?,
+                );
             }
             "--pool" => {
                 let v = value("--pool")?;
@@ -376,6 +528,9 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
     }
     if engines.is_empty() {
         engines = vec![EngineKind::Holt, EngineKind::Reference];
+    }
+    if let Some(c) = child {
+        engines = vec![c];
     }
     let sync_threads = if threads.is_empty() {
         vec![1, 2, 4, 8]
@@ -450,8 +605,33 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args> {
         ckpt_frames,
         ckpt_drivers,
         ckpt_reps,
+        plot_dir,
+        cache_mib,
+        ops_per_group,
+        sync_ops,
+        in_process,
+        child,
         help,
     })
+}
+
+/// An engine name, which this binary must have been built with.
+fn engine_kind(s: &str) -> Result<EngineKind> {
+    let e = EngineKind::parse(s).ok_or_else(|| {
+        usage(format!(
+            "unknown engine {s:?} (holt, reference, rocksdb, sqlite, lmdb, redb, fjall, \
+             peers, all)"
+        ))
+    })?;
+    if !e.compiled() {
+        return Err(usage(format!(
+            "engine {s:?} needs the cargo feature `{}`: cargo run --release -p holt-bench \
+             --features {} -- ... (see --help, PEERS)",
+            e.name(),
+            e.name()
+        )));
+    }
+    Ok(e)
 }
 
 #[cfg(test)]
@@ -574,6 +754,33 @@ mod tests {
         assert_eq!(a.mode, Mode::Persistent);
         assert_eq!(a.engines, vec![EngineKind::Holt]);
 
+        let a = p(&[
+            "--engine",
+            "all",
+            "--ops-per-group",
+            "50k",
+            "--sync-ops",
+            "2000",
+        ])
+        .unwrap();
+        let compiled: Vec<EngineKind> = EngineKind::ALL
+            .into_iter()
+            .filter(|e| e.compiled())
+            .collect();
+        assert_eq!(a.engines, compiled);
+        assert_eq!((a.ops_per_group, a.sync_ops), (Some(50_000), Some(2000)));
+        assert_eq!(a.cache_mib, DEFAULT_CACHE_MIB);
+        let a = p(&["--engine", "holt,reference", "--child", "reference"]).unwrap();
+        assert_eq!(a.engines, vec![EngineKind::Reference]);
+        assert_eq!(a.child, Some(EngineKind::Reference));
+        for peer in EngineKind::ALL.into_iter().filter(|e| e.is_peer()) {
+            assert_eq!(
+                p(&["--engine", peer.name()]).is_ok(),
+                peer.compiled(),
+                "{peer:?}"
+            );
+        }
+        assert!(p(&["--engine", "mysql"]).is_err());
         assert!(p(&["--bogus"]).is_err());
         assert!(p(&["--n"]).is_err());
         assert!(p(&["--ops", "nope"]).is_err());

@@ -2,9 +2,9 @@
 //!
 //! `holt` is the engine; `reference` is a plain `HashMap` (point ops) plus
 //! a `BTreeMap` (ordered ops) that shows what the harness itself costs.
-//! Peers (RocksDB, SQLite, ...) can be added later as further
-//! implementations behind cargo features; each must give answers identical
-//! to these two for the same op sequence (digests are compared).
+//! The peers (RocksDB, SQLite, LMDB, redb, fjall) live in `crate::peers`,
+//! each behind its own cargo feature; each must give answers identical to
+//! these two for the same op sequence (digests are compared).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -85,6 +85,31 @@ pub trait Engine: Sync {
         f: F,
     ) -> Result<usize>;
 
+    /// How many keys one [`put_batch`](Self::put_batch) call of the load
+    /// takes: 1 (the default) means the load calls `put` once per key.
+    fn load_batch(&self) -> usize {
+        1
+    }
+
+    /// The load phase of engines whose users bulk-load in transactions or
+    /// write batches: inserts `items` (fresh keys) as one unit. Calls
+    /// `existed(j, old)`, in increasing `j`, for each item that was already
+    /// present, where the engine can tell without an extra read (blind
+    /// write batches cannot, and report nothing).
+    fn put_batch(
+        &mut self,
+        items: &[(&[u8], &[u8])],
+        existed: &mut dyn FnMut(usize, &[u8]),
+    ) -> Result<()> {
+        let mut old = Vec::new();
+        for (j, (k, v)) in items.iter().enumerate() {
+            if self.put(k, v, &mut old)? {
+                existed(j, &old);
+            }
+        }
+        Ok(())
+    }
+
     /// Makes everything written so far durable (or written through).
     fn checkpoint(&mut self) -> Result<()>;
 
@@ -95,6 +120,12 @@ pub trait Engine: Sync {
     /// engines that have one.
     fn data_dir(&self) -> Option<&Path> {
         None
+    }
+
+    /// Bytes of the engine's write-ahead log files right now (0 if it has
+    /// none).
+    fn wal_bytes(&self) -> u64 {
+        0
     }
 
     /// Persistent engines: a clean close (drop every handle). Until
@@ -122,7 +153,7 @@ pub trait Engine: Sync {
     }
 }
 
-fn unsupported(engine: &'static str, what: &str) -> BenchError {
+pub(crate) fn unsupported(engine: &'static str, what: &str) -> BenchError {
     BenchError::Engine {
         engine,
         what: what.to_string(),
@@ -318,6 +349,13 @@ impl Engine for HoltEngine {
         self.opts.dir.as_deref()
     }
 
+    fn wal_bytes(&self) -> u64 {
+        self.opts
+            .dir
+            .as_deref()
+            .map_or(0, crate::persist::wal_bytes)
+    }
+
     fn close(&mut self) -> Result<()> {
         if self.opts.dir.is_none() {
             return Err(unsupported("holt", "close of a memory tree"));
@@ -392,7 +430,7 @@ fn replace_into(slot: &mut Vec<u8>, value: &[u8], old: &mut Vec<u8>) {
 
 /// The smallest byte string greater than every string starting with `p`,
 /// or `None` if there is none (all `0xFF`).
-fn prefix_successor(p: &[u8], out: &mut Vec<u8>) -> bool {
+pub(crate) fn prefix_successor(p: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
     out.extend_from_slice(p);
     while let Some(&last) = out.last() {

@@ -11,16 +11,28 @@
 //! - `ckpt`: the `checkpoint` scenario (round bandwidth per I/O driver
 //!   against the raw disk, writer latency during a round), on trees of its
 //!   own;
-//! - `report`: tables, JSON lines, RSS.
+//! - `report`: tables, JSON lines, RSS;
+//! - `peers`: RocksDB, SQLite, LMDB, redb and fjall behind cargo features
+//!   (see its module doc for how each is configured);
+//! - `child`: one process per engine when several are compared (the parent
+//!   re-executes this binary with `--child ENGINE` and reads its JSON
+//!   lines back through `jsonl`);
+//! - `compare`: the cross-engine table and the digest cross-check;
+//! - `svg`: the latency percentile plots.
 
 mod args;
+mod child;
 mod ckpt;
+mod compare;
 mod engines;
 mod error;
+mod jsonl;
 mod ops;
+mod peers;
 mod persist;
 mod report;
 mod shapes;
+mod svg;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -29,9 +41,10 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use args::{Args, EngineKind, Mode};
+use compare::DigestEntry;
 use engines::{Engine, HoltEngine, HoltOptions, ReferenceEngine};
 use error::{BenchError, Result};
-use ops::{Ctx, OpKind};
+use ops::{Ctx, Limits, OpKind};
 use report::{JsonOut, Latency, Obj, Recovery, Row, Summary};
 use shapes::{KeySet, Shape, ValuePool};
 
@@ -62,9 +75,9 @@ struct Collector {
     json: JsonOut,
     rows: Vec<Row>,
     summaries: Vec<Summary>,
-    /// (shape, op, engine, digest) of single-threaded groups... and the
-    /// read-only threaded ones, whose digests are deterministic too.
-    digests: Vec<(Shape, String, &'static str, u64)>,
+    /// Digests of the single-threaded groups and of the read-only threaded
+    /// ones, whose digests are deterministic too.
+    digests: Vec<DigestEntry>,
     errors: Vec<String>,
     /// Op groups skipped and why.
     notes: Vec<String>,
@@ -121,15 +134,22 @@ fn status(on: bool, msg: &str) {
 fn run(args: &Args) -> Result<bool> {
     let wall = Instant::now();
     let json_path = args.json.clone().unwrap_or_else(default_json_path);
-    let json = JsonOut::create(&json_path)?;
+    let is_child = args.child.is_some();
+    let json = if is_child {
+        JsonOut::stdout()
+    } else {
+        JsonOut::create(&json_path)?
+    };
     let progress = std::io::stderr().is_terminal();
 
-    // Persistent trees live under --dir or a fresh temporary directory.
+    // Persistent trees (and the peers, which always keep files) live under
+    // --dir or a fresh temporary directory.
+    let needs_root = args.mode == Mode::Persistent || args.engines.iter().any(|e| e.is_peer());
     let mut _tmp = None;
-    let root = match (args.mode, &args.dir) {
-        (Mode::Memory, _) => None,
-        (Mode::Persistent, Some(d)) => Some(d.clone()),
-        (Mode::Persistent, None) => {
+    let root = match (needs_root, &args.dir) {
+        (false, _) => None,
+        (true, Some(d)) => Some(d.clone()),
+        (true, None) => {
             let t = tempfile::Builder::new()
                 .prefix("holt-bench-")
                 .tempdir()
@@ -161,87 +181,28 @@ fn run(args: &Args) -> Result<bool> {
     let op_names: Vec<String> = args.ops.iter().map(|o| o.name()).collect();
     let shape_names: Vec<&str> = args.shapes.iter().map(|s| s.name()).collect();
     let engine_names: Vec<&str> = args.engines.iter().map(|e| e.name()).collect();
-    col.json.line(
-        Obj::default()
-            .str("type", "run")
-            .str("version", env!("CARGO_PKG_VERSION"))
-            .str("mode", args.mode.name())
-            .int("n", args.n as u64)
-            .str("shapes", &shape_names.join(","))
-            .str("engines", &engine_names.join(","))
-            .str("ops", &op_names.join(","))
-            .str(
-                "threads",
-                &args
-                    .threads
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
-            .str(
-                "sync_threads",
-                &args
-                    .sync_threads
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
-            .int("seed", args.seed)
-            .str(
-                "ckpt_frames",
-                &args
-                    .ckpt_frames
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
-            .int("ckpt_reps", args.ckpt_reps as u64)
-            .str(
-                "ckpt_drivers",
-                &args
-                    .ckpt_drivers
-                    .iter()
-                    .map(|d| d.name())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
-            .opt_int("pool", args.pool.map(|p| p as u64))
-            .bool("flush_on_write", args.flush_on_write)
-            .bool("quick", args.quick)
-            .opt_int(
-                "cpus",
-                std::thread::available_parallelism()
-                    .ok()
-                    .map(|c| c.get() as u64),
-            )
-            .int("timer_overhead_ns", timer_overhead)
-            .str("loadavg", &load_start)
-            .str(
-                "dir",
-                &plan
-                    .root
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-            ),
-    )?;
-    eprintln!(
-        "holt-bench: mode {}, n = {}, shapes {}, engines {}, ops {}; timer overhead {} ns; JSON -> {}",
-        args.mode.name(),
-        report::grouped(args.n as u64),
-        shape_names.join(","),
-        engine_names.join(","),
-        op_names.join(","),
-        timer_overhead,
-        col.json.path()
-    );
+    if !is_child {
+        run_line(&plan, &mut col.json, &load_start)?;
+        eprintln!(
+            "holt-bench: mode {}, n = {}, shapes {}, engines {}, ops {}; timer overhead {} ns; JSON -> {}",
+            args.mode.name(),
+            report::grouped(args.n as u64),
+            shape_names.join(","),
+            engine_names.join(","),
+            op_names.join(","),
+            timer_overhead,
+            col.json.path()
+        );
+    }
 
-    // Groups on the loaded engines (all but the self-contained ones).
+    // Groups on the loaded engines (all but the self-contained ones): in
+    // this process, or one child process per engine.
     let per_shape = args.ops.iter().any(|op| !op.self_contained());
-    for &shape in args.shapes.iter().filter(|_| per_shape) {
+    let fork = per_shape && !is_child && !args.in_process && args.engines.len() > 1;
+    if fork {
+        child::run_children(&plan, &mut col)?;
+    }
+    for &shape in args.shapes.iter().filter(|_| per_shape && !fork) {
         let t = Instant::now();
         status(progress, &format!("{shape}: generating keys"));
         let keys = KeySet::generate(
@@ -266,28 +227,20 @@ fn run(args: &Args) -> Result<bool> {
             run_engine_kind(&plan, kind, shape, &keys, &vals, &mut col)?;
         }
     }
+    if is_child {
+        // The parent reads the lines and reports; errors were lines too.
+        return Ok(col.errors.is_empty());
+    }
 
     if args.ops.contains(&OpKind::Checkpoint) {
         run_checkpoint(&plan, &mut col)?;
     }
 
-    // Digest cross-check: every engine must agree with the first one.
-    let mut mismatches = Vec::new();
-    let mut compared = 0;
-    for (i, (shape, op, engine, digest)) in col.digests.iter().enumerate() {
-        if let Some((_, _, e0, d0)) = col.digests[..i]
-            .iter()
-            .find(|(s, o, _, _)| s == shape && o == op)
-        {
-            compared += 1;
-            if d0 != digest {
-                mismatches.push(format!(
-                    "{shape} {op}: {e0} digest {d0:#018x} != {engine} digest {digest:#018x}"
-                ));
-            }
-        }
-    }
+    // Digest cross-check: every engine must agree with holt (or, without
+    // holt, with the first engine).
+    let (compared, mismatches) = compare::cross_check(&col.digests);
     for m in &mismatches {
+        eprintln!("holt-bench: DIGEST MISMATCH {m}");
         col.json.line(
             Obj::default()
                 .str("type", "digest_mismatch")
@@ -309,17 +262,28 @@ fn run(args: &Args) -> Result<bool> {
     if !col.rows.is_empty() {
         print_main_tables(&col, timer_overhead);
     }
+    if args.engines.len() > 1 && !col.rows.is_empty() {
+        let names: Vec<String> = args.engines.iter().map(|e| e.name().to_string()).collect();
+        println!("\n### Engines compared\n");
+        print!(
+            "{}",
+            compare::comparison_tables(&col.rows, &col.summaries, &names)
+        );
+    }
     if !col.recovery.is_empty() {
         println!("\n### Recovery (persistent mode)\n");
         println!("{}", report::recovery_table(&col.recovery));
         println!(
-            "reopen: clean close right after the load's checkpoint, open, first get of a random key; \
-             then the `get` op sequence on the cold buffer pool (frames are read with O_DIRECT), whose \
-             digest is checked against `get`. reopen_wal: n/10 fresh keys put with the default buffered \
-             WAL and no checkpoint (the reopen_wal row in the ops table times these puts), close (drains \
-             and syncs the WAL), open replaying the WAL tail, first get of the last key written; then, \
-             untimed, every key is checked, deleted again and a checkpoint taken. WAL MiB: journal*.wal \
-             files just before the open; dir MiB: every file in the directory."
+            "reopen: clean close right after the load's checkpoint, the directory's files dropped from \
+             the OS page cache (fdatasync + posix_fadvise DONTNEED), open, first get of a random key; \
+             then the `get` op sequence on the cold cache (holt reads frames with O_DIRECT; the peers \
+             read through the page cache or a memory map), whose digest is checked against `get`. \
+             reopen_wal: n/10 fresh keys put with the default buffered WAL and no checkpoint (the \
+             reopen_wal row in the ops table times these puts), close (drains and syncs the WAL), open \
+             replaying the WAL tail, first get of the last key written; then, untimed, every key is \
+             checked, deleted again and a checkpoint taken. WAL MiB: the write-ahead log files just \
+             before the open (holt journal*.wal, RocksDB *.log, SQLite -wal, fjall journals; LMDB and \
+             redb keep none); dir MiB: every file in the directory."
         );
     }
     if let Some(t) = report::sync_table(&col.rows) {
@@ -328,8 +292,9 @@ fn run(args: &Args) -> Result<bool> {
         println!(
             "fdatasync: {} appends of 4 KiB to a scratch file in the data directory, each followed by \
              fdatasync (after one untimed): the disk's floor for one sync per commit. sync_commit_tN: \
-             the tree reopened with wal_sync_on_commit(true) and its cache warmed by a full scan \
-             (untimed), then fresh-key puts on N threads sharing the tree. x fdatasync rate = ops/s / \
+             the engine reopened with an fsync per commit (holt: wal_sync_on_commit(true); peers: see \
+             --help, PEERS) and its cache warmed by a full scan (untimed), then fresh-key puts on N \
+             threads sharing the engine. x fdatasync rate = ops/s / \
              fdatasync ops/s: about 1.0 means one sync per commit; above 1 means group commit covers \
              several commits per sync; below 1 means a commit costs more than one bare sync.",
             persist::FSYNC_OPS
@@ -367,12 +332,104 @@ fn run(args: &Args) -> Result<bool> {
             println!("- {e}");
         }
     }
+    if !col.rows.is_empty() {
+        let dir = args.plot_dir.clone().unwrap_or_else(|| {
+            json_path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .join("holt-bench-plots")
+        });
+        let names: Vec<&str> = args.engines.iter().map(|e| e.name()).collect();
+        match svg::write_plots(&dir, args.mode.name(), &col.rows, &names) {
+            Ok(files) if !files.is_empty() => {
+                let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                println!("\nLatency plots (SVG): {}", files.join(", "));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("holt-bench: ERROR plots: {e}");
+                col.errors.push(format!("plots: {e}"));
+            }
+        }
+    }
     println!(
         "\nWall time {total:.1} s; load average {load_start} at start, {} at end; JSON lines in {}",
         report::loadavg(),
         col.json.path()
     );
     Ok(mismatches.is_empty() && col.errors.is_empty())
+}
+
+/// The run's first JSON line: the configuration.
+fn run_line(plan: &Plan<'_>, json: &mut JsonOut, load_start: &str) -> Result<()> {
+    let args = plan.args;
+    let join = |v: &[usize]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let names = |v: Vec<&str>| v.join(",");
+    json.line(
+        Obj::default()
+            .str("type", "run")
+            .str("version", env!("CARGO_PKG_VERSION"))
+            .str("mode", args.mode.name())
+            .int("n", args.n as u64)
+            .str(
+                "shapes",
+                &names(args.shapes.iter().map(|s| s.name()).collect()),
+            )
+            .str(
+                "engines",
+                &names(args.engines.iter().map(|e| e.name()).collect()),
+            )
+            .str(
+                "ops",
+                &args
+                    .ops
+                    .iter()
+                    .map(|o| o.name())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .str("threads", &join(&args.threads))
+            .str("sync_threads", &join(&args.sync_threads))
+            .int("seed", args.seed)
+            .str("ckpt_frames", &join(&args.ckpt_frames))
+            .int("ckpt_reps", args.ckpt_reps as u64)
+            .str(
+                "ckpt_drivers",
+                &names(args.ckpt_drivers.iter().map(|d| d.name()).collect()),
+            )
+            .opt_int("pool", args.pool.map(|p| p as u64))
+            .bool("flush_on_write", args.flush_on_write)
+            .bool("quick", args.quick)
+            .int("cache_mib", args.cache_mib as u64)
+            .opt_int("ops_per_group", args.ops_per_group.map(|c| c as u64))
+            .opt_int("sync_ops", args.sync_ops.map(|c| c as u64))
+            .bool(
+                "process_per_engine",
+                !args.in_process && args.engines.len() > 1,
+            )
+            .opt_int(
+                "cpus",
+                std::thread::available_parallelism()
+                    .ok()
+                    .map(|c| c.get() as u64),
+            )
+            .int("timer_overhead_ns", plan.timer_overhead)
+            .str("loadavg", load_start)
+            .str(
+                "dir",
+                &plan
+                    .root
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+    )
 }
 
 fn print_main_tables(col: &Collector, timer_overhead: u64) {
@@ -453,7 +510,8 @@ fn run_checkpoint(plan: &Plan<'_>, col: &mut Collector) -> Result<()> {
                 .into(),
         );
     }
-    let root = match (&plan.root, args.engines.contains(&EngineKind::Holt)) {
+    let disk = plan.root.as_ref().filter(|_| args.mode == Mode::Persistent);
+    let root = match (disk, args.engines.contains(&EngineKind::Holt)) {
         (Some(root), true) => root.clone(),
         (None, _) => {
             col.notes
@@ -498,26 +556,15 @@ fn run_engine_kind(
     let base_rss = report::rss().0;
     match kind {
         EngineKind::Holt => {
-            let dir = match &plan.root {
-                None => None,
-                Some(root) => {
+            let dir = match (&plan.root, args.mode) {
+                (Some(root), Mode::Persistent) => {
                     let d = root.join(format!("holt-{shape}"));
-                    let occupied = std::fs::read_dir(&d)
-                        .map(|mut it| it.next().is_some())
-                        .unwrap_or(false);
-                    if occupied {
-                        return col.error(
-                            "holt",
-                            shape,
-                            "open",
-                            format!(
-                                "{} exists and is not empty; remove it or pass another --dir",
-                                d.display()
-                            ),
-                        );
+                    if let Err(msg) = fresh_dir(&d) {
+                        return col.error("holt", shape, "open", msg);
                     }
                     Some(d)
                 }
+                _ => None,
             };
             let pool = args.pool.unwrap_or_else(|| default_pool(shape, args.n));
             let opts = HoltOptions {
@@ -540,6 +587,78 @@ fn run_engine_kind(
             base_rss,
             col,
         ),
+        peer => {
+            let Some(root) = &plan.root else {
+                return col.error(peer.name(), shape, "open", "no directory".into());
+            };
+            let opts = peers::PeerOptions {
+                dir: root.join(format!("{}-{shape}", peer.name())),
+                cache_bytes: args.cache_mib << 20,
+                reader_threads: args.threads.iter().copied().max().unwrap_or(1),
+            };
+            if let Err(msg) = fresh_dir(&opts.dir) {
+                return col.error(peer.name(), shape, "open", msg);
+            }
+            run_peer(plan, peer, &opts, shape, keys, vals, base_rss, col)
+        }
+    }
+}
+
+/// A directory an engine may create its files in: absent or empty.
+fn fresh_dir(d: &Path) -> std::result::Result<(), String> {
+    let occupied = std::fs::read_dir(d)
+        .map(|mut it| it.next().is_some())
+        .unwrap_or(false);
+    if occupied {
+        return Err(format!(
+            "{} exists and is not empty; remove it or pass another --dir",
+            d.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Opens a peer (compiled in with its cargo feature) and runs the groups.
+#[allow(clippy::too_many_arguments)]
+fn run_peer(
+    plan: &Plan<'_>,
+    kind: EngineKind,
+    opts: &peers::PeerOptions,
+    shape: Shape,
+    keys: &KeySet,
+    vals: &ValuePool,
+    base_rss: Option<u64>,
+    col: &mut Collector,
+) -> Result<()> {
+    #[allow(unused_macros)] // without any peer feature
+    macro_rules! peer {
+        ($open:expr) => {
+            match $open(opts) {
+                Ok(e) => run_engine(plan, e, None, shape, keys, vals, base_rss, col),
+                Err(err) => col.error(kind.name(), shape, "open", err.to_string()),
+            }
+        };
+    }
+    match kind {
+        #[cfg(feature = "rocksdb")]
+        EngineKind::Rocksdb => peer!(peers::rocksdb::RocksEngine::open),
+        #[cfg(feature = "sqlite")]
+        EngineKind::Sqlite => peer!(peers::sqlite::SqliteEngine::open),
+        #[cfg(feature = "lmdb")]
+        EngineKind::Lmdb => peer!(peers::lmdb::LmdbEngine::open),
+        #[cfg(feature = "redb")]
+        EngineKind::Redb => peer!(peers::redb::RedbEngine::open),
+        #[cfg(feature = "fjall")]
+        EngineKind::Fjall => peer!(peers::fjall::FjallEngine::open),
+        other => {
+            let _ = (plan, opts, keys, vals, base_rss);
+            col.error(
+                other.name(),
+                shape,
+                "open",
+                format!("built without the `{}` feature", other.name()),
+            )
+        }
     }
 }
 
@@ -565,6 +684,10 @@ fn run_engine<E: Engine>(
         progress: plan.progress,
         timer_overhead: plan.timer_overhead,
         next_extra: AtomicUsize::new(0),
+        limits: Limits {
+            point_ops: args.ops_per_group,
+            sync_ops: args.sync_ops,
+        },
     };
     let mut skipped = Vec::new();
     let mut sum = Summary {
@@ -607,7 +730,19 @@ fn run_engine<E: Engine>(
             .int("samples", lat.samples)
             .int("sample_every", r.sample_every as u64)
             .str("digest", &format!("{:#018x}", r.digest))
-            .int("items", r.items);
+            .int("items", r.items)
+            .str(
+                "lat_curve_ns",
+                &svg::curve(&r.hist)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        line = match r.digest_as {
+            Some(d) => line.str("digest_as", d),
+            None => line.null("digest_as"),
+        };
         for (k, v) in &r.extra {
             line = line.num(k, *v);
         }
@@ -620,7 +755,12 @@ fn run_engine<E: Engine>(
             col.error(engine, shape, &r.op, format!("wrong results: {w}"))?;
         }
         let digest_op = r.digest_as.map_or_else(|| r.op.clone(), str::to_string);
-        col.digests.push((shape, digest_op, engine, r.digest));
+        col.digests.push(DigestEntry {
+            shape: shape.name().to_string(),
+            op: digest_op,
+            engine: engine.to_string(),
+            digest: r.digest,
+        });
         if op == OpKind::Reopen || op == OpKind::ReopenWal {
             col.recovery
                 .push(recovery_row(engine, shape, args.n, op, &r));
@@ -634,6 +774,7 @@ fn run_engine<E: Engine>(
             ops: r.ops,
             ops_per_sec: r.ops_per_sec(),
             lat,
+            curve: svg::curve(&r.hist),
         });
 
         if op == OpKind::Load {

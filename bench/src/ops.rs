@@ -427,9 +427,33 @@ pub struct Ctx<'a> {
     /// Fresh keys beyond every reserved index (`KeySet::extra`) are handed
     /// out from here, so no two groups insert the same one.
     pub next_extra: AtomicUsize,
+    pub limits: Limits,
+}
+
+/// Caps on the op counts of groups (`--ops-per-group`, `--sync-ops`), for
+/// long comparisons; `None` keeps the counts of `--help`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Limits {
+    /// Caps `get`, `get_tN` (in total), `reopen`'s gets, `update` and
+    /// `mixed`.
+    pub point_ops: Option<usize>,
+    /// Puts per `sync_commit_tN` group (in total over the threads).
+    pub sync_ops: Option<usize>,
 }
 
 impl Ctx<'_> {
+    /// Ops of `get`, `reopen` and (in total) `get_tN`: n, or the cap.
+    #[must_use]
+    pub fn point_ops(&self) -> usize {
+        self.capped(self.keys.n)
+    }
+
+    /// `count`, or the `--ops-per-group` cap if lower.
+    #[must_use]
+    pub fn capped(&self, count: usize) -> usize {
+        self.limits.point_ops.map_or(count, |c| count.min(c)).max(1)
+    }
+
     /// Reserves `count` fresh key indices; returns the first.
     pub fn take_extra(&self, count: usize) -> usize {
         self.next_extra.fetch_add(count, Ordering::Relaxed)
@@ -450,11 +474,12 @@ pub fn run<E: Engine>(e: &mut E, op: OpKind, cx: &Ctx<'_>) -> Result<GroupResult
     match op {
         OpKind::Load => load(e, cx, &mut rng, label),
         OpKind::Get => {
-            let (s, d, w, secs) = gets(&*e, cx, rng, n, label, true, POINT_SAMPLE)?;
-            Ok(point_result(name, 1, n, secs, s, d, w))
+            let count = cx.point_ops();
+            let (s, d, w, secs) = gets(&*e, cx, rng, count, label, true, POINT_SAMPLE)?;
+            Ok(point_result(name, 1, count, secs, s, d, w))
         }
-        OpKind::Update => update(e, cx, &mut rng, label, name, (n / 2).max(1), 0),
-        OpKind::Mixed => update(e, cx, &mut rng, label, name, (n / 2).max(1), 80),
+        OpKind::Update => update(e, cx, &mut rng, label, name, cx.capped(n / 2), 0),
+        OpKind::Mixed => update(e, cx, &mut rng, label, name, cx.capped(n / 2), 80),
         OpKind::Scan100 => scans(e, cx, &mut rng, label, name, (n / 100).max(10), false),
         OpKind::ListDir => scans(e, cx, &mut rng, label, name, (n / 1000).max(10), true),
         OpKind::Rename => rename(e, cx, &mut rng, label, name),
@@ -498,31 +523,37 @@ pub(crate) fn point_result(
 fn load<E: Engine>(e: &mut E, cx: &Ctx<'_>, rng: &mut Rng, label: String) -> Result<GroupResult> {
     let n = cx.keys.n;
     let order = permutation(n, rng);
-    let mut s = Sampler::new(POINT_SAMPLE, cx.timer_overhead)?;
+    let batch = e.load_batch();
     let mut d = Digest::default();
     let mut w = Wrong::default();
-    let mut old = Vec::new();
     let mut p = Progress::new(cx.progress, label, n);
     let t0 = Instant::now();
-    for (j, &i) in order.iter().enumerate() {
-        let i = i as usize;
-        let t = s.start(j);
-        let existed = e.put(cx.keys.key(i), cx.vals.value(i, 0), &mut old)?;
-        s.stop(t);
-        d.word(u64::from(existed));
-        if existed {
-            d.bytes(&old);
-            w.note(|| {
-                format!(
-                    "put of new key {} found a previous value",
-                    show(cx.keys.key(i))
-                )
-            });
+    let s = if batch > 1 {
+        load_batched(e, cx, &order, batch, &mut d, &mut w, &mut p)?
+    } else {
+        let mut s = Sampler::new(POINT_SAMPLE, cx.timer_overhead)?;
+        let mut old = Vec::new();
+        for (j, &i) in order.iter().enumerate() {
+            let i = i as usize;
+            let t = s.start(j);
+            let existed = e.put(cx.keys.key(i), cx.vals.value(i, 0), &mut old)?;
+            s.stop(t);
+            d.word(u64::from(existed));
+            if existed {
+                d.bytes(&old);
+                w.note(|| {
+                    format!(
+                        "put of new key {} found a previous value",
+                        show(cx.keys.key(i))
+                    )
+                });
+            }
+            if j & 1023 == 0 {
+                p.tick(j);
+            }
         }
-        if j & 1023 == 0 {
-            p.tick(j);
-        }
-    }
+        s
+    };
     let secs = t0.elapsed().as_secs_f64();
     p.finish();
     let t1 = Instant::now();
@@ -530,7 +561,52 @@ fn load<E: Engine>(e: &mut E, cx: &Ctx<'_>, rng: &mut Rng, label: String) -> Res
     let ckpt = t1.elapsed().as_secs_f64();
     let mut r = point_result("load".into(), 1, n, secs, s, d, w);
     r.extra.push(("checkpoint_secs", ckpt));
+    if batch > 1 {
+        // Latency samples are whole transactions of `batch` keys.
+        r.sample_every = 1;
+        r.extra.push(("load_batch", batch as f64));
+    }
     Ok(r)
+}
+
+/// The load in `put_batch` units of `batch` keys, every unit timed. The
+/// digest is the one the per-key loop computes (a word per key, the old
+/// value after each key that existed), so the two paths agree.
+fn load_batched<E: Engine>(
+    e: &mut E,
+    cx: &Ctx<'_>,
+    order: &[u32],
+    batch: usize,
+    d: &mut Digest,
+    w: &mut Wrong,
+    p: &mut Progress,
+) -> Result<Sampler> {
+    let mut s = Sampler::new(1, cx.timer_overhead)?;
+    let mut items: Vec<(&[u8], &[u8])> = Vec::with_capacity(batch);
+    for (c, chunk) in order.chunks(batch).enumerate() {
+        items.clear();
+        items.extend(chunk.iter().map(|&i| {
+            let i = i as usize;
+            (cx.keys.key(i), cx.vals.value(i, 0))
+        }));
+        let mut next = 0;
+        let t = s.start(c);
+        e.put_batch(&items, &mut |j, old| {
+            for _ in next..j {
+                d.word(0);
+            }
+            d.word(1);
+            d.bytes(old);
+            next = j + 1;
+            w.note(|| format!("put of new key {} found a previous value", show(items[j].0)));
+        })?;
+        s.stop(t);
+        for _ in next..chunk.len() {
+            d.word(0);
+        }
+        p.tick(c * batch);
+    }
+    Ok(s)
 }
 
 /// `count` gets (10% misses), timing one in `sample_every`; shared by
@@ -846,7 +922,7 @@ fn get_threads<E: Engine>(
     label: String,
     name: String,
 ) -> Result<GroupResult> {
-    let per = (cx.keys.n / threads).max(1);
+    let per = (cx.point_ops() / threads).max(1);
     let barrier = Barrier::new(threads);
     type Part = (Sampler, Digest, Wrong, Instant, Instant);
     let parts: Vec<Result<Part>> = std::thread::scope(|sc| {
@@ -934,6 +1010,7 @@ mod tests {
                 progress: false,
                 timer_overhead: 0,
                 next_extra: AtomicUsize::new(0),
+                limits: Limits::default(),
             };
             let mut h = HoltEngine::open(&HoltOptions {
                 dir: None,

@@ -107,7 +107,7 @@ impl Obj {
 
 /// JSON-lines sink; every line is flushed so a crashed run keeps its rows.
 pub struct JsonOut {
-    w: BufWriter<File>,
+    w: BufWriter<Box<dyn Write>>,
     path: String,
 }
 
@@ -122,9 +122,28 @@ impl JsonOut {
         let f = File::create(path)
             .map_err(|e| BenchError::io(format!("create {}", path.display()), e))?;
         Ok(Self {
-            w: BufWriter::new(f),
+            w: BufWriter::new(Box::new(f)),
             path: path.display().to_string(),
         })
+    }
+
+    /// Lines to stdout (a child process reporting to its parent).
+    #[must_use]
+    pub fn stdout() -> Self {
+        Self {
+            w: BufWriter::new(Box::new(std::io::stdout())),
+            path: "(stdout)".into(),
+        }
+    }
+
+    /// Writes a line that is already JSON (forwarded from a child).
+    ///
+    /// # Errors
+    /// Write errors.
+    pub fn raw(&mut self, line: &str) -> Result<()> {
+        writeln!(self.w, "{line}")
+            .and_then(|()| self.w.flush())
+            .map_err(|e| BenchError::io(format!("write {}", self.path), e))
     }
 
     /// # Errors
@@ -207,6 +226,8 @@ pub struct Row {
     pub ops: u64,
     pub ops_per_sec: f64,
     pub lat: Latency,
+    /// Latency (ns) at `svg::QUANTILES`, then the max (for the plots).
+    pub curve: Vec<u64>,
 }
 
 #[must_use]
@@ -441,6 +462,41 @@ pub fn sync_table(rows: &[Row]) -> Option<String> {
         );
     }
     Some(s)
+}
+
+/// Drops the files under `dir` (recursively) from the OS page cache:
+/// `fdatasync` (only clean pages can be dropped), then
+/// `posix_fadvise(DONTNEED)`. Best effort: a file that cannot be opened is
+/// skipped.
+pub fn evict_page_cache(dir: &Path) {
+    use std::os::fd::AsRawFd;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for ent in rd.flatten() {
+            let Ok(md) = ent.metadata() else { continue };
+            if md.is_dir() {
+                stack.push(ent.path());
+                continue;
+            }
+            let Ok(f) = File::open(ent.path()) else {
+                continue;
+            };
+            let _ = f.sync_data();
+            // Best effort; the return value only says whether the advice
+            // was taken.
+            let _ = advise_dontneed(f.as_raw_fd());
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn advise_dontneed(fd: std::os::fd::RawFd) -> i32 {
+    // SAFETY: `fd` is an open descriptor owned by the caller's `File` for
+    // the whole call; posix_fadvise only reads its arguments.
+    unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) }
 }
 
 /// Sum of the sizes of the files under `dir` (recursively).
