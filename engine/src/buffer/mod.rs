@@ -15,9 +15,13 @@
 //!   cut — by the first store into it (the store funnel of
 //!   `frame::mem` saves a page before changing it, under the exclusive
 //!   latch), otherwise by the round under the shared latch. This needs
-//!   every exclusive latch holder to hold the tree's commit gate (so none
-//!   is inside a frame while the cut arms it). No armed slot outlives its
-//!   round: a failed or dropped round disarms them all.
+//!   every exclusive latch holder that stores into a frame to hold the
+//!   tree's commit gate (so none is inside a frame while the cut arms it).
+//!   Eviction and loads take exclusive latches without the gate, but never
+//!   store frame bytes under them (eviction only marks the frame obsolete;
+//!   a load latches a frame nobody can reach before it is installed, and
+//!   fresh frames are not armed). No armed slot outlives its round: a
+//!   failed or dropped round disarms them all.
 
 pub(crate) mod cached_blob;
 pub(crate) mod counters;
