@@ -7,7 +7,7 @@
 //! and drop everything unsynced at a simulated crash. Keep them small:
 //! every method added here is a method every wrapper must forward. The
 //! provided methods ([`IoFile::write_batch`], [`IoFile::read_batch`],
-//! [`IoDriver::alloc_buffer`]) are correct without forwarding — they fall
+//! [`IoDriver::alloc_buffer`], [`IoDriver::reserve_buffers`]) are correct without forwarding — they fall
 //! back to the single calls and plain buffers — but a wrapper should
 //! forward them, or the inner driver's batching and registered buffers
 //! never run under it.
@@ -86,6 +86,23 @@ pub trait IoDriver: Send + Sync + Debug {
     /// multiple of [`ALIGN`], `OutOfMemory`.
     fn alloc_buffer(&self, len: usize) -> io::Result<AlignedBuf> {
         AlignedBuf::new(len)
+    }
+
+    /// Announces that the caller will keep up to `count` buffers of `len`
+    /// bytes from [`IoDriver::alloc_buffer`] in flight at once (a
+    /// checkpoint round's frame images), so a driver with memory of its
+    /// own can set it up now, sized to that need rather than to a fixed
+    /// cap, and only for callers that will use it. Returns how many
+    /// buffers of `len` bytes `alloc_buffer` can hand out from such memory
+    /// in all (not how many are free now); 0 means every buffer will be a
+    /// plain one. `holt-backend-uring` creates its registered-buffer arena
+    /// on the first call, with at most `count` slots (less under
+    /// `RLIMIT_MEMLOCK`), and answers 0 once the kernel has refused to
+    /// register it. Cheap after the first call. The default has no such
+    /// memory and returns 0.
+    fn reserve_buffers(&self, len: usize, count: usize) -> usize {
+        let _ = (len, count);
+        0
     }
 }
 

@@ -261,6 +261,11 @@ mod tests {
         assert_eq!(b.as_ptr() as usize % ALIGN, 0);
         let err = SyncDriver.alloc_buffer(100).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            SyncDriver.reserve_buffers(2 * ALIGN, 64),
+            0,
+            "no memory of its own"
+        );
     }
 
     #[test]

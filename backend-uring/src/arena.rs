@@ -18,10 +18,25 @@
 //! that finds the budget spent (or the kernel answering `ENOMEM`/`EPERM`)
 //! keeps using plain `READ`/`WRITE` and records why.
 //!
-//! The arena is created on the first `alloc_buffer` call and never freed
-//! (it lives in a `static`): memory registered with a ring can therefore
-//! never be released while the kernel may still use it, whatever order
-//! rings, files and buffers are dropped in.
+//! The arena is created by the first `reserve_buffers` or `alloc_buffer`
+//! call and never freed (it lives in a `static`): memory registered with a
+//! ring can therefore never be released while the kernel may still use
+//! it, whatever order rings, files and buffers are dropped in. Because it
+//! is never freed, its size is chosen once, from what the first caller
+//! asks for: `reserve_buffers(len, count)` (the engine: at its first
+//! checkpoint round, `count` = the most frame images it keeps between
+//! rounds) gives it at most `count` slots, `alloc_buffer` the whole
+//! [`ARENA_CAP`]; both within the memlock budget.
+//!
+//! # Refusal is remembered
+//!
+//! When the kernel refuses to register the arena with a ring (`ENOMEM`:
+//! `RLIMIT_MEMLOCK`; `EPERM`), the arena records it and stops handing out
+//! slots: later buffers come from the allocator, `reserve_buffers`
+//! answers 0, and no other ring tries again. Slots already handed out
+//! keep working (as plain memory). A ring turned away only by the
+//! process's own budget (other rings hold it) does not count as a
+//! refusal.
 #![allow(unsafe_code)]
 
 use std::alloc::{self, Layout};
@@ -130,6 +145,9 @@ pub struct ArenaInfo {
     /// Why there is no arena (buffers then come from the allocator and
     /// every transfer uses plain `READ`/`WRITE`).
     pub unavailable: Option<String>,
+    /// Why the arena hands out no more slots, when the kernel refused to
+    /// register it (see the module docs): the first refusal's message.
+    pub refused: Option<String>,
 }
 
 /// The process's registered-buffer arena.
@@ -146,6 +164,9 @@ pub(crate) struct Arena {
     registered_rings: AtomicU64,
     /// [`Budget::why`].
     budget_why: String,
+    /// Set once, by the first refused registration: no more slots are
+    /// handed out.
+    refused: OnceLock<String>,
 }
 
 // SAFETY: the arena's block is plain memory it owns for the life of the
@@ -168,16 +189,39 @@ impl fmt::Debug for Arena {
 static ARENA: OnceLock<Result<Arc<Arena>, String>> = OnceLock::new();
 
 impl Arena {
-    /// The process's arena, creating it (sized by [`memlock_budget`]) on
-    /// the first call; `Err` says why there is none.
-    pub(crate) fn get() -> Result<&'static Arc<Arena>, &'static str> {
+    /// The process's arena, creating it on the first call with at most
+    /// `slots` slots (and at most [`ARENA_CAP`], within
+    /// [`memlock_budget`]); later calls return that arena whatever they
+    /// ask for. `Err` says why there is none.
+    pub(crate) fn get(slots: usize) -> Result<&'static Arc<Arena>, &'static str> {
         ARENA
             .get_or_init(|| {
-                let budget = memlock_budget(memlock_rlimit(), has_cap_ipc_lock(), ARENA_CAP);
+                let cap = ARENA_CAP.min(slots.saturating_mul(SLOT_BYTES));
+                let budget = memlock_budget(memlock_rlimit(), has_cap_ipc_lock(), cap);
                 Arena::new(&budget).map(Arc::new)
             })
             .as_ref()
             .map_err(String::as_str)
+    }
+
+    /// How many slots the arena has (0 once a registration was refused:
+    /// it hands out none then).
+    pub(crate) fn slots(&self) -> usize {
+        if self.refused.get().is_some() {
+            return 0;
+        }
+        self.len / SLOT_BYTES
+    }
+
+    /// The first refused registration's message, once there was one.
+    pub(crate) fn refused(&self) -> Option<&str> {
+        self.refused.get().map(String::as_str)
+    }
+
+    /// Records that the kernel refused to register the arena (`why`): no
+    /// slot is handed out from now on. The first reason sticks.
+    pub(crate) fn note_refused(&self, why: &str) {
+        let _ = self.refused.set(why.to_string());
     }
 
     /// The arena if it was created already (does not create it).
@@ -212,6 +256,7 @@ impl Arena {
             register_left: Mutex::new(budget.register_bytes),
             registered_rings: AtomicU64::new(0),
             budget_why: budget.why.clone(),
+            refused: OnceLock::new(),
         })
     }
 
@@ -265,10 +310,10 @@ impl Arena {
     }
 
     /// A zeroed slot as a buffer of `len` bytes, or `None` when `len` does
-    /// not fit a slot (or is not a positive multiple of [`ALIGN`]) or every
-    /// slot is handed out.
+    /// not fit a slot (or is not a positive multiple of [`ALIGN`]), every
+    /// slot is handed out, or a registration was refused.
     pub(crate) fn alloc(self: &Arc<Self>, len: usize) -> Option<AlignedBuf> {
-        if len == 0 || len > SLOT_BYTES || len % ALIGN != 0 {
+        if len == 0 || len > SLOT_BYTES || len % ALIGN != 0 || self.refused.get().is_some() {
             return None;
         }
         let idx = self
@@ -304,6 +349,7 @@ impl Arena {
             registered_rings: self.registered_rings.load(Ordering::Relaxed),
             budget: self.budget_why.clone(),
             unavailable: None,
+            refused: self.refused.get().cloned(),
         }
     }
 }
@@ -331,6 +377,7 @@ pub(crate) fn arena_info() -> ArenaInfo {
             registered_rings: 0,
             budget: String::new(),
             unavailable: Some(why.clone()),
+            refused: None,
         },
         None => ArenaInfo {
             arena_bytes: 0,
@@ -338,7 +385,10 @@ pub(crate) fn arena_info() -> ArenaInfo {
             free_slots: 0,
             registered_rings: 0,
             budget: String::new(),
-            unavailable: Some("not created yet (no alloc_buffer call)".to_string()),
+            unavailable: Some(
+                "not created yet (no reserve_buffers or alloc_buffer call)".to_string(),
+            ),
+            refused: None,
         },
     }
 }
@@ -427,5 +477,26 @@ mod tests {
         assert_eq!(arena.info().registered_rings, 2);
         drop((b, c));
         assert_eq!(arena.info().free_slots, 2);
+        assert_eq!(arena.slots(), 2);
+        // A refusal stops the hand-out for good; the first reason sticks.
+        arena.note_refused("ENOMEM");
+        arena.note_refused("EPERM");
+        assert!(arena.alloc(ALIGN).is_none());
+        assert_eq!(arena.slots(), 0);
+        assert_eq!(arena.info().refused.as_deref(), Some("ENOMEM"));
+    }
+
+    /// What a first `reserve_buffers(len, count)` asks for bounds the
+    /// arena: `count` slots, never more than the cap or the budget.
+    #[test]
+    fn arena_is_sized_from_the_first_request() {
+        let cap = |slots: usize| ARENA_CAP.min(slots.saturating_mul(SLOT_BYTES));
+        let b = memlock_budget(None, true, cap(5));
+        assert_eq!(b.arena_bytes, 5 * SLOT_BYTES);
+        let b = memlock_budget(None, true, cap(usize::MAX));
+        assert_eq!(b.arena_bytes, ARENA_CAP);
+        let b = memlock_budget(Some(4 * SLOT_BYTES as u64), false, cap(100));
+        assert_eq!(b.arena_bytes, 2 * SLOT_BYTES, "half the rlimit wins");
+        assert_eq!(memlock_budget(None, true, cap(0)).arena_bytes, 0);
     }
 }

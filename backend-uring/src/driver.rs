@@ -11,7 +11,7 @@ use io_uring::{opcode, IoUring, Probe};
 
 use holt_backend_sync::{AlignedBuf, IoDriver, IoFile, OpenOptions, SyncDriver};
 
-use crate::arena::{arena_info, Arena, ArenaInfo};
+use crate::arena::{arena_info, Arena, ArenaInfo, SLOT_BYTES};
 use crate::faults::Faults;
 use crate::file::{UringConfig, UringFile};
 
@@ -289,15 +289,33 @@ impl IoDriver for UringDriver {
 
     /// A slot of the process's registered-buffer arena when
     /// [`UringConfig::registered_buffers`] is on, `len` fits a slot (512
-    /// KiB) and one is free; else a plain [`AlignedBuf`]. The first call
-    /// creates the arena. Either way the buffer is zeroed and aligned.
+    /// KiB), one is free and no ring was refused the registration; else a
+    /// plain [`AlignedBuf`]. Creates the arena (at [`ARENA_CAP`](crate::ARENA_CAP))
+    /// if no [`IoDriver::reserve_buffers`] did before. Either way the
+    /// buffer is zeroed and aligned.
     fn alloc_buffer(&self, len: usize) -> io::Result<AlignedBuf> {
         if self.config.registered_buffers {
-            if let Some(buf) = Arena::get().ok().and_then(|arena| arena.alloc(len)) {
+            if let Some(buf) = Arena::get(usize::MAX)
+                .ok()
+                .and_then(|arena| arena.alloc(len))
+            {
                 return Ok(buf);
             }
         }
         AlignedBuf::new(len)
+    }
+
+    /// Creates the registered-buffer arena on the first call, with at most
+    /// `count` slots of 512 KiB (and at most [`ARENA_CAP`](crate::ARENA_CAP),
+    /// within the `RLIMIT_MEMLOCK` budget), and returns its slot count: 0
+    /// when `len` does not fit a slot, registered buffers are off, there
+    /// is no arena, or the kernel refused to register it. The arena keeps
+    /// the size of the first call (it is never freed or resized).
+    fn reserve_buffers(&self, len: usize, count: usize) -> usize {
+        if !self.config.registered_buffers || len == 0 || len > SLOT_BYTES || count == 0 {
+            return 0;
+        }
+        Arena::get(count).map_or(0, |arena| arena.slots())
     }
 }
 

@@ -34,25 +34,30 @@
 //!
 //! # Registered buffers
 //!
-//! The process has one buffer arena (created on the first
-//! [`IoDriver::alloc_buffer`], never freed): [`ARENA_CAP`] (64 MiB) cut
-//! into [`SLOT_BYTES`] (512 KiB, one frame image) slots, sized so that
-//! `RLIMIT_MEMLOCK` is respected — the whole cap with `CAP_IPC_LOCK` or an
+//! The process has one buffer arena, never freed, created by the first
+//! [`IoDriver::reserve_buffers`] (sized to the slots it asks for) or
+//! [`IoDriver::alloc_buffer`] (sized to [`ARENA_CAP`], 64 MiB): at most
+//! that many [`SLOT_BYTES`] (512 KiB, one frame image) slots, within
+//! `RLIMIT_MEMLOCK` — the whole request with `CAP_IPC_LOCK` or an
 //! unlimited rlimit (the kernel then does not charge registered memory),
-//! else at most half of the soft limit. `alloc_buffer` hands out its slots
-//! as [`AlignedBuf`](holt_backend_sync::AlignedBuf)s (falling back to the
+//! else at most half of the soft limit. The engine reserves at its first
+//! checkpoint round, for as many slots as it keeps frame images between
+//! rounds, so a process that never checkpoints never builds or pins it.
+//! `alloc_buffer` hands out its slots as
+//! [`AlignedBuf`](holt_backend_sync::AlignedBuf)s (falling back to the
 //! allocator for other sizes or when every slot is out). A ring registers
 //! the arena (`IORING_REGISTER_BUFFERS`, one `iovec`) the first time a
 //! call hands it a buffer inside it, and from then on moves such buffers
 //! with `READ_FIXED`/`WRITE_FIXED`, sparing the kernel the page pinning
 //! and mapping of each transfer. Every ring's registration is charged
-//! against the same budget; when it is spent, or the kernel answers
-//! `ENOMEM`/`EPERM`, the ring keeps using plain `READ`/`WRITE` and
-//! [`UringFile::buffer_registration`] says why. [`UringDriver::arena_info`]
-//! reports the arena. Registered buffers lower the CPU time per batch;
-//! the throughput of a disk-bound batch does not measurably change (see
-//! `examples/fixed_buffers.rs`). Until the engine takes its frame image
-//! buffers from `alloc_buffer`, its I/O uses plain operations.
+//! against the same budget; when it is spent the ring keeps using plain
+//! `READ`/`WRITE` and [`UringFile::buffer_registration`] says why. When
+//! the kernel refuses (`ENOMEM`/`EPERM`), the arena remembers it and
+//! hands out no more slots ([`ArenaInfo::refused`]), so buffers become
+//! plain ones and no ring retries. [`UringDriver::arena_info`] reports the
+//! arena. Registered buffers lower the CPU time per batch; the throughput
+//! of a disk-bound batch does not measurably change (see
+//! `examples/fixed_buffers.rs`).
 //!
 //! # Fallback rules
 //!

@@ -33,7 +33,9 @@
 //! memory cannot go away under the kernel; the bytes one SQE names are
 //! still the caller's borrowed buffer, under the invariant above. A
 //! refused registration (budget spent, `ENOMEM`, `EPERM`) is recorded
-//! ([`BufferRegistration::Unavailable`]) and not retried.
+//! ([`BufferRegistration::Unavailable`]) and not retried; a refusal by the
+//! kernel is also recorded in the arena, which then hands out no more
+//! slots, so no other ring tries either.
 
 #![allow(unsafe_code)]
 
@@ -327,6 +329,10 @@ impl Ring {
         if !ops.iter().any(|op| within(op.ptr, op.len, start, len)) {
             return;
         }
+        if let Some(why) = arena.refused() {
+            self.buffers = BufferRegistration::Unavailable(why.to_string());
+            return;
+        }
         if let Err(why) = arena.reserve_registration() {
             self.buffers = BufferRegistration::Unavailable(why);
             return;
@@ -347,7 +353,9 @@ impl Ring {
             }
             Err(e) => {
                 arena.release_registration();
-                self.buffers = BufferRegistration::Unavailable(registration_refused(&e));
+                let why = registration_refused(&e);
+                arena.note_refused(&why);
+                self.buffers = BufferRegistration::Unavailable(why);
             }
         }
     }
@@ -607,7 +615,12 @@ impl Run<'_> {
             // will). For reads, the `&mut` borrow moved into the op keeps
             // the caller from touching the buffer meanwhile. A fixed entry
             // (READ_FIXED/WRITE_FIXED) names the same bytes, inside the
-            // registered arena, which is never freed or moved.
+            // registered arena, which is never freed or moved; the slot
+            // they lie in goes back to the arena's free list (and so to
+            // another owner) only when the `AlignedBuf` owning it drops,
+            // which the caller's borrow rules out until `run` returns —
+            // also when the engine wraps that buffer in a frame buffer,
+            // whose slices borrow the wrapper.
             let pushed = unsafe { self.ring.ring.submission().push(&entry) };
             if pushed.is_err() {
                 break; // SQ full: submit what we have first

@@ -304,12 +304,46 @@ fn arena_buffers_use_fixed_ops() {
     assert!(UringDriver::arena_info().registered_rings >= 1);
 }
 
+/// Runs the test `name` of this binary again in a child process (with
+/// `CHILD_ENV` set, so the child runs its body) and checks that it
+/// passed. For tests that change process-wide state — the arena
+/// remembering a refused registration — which would otherwise leak into
+/// the tests running in parallel.
+fn in_child(name: &str) -> bool {
+    if std::env::var(CHILD_ENV).is_ok_and(|v| v == name) {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, name)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child {name} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
+}
+
+/// Set in a child process started by [`in_child`] to the test it runs.
+const CHILD_ENV: &str = "HOLT_URING_TEST_CHILD";
+
 /// The kernel refusing the registration (`ENOMEM`, as for an exhausted
-/// `RLIMIT_MEMLOCK`) leaves the file working with plain ops and says why.
-/// Fails if the refusal failed the I/O instead of falling back.
+/// `RLIMIT_MEMLOCK`) leaves the file working with plain ops and says why,
+/// and the arena remembers it: it hands out no more slots, so later
+/// buffers are plain and no other ring tries to register. Runs in a child
+/// process (the arena is process-wide). Fails if the refusal failed the
+/// I/O instead of falling back, or if it was forgotten.
 #[test]
 fn refused_registration_falls_back_to_plain_ops() {
+    if !in_child("refused_registration_falls_back_to_plain_ops") {
+        return;
+    }
     let Some(d) = uring() else { return };
+    assert_eq!(d.reserve_buffers(SLOT_BYTES, 4), 4);
+    assert_eq!(UringDriver::arena_info().arena_bytes, 4 * SLOT_BYTES);
     let mut buf = d.alloc_buffer(SLOT_BYTES).unwrap();
     if !buf.is_from_arena() {
         eprintln!("skipped: no arena ({:?})", UringDriver::arena_info());
@@ -333,9 +367,27 @@ fn refused_registration_falls_back_to_plain_ops() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
     let mut back = d.alloc_buffer(SLOT_BYTES).unwrap();
+    assert!(!back.is_from_arena(), "no slots after a refusal");
     f.read_at(&mut back, 0).unwrap();
     assert!(back[..] == buf[..]);
     assert_eq!(f.stats().fixed_sqes, 0);
+    let info = UringDriver::arena_info();
+    assert!(
+        info.refused
+            .as_deref()
+            .is_some_and(|w| w.contains("RLIMIT_MEMLOCK")),
+        "{info:?}"
+    );
+    assert_eq!(d.reserve_buffers(SLOT_BYTES, 4), 0);
+    // Another file, without injected faults, does not try again: the
+    // slot handed out before the refusal is plain memory to it.
+    let g = d.open_file(&dir.path().join("g"), OPTS).unwrap();
+    g.write_batch(&[(0, &buf[..])]).unwrap();
+    match g.buffer_registration() {
+        BufferRegistration::Unavailable(why) => assert!(why.contains("RLIMIT_MEMLOCK"), "{why}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert_eq!(g.stats().fixed_sqes, 0);
 }
 
 /// With registered buffers off, `alloc_buffer` gives plain memory and a

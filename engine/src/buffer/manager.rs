@@ -12,6 +12,7 @@ use super::counters::Counter;
 use super::dirty::SeqMap;
 use super::eviction;
 use super::frame_table::{FrameTable, Guard};
+use super::image_pool::ImagePool;
 use crate::api::errors::{Error, Result};
 use crate::frame::{capture, copy, header, AtomicFrame, PAGES};
 use crate::store::{AlignedBlobBuf, Backend, BlobGuid};
@@ -46,8 +47,9 @@ pub(crate) struct BufferManager {
     /// Bumped after every successful write-back, before the frames it
     /// cleaned become evictable (see `load`).
     writebacks: AtomicU64,
-    /// Image buffers of finished rounds, reused by the next captures.
-    image_pool: Mutex<Vec<AlignedBlobBuf>>,
+    /// Image buffers of finished rounds, reused by the next captures
+    /// (arena buffers from the backend first; see `image_pool`).
+    image_pool: ImagePool,
     /// Next round id (capture slots name their round; 0 is "none").
     round_ids: AtomicU64,
 }
@@ -59,7 +61,9 @@ pub(crate) struct BufferManager {
 /// page zeroing, `munmap` TLB shootdowns — raised a concurrent writer's
 /// p99 during a 2000-frame round from about 1.1x to 4-6x its idle value.
 /// The pool may therefore hold up to half the cache's size in idle
-/// buffers after a large round.
+/// buffers after a large round. The same bound is the number of frame
+/// buffers the first round asks the backend to reserve (io_uring: the
+/// registered arena's slots, which the driver caps at 64 MiB).
 const MAX_POOLED_IMAGES: usize = 4096;
 
 /// Pooled image buffers prepared beyond the dirty count, for frames
@@ -100,7 +104,7 @@ impl BufferManager {
             guid_seed: std::collections::hash_map::RandomState::new(),
             guid_counter: AtomicU64::new(1),
             writebacks: AtomicU64::new(0),
-            image_pool: Mutex::new(Vec::new()),
+            image_pool: ImagePool::new((capacity.max(1) / 2).clamp(4, MAX_POOLED_IMAGES)),
             round_ids: AtomicU64::new(1),
         }
     }
@@ -418,26 +422,13 @@ impl BufferManager {
 
     /// Image buffers for the next round's captures, taken *before* the
     /// commit gate: one per frame dirty now, plus a few for marks that
-    /// arrive before the cut. Fresh buffers are touched here, so neither
-    /// the gate nor a writer's copy-on-write pays their page faults.
+    /// arrive before the cut — the backend's arena buffers first (the
+    /// first round reserves them). Fresh buffers are touched here, so
+    /// neither the gate nor a writer's copy-on-write pays their page
+    /// faults.
     pub(crate) fn prepare_images(&self) -> Vec<AlignedBlobBuf> {
-        let n = self.dirty.len();
-        let mut out = {
-            let mut pool = self
-                .image_pool
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let keep = pool.len().saturating_sub(n + PREPARED_SLACK);
-            pool.split_off(keep)
-        };
-        while out.len() < n {
-            let mut buf = AlignedBlobBuf::uninit();
-            for page in buf.as_mut_slice().chunks_exact_mut(4096) {
-                page[0] = 0;
-            }
-            out.push(buf);
-        }
-        out
+        self.image_pool
+            .for_round(&*self.backend, self.dirty.len(), PREPARED_SLACK)
     }
 
     /// The cut (call under the commit gate, which keeps every writer out):
@@ -543,29 +534,14 @@ impl BufferManager {
 
     /// Keeps up to the pool's limit of `bufs` for later rounds.
     fn recycle(&self, bufs: Vec<AlignedBlobBuf>) {
-        let mut pool = self
-            .image_pool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let keep = (self.capacity / 2).clamp(4, MAX_POOLED_IMAGES);
-        for buf in bufs {
-            if pool.len() >= keep {
-                break;
-            }
-            pool.push(buf);
-        }
+        self.image_pool.put(bufs);
     }
 
-    /// A 512 KiB image buffer: a recycled one if available. Fresh
-    /// allocations cost a page fault per 4 KiB on first touch, which under
-    /// the commit gate showed up as ~0.4 ms per captured frame.
+    /// A 512 KiB image buffer for a load: a recycled one if available.
+    /// Fresh allocations cost a page fault per 4 KiB on first touch, which
+    /// under the commit gate showed up as ~0.4 ms per captured frame.
     fn image_buffer(&self) -> AlignedBlobBuf {
-        let pooled = self
-            .image_pool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop();
-        pooled.unwrap_or_else(AlignedBlobBuf::uninit)
+        self.image_pool.take_one()
     }
 }
 

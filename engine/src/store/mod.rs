@@ -103,6 +103,30 @@ pub trait Backend: Send + Sync {
         }
         Ok(())
     }
+
+    /// Announces that the engine keeps up to `count` frame buffers from
+    /// [`alloc_frame_buf`](Backend::alloc_frame_buf) for checkpoint
+    /// images (called once, at the first checkpoint round), so a backend
+    /// whose I/O is cheaper from memory of its own can set that memory up,
+    /// sized to the need. Returns how many buffers `alloc_frame_buf` can
+    /// hand out from such memory (0: all plain). The default returns 0;
+    /// [`PersistentBackend`] asks its I/O driver
+    /// ([`IoDriver::reserve_buffers`](holt_backend_sync::IoDriver::reserve_buffers)).
+    fn reserve_frame_bufs(&self, count: usize) -> usize {
+        let _ = count;
+        0
+    }
+
+    /// A zeroed frame buffer for a checkpoint image, which the engine
+    /// fills and passes to [`write_blobs`](Backend::write_blobs). The
+    /// default is a plain [`AlignedBlobBuf::zeroed`]; [`PersistentBackend`]
+    /// takes it from its I/O driver, whose io_uring variant hands out slots
+    /// of a registered arena that it writes with `WRITE_FIXED`. Any
+    /// [`AlignedBlobBuf`] works with any backend; this only decides how
+    /// cheap the write is.
+    fn alloc_frame_buf(&self) -> AlignedBlobBuf {
+        AlignedBlobBuf::zeroed()
+    }
 }
 
 #[cfg(test)]
@@ -132,6 +156,8 @@ mod tests {
         let mut z = AlignedBlobBuf::zeroed();
         let missing = backend.read_blobs(&mut [(ga, &mut x), ([9; 16], &mut z)]);
         assert!(missing.is_err(), "a missing frame fails the batch");
+        assert_eq!(backend.reserve_frame_bufs(64), 0);
+        assert!(!backend.alloc_frame_buf().is_from_arena());
     }
 
     #[test]

@@ -612,6 +612,22 @@ impl Backend for PersistentBackend {
     fn has_blob(&self, guid: BlobGuid) -> Result<bool> {
         Ok(self.state().live.contains_key(&guid))
     }
+
+    /// Forwards to the driver's
+    /// [`IoDriver::reserve_buffers`] for frame-sized buffers.
+    fn reserve_frame_bufs(&self, count: usize) -> usize {
+        self.driver.reserve_buffers(FRAME_SIZE, count)
+    }
+
+    /// The driver's [`IoDriver::alloc_buffer`] of one frame (a registered
+    /// arena slot on io_uring while one is free), else a plain frame.
+    fn alloc_frame_buf(&self) -> AlignedBlobBuf {
+        self.driver
+            .alloc_buffer(FRAME_SIZE)
+            .ok()
+            .and_then(|buf| AlignedBlobBuf::from_driver_buffer(buf).ok())
+            .unwrap_or_else(AlignedBlobBuf::zeroed)
+    }
 }
 
 impl fmt::Debug for PersistentBackend {

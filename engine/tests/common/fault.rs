@@ -226,6 +226,9 @@ impl IoDriver for FaultDriver {
     fn alloc_buffer(&self, len: usize) -> io::Result<AlignedBuf> {
         self.inner.alloc_buffer(len)
     }
+    fn reserve_buffers(&self, len: usize, count: usize) -> usize {
+        self.inner.reserve_buffers(len, count)
+    }
 }
 
 impl FaultFile {

@@ -1,0 +1,342 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Checkpoint frame images in io_uring registered buffers (design.md,
+//! "Registered image buffers"): a round's images come from the driver's
+//! registered arena and go out as `WRITE_FIXED`; the arena is built at the
+//! first round, not at open or on cold loads, sized from the image pool's
+//! bound; a refused registration falls back to plain writes, once.
+//!
+//! The arena is process-wide and never freed, so every scenario runs in a
+//! child process of its own: the test binary re-executes itself with
+//! `HOLT_IMAGES_CHILD=<test name>` (see [`in_child`]).
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use holt::io::{IoDriver, IoFile, OpenOptions, SyncDriver};
+use holt::{Tree, TreeBuilder};
+use holt_backend_uring::{BufferRegistration, Faults, UringDriver, UringFile, UringStats};
+
+const CHILD_ENV: &str = "HOLT_IMAGES_CHILD";
+const FRAME: usize = 512 << 10;
+/// Buffer pool of the trees here: the image pool keeps half, 32 frames,
+/// and the first round reserves that many arena slots.
+const POOL: usize = 64;
+const KEYS: usize = 240;
+
+/// Runs the test `name` again in a child process and checks it passed;
+/// returns true inside that child (run the body), false in the parent.
+fn in_child(name: &str) -> bool {
+    if std::env::var(CHILD_ENV).is_ok_and(|v| v == name) {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, name)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child {name} failed:\n{text}");
+    assert!(
+        text.contains("1 passed"),
+        "child {name} ran no test:\n{text}"
+    );
+    if let Some(line) = text.lines().find(|l| l.starts_with("skipped")) {
+        eprintln!("{line}");
+    }
+    false
+}
+
+/// The io_uring driver, or `None` (printed) where the kernel refuses it.
+fn uring() -> Option<UringDriver> {
+    match UringDriver::probe() {
+        Ok(d) => Some(d),
+        Err(why) => {
+            eprintln!("skipped: io_uring unavailable ({why})");
+            None
+        }
+    }
+}
+
+/// An io_uring driver that keeps the data file (`frames.dat`) it opened,
+/// so a test can read that file's ring counters.
+struct Watch {
+    inner: UringDriver,
+    data: Mutex<Option<Arc<UringFile>>>,
+}
+
+impl fmt::Debug for Watch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Watch")
+    }
+}
+
+impl Watch {
+    fn new(inner: UringDriver) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            data: Mutex::new(None),
+        })
+    }
+
+    fn data(&self) -> Arc<UringFile> {
+        self.data
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("frames.dat opened")
+    }
+
+    fn stats(&self) -> UringStats {
+        self.data().stats()
+    }
+}
+
+impl IoDriver for Watch {
+    fn open(&self, path: &Path, opts: OpenOptions) -> io::Result<Arc<dyn IoFile>> {
+        let file = Arc::new(self.inner.open_file(path, opts)?);
+        if path.file_name().is_some_and(|n| n == "frames.dat") {
+            *self.data.lock().unwrap() = Some(Arc::clone(&file));
+        }
+        Ok(file)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        self.inner.list_dir(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn name(&self) -> &'static str {
+        "io_uring"
+    }
+    fn alloc_buffer(&self, len: usize) -> io::Result<holt::io::AlignedBuf> {
+        self.inner.alloc_buffer(len)
+    }
+    fn reserve_buffers(&self, len: usize, count: usize) -> usize {
+        self.inner.reserve_buffers(len, count)
+    }
+}
+
+fn builder(dir: &Path, driver: Arc<dyn IoDriver>) -> TreeBuilder {
+    TreeBuilder::new(dir)
+        .buffer_pool_size(POOL)
+        .io_driver(driver)
+}
+
+fn value(i: usize, gen: u8) -> Vec<u8> {
+    let mut v = format!("{i}:{gen}:").into_bytes();
+    v.resize(16 << 10, (b'a' + (i % 26) as u8) ^ gen);
+    v
+}
+
+/// Overwrites every key with generation `gen` (dirtying every frame).
+fn write_all(t: &Tree, gen: u8) {
+    for i in 0..KEYS {
+        t.put(format!("d{}/k{i:04}", i % 7).as_bytes(), &value(i, gen))
+            .unwrap();
+    }
+}
+
+fn check_all(t: &Tree, gen: u8) {
+    for i in 0..KEYS {
+        let got = t.get(format!("d{}/k{i:04}", i % 7).as_bytes()).unwrap();
+        assert_eq!(got.as_deref(), Some(&value(i, gen)[..]), "key {i}");
+    }
+}
+
+/// Whether the process's arena exists yet.
+fn arena_created() -> bool {
+    UringDriver::arena_info().arena_bytes > 0
+}
+
+/// Writes one checkpoint round's worth of dirty frames and checkpoints;
+/// returns the frames that were dirty and the data file's counter deltas.
+fn round(t: &Tree, w: &Watch, gen: u8) -> (u64, UringStats) {
+    write_all(t, gen);
+    let dirty = t.stats().unwrap().bm_dirty_count as u64;
+    assert!(dirty >= 4, "the workload dirties several frames: {dirty}");
+    let before = w.stats();
+    t.checkpoint().unwrap();
+    let after = w.stats();
+    let delta = UringStats {
+        sqes: after.sqes - before.sqes,
+        fixed_sqes: after.fixed_sqes - before.fixed_sqes,
+        ..after
+    };
+    (dirty, delta)
+}
+
+/// A checkpoint round on io_uring writes its images with `WRITE_FIXED`
+/// from the registered arena; the arena is created by the first round —
+/// not by opening the tree, nor by the cold loads of reads — with as many
+/// slots as the image pool keeps (`POOL / 2`), and later rounds reuse it.
+/// Fails if the images are plain heap buffers (`fixed_sqes` stays 0, as
+/// before this change), or if open or loads create the arena (the
+/// reverted attempt built it at the first frame load).
+#[test]
+fn checkpoint_images_go_out_as_fixed_writes() {
+    if !in_child("checkpoint_images_go_out_as_fixed_writes") {
+        return;
+    }
+    let Some(d) = uring() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // Data on disk, written by the sync driver (no arena).
+        let t = builder(dir.path(), Arc::new(SyncDriver::new()))
+            .open()
+            .unwrap();
+        write_all(&t, 1);
+        t.checkpoint().unwrap();
+    }
+    assert!(!arena_created());
+    let w = Watch::new(d);
+    let t = builder(dir.path(), w.clone()).open().unwrap();
+    check_all(&t, 1); // cold loads
+    assert!(
+        !arena_created(),
+        "open and cold loads must not build the arena: {:?}",
+        UringDriver::arena_info()
+    );
+    assert!(w.stats().sqes > 0, "the loads went through the ring");
+    assert_eq!(w.stats().fixed_sqes, 0);
+
+    let (dirty, delta) = round(&t, &w, 2);
+    let info = UringDriver::arena_info();
+    if info.arena_bytes == 0 {
+        // Only a memlock limit too small for one slot (and no
+        // CAP_IPC_LOCK) may leave the process without an arena.
+        assert!(info.unavailable.unwrap().contains("less than one"));
+        eprintln!("skipped: RLIMIT_MEMLOCK leaves no registered buffers");
+        return;
+    }
+    assert!(
+        info.arena_bytes <= POOL / 2 * FRAME,
+        "the arena is sized from the image pool's bound: {info:?}"
+    );
+    assert_eq!(
+        w.data().buffer_registration(),
+        BufferRegistration::Registered
+    );
+    let slots = (info.arena_bytes / FRAME) as u64;
+    assert!(dirty <= slots, "{dirty} images, {slots} slots");
+    // Every write of the round is fixed; only the fdatasync is not.
+    assert!(
+        delta.fixed_sqes >= 4 && delta.sqes - delta.fixed_sqes == 1,
+        "{dirty} images, {slots} slots, {} fixed of {} SQEs: {delta:?}",
+        delta.fixed_sqes,
+        delta.sqes
+    );
+    // The next round reuses the pooled arena buffers; the arena stays.
+    let (_, delta) = round(&t, &w, 3);
+    assert!(
+        delta.fixed_sqes >= 4 && delta.sqes - delta.fixed_sqes == 1,
+        "{delta:?}"
+    );
+    assert_eq!(UringDriver::arena_info().arena_bytes, info.arena_bytes);
+    check_all(&t, 3);
+    drop(t);
+    let t = builder(dir.path(), Arc::new(SyncDriver::new()))
+        .open()
+        .unwrap();
+    check_all(&t, 3);
+}
+
+/// The kernel refusing the arena's registration (`ENOMEM`, as for an
+/// exhausted `RLIMIT_MEMLOCK`) costs nothing but the fixed writes: rounds
+/// succeed with plain writes, the refusal is remembered (no slots handed
+/// out afterwards, no registration retried), and the data is intact.
+/// Fails if the refusal failed the checkpoint, or if a later round or
+/// file tried to register again.
+#[test]
+fn refused_registration_falls_back_to_plain_writes() {
+    if !in_child("refused_registration_falls_back_to_plain_writes") {
+        return;
+    }
+    let Some(d) = uring() else { return };
+    let refuse = d.with_faults(Faults {
+        fail_buffer_registration: Some(libc::ENOMEM),
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let w = Watch::new(refuse);
+    let t = builder(dir.path(), w.clone()).open().unwrap();
+    let (_, delta) = round(&t, &w, 1);
+    assert_eq!(delta.fixed_sqes, 0, "{delta:?}");
+    let info = UringDriver::arena_info();
+    if info.arena_bytes == 0 {
+        eprintln!("skipped: RLIMIT_MEMLOCK leaves no registered buffers");
+        return;
+    }
+    match w.data().buffer_registration() {
+        BufferRegistration::Unavailable(why) => assert!(why.contains("RLIMIT_MEMLOCK"), "{why}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(info.refused.is_some(), "{info:?}");
+    assert_eq!(w.reserve_buffers(FRAME, 8), 0, "the refusal is remembered");
+    assert!(!w.alloc_buffer(FRAME).unwrap().is_from_arena());
+    let (_, delta) = round(&t, &w, 2);
+    assert_eq!(delta.fixed_sqes, 0, "{delta:?}");
+    drop(t);
+    // A new tree (new ring, no injected faults) does not try again.
+    let w2 = Watch::new(d);
+    let t = builder(dir.path(), w2.clone()).open().unwrap();
+    check_all(&t, 2);
+    let (_, delta) = round(&t, &w2, 3);
+    assert_eq!(delta.fixed_sqes, 0, "{delta:?}");
+    assert!(matches!(
+        w2.data().buffer_registration(),
+        BufferRegistration::Unavailable(_) | BufferRegistration::NotYet
+    ));
+    check_all(&t, 3);
+}
+
+/// With `RLIMIT_MEMLOCK` lowered to 64 KiB (less than one 512 KiB slot's
+/// budget) the arena is not built — unless the process has
+/// `CAP_IPC_LOCK`, whose registrations the kernel does not charge — and
+/// checkpoints run on plain buffers. Fails if a round errors for lack of
+/// registered memory, or if the arena ignored the limit without the
+/// capability.
+#[test]
+fn tiny_memlock_limit_gives_plain_images() {
+    if !in_child("tiny_memlock_limit_gives_plain_images") {
+        return;
+    }
+    let Some(d) = uring() else { return };
+    let lim = libc::rlimit {
+        rlim_cur: 64 << 10,
+        rlim_max: 64 << 10,
+    };
+    // SAFETY: `lim` is a valid rlimit; lowering a limit of this (child)
+    // process affects nothing else.
+    #[allow(unsafe_code)]
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+    assert_eq!(ret, 0, "{}", io::Error::last_os_error());
+    let dir = tempfile::tempdir().unwrap();
+    let w = Watch::new(d);
+    let t = builder(dir.path(), w.clone()).open().unwrap();
+    let (_, delta) = round(&t, &w, 1);
+    let info = UringDriver::arena_info();
+    if info.budget.contains("CAP_IPC_LOCK") {
+        assert!(info.arena_bytes > 0, "{info:?}");
+        eprintln!("skipped: CAP_IPC_LOCK makes the memlock limit moot here");
+    } else {
+        assert_eq!(info.arena_bytes, 0, "{info:?}");
+        assert!(info.unavailable.unwrap().contains("less than one"));
+        assert_eq!(delta.fixed_sqes, 0);
+    }
+    check_all(&t, 1);
+}
