@@ -499,6 +499,23 @@ fn advise_dontneed(fd: std::os::fd::RawFd) -> i32 {
     unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) }
 }
 
+/// CPU time (user + system) this process has used so far, all threads,
+/// in seconds (`getrusage(RUSAGE_SELF)`); `None` if the call fails.
+#[must_use]
+#[allow(unsafe_code)]
+pub fn process_cpu_secs() -> Option<f64> {
+    // SAFETY: `rusage` is plain data for which all-zero bytes are a valid
+    // value; getrusage only writes into the struct, which outlives the
+    // call.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `&mut ru` is a valid, writable `rusage`.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return None;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(tv(ru.ru_utime) + tv(ru.ru_stime))
+}
+
 /// Sum of the sizes of the files under `dir` (recursively).
 #[must_use]
 pub fn dir_bytes(dir: &Path) -> u64 {

@@ -159,6 +159,9 @@ pub struct Rep {
     /// Growth of this process's `write_bytes` (`/proc/self/io`) over the
     /// round: what it sent towards the disk.
     pub io_bytes: Option<u64>,
+    /// CPU time the process spent over the round (user + system, all
+    /// threads, `getrusage`), seconds.
+    pub cpu_secs: Option<f64>,
 }
 
 impl Rep {
@@ -320,10 +323,11 @@ pub fn run(cfg: &Config<'_>, json: &mut JsonOut) -> Result<Outcome> {
                         .iter()
                         .map(|p| {
                             format!(
-                                "{} frames in {:.3} s = {:.0} MiB/s",
+                                "{} frames in {:.3} s = {:.0} MiB/s, cpu {:.1} ms",
                                 p.frames,
                                 p.secs,
-                                p.mib_s()
+                                p.mib_s(),
+                                p.cpu_secs.unwrap_or(f64::NAN) * 1e3
                             )
                         })
                         .collect();
@@ -472,10 +476,14 @@ fn tree_run(
         r.blob_count = st.blob_count as usize;
         let page_cache_dirty_kib = page_cache_dirty_kib();
         let io0 = proc_write_bytes();
+        let cpu0 = report::process_cpu_secs();
         let t = Instant::now();
         tree.checkpoint()
             .map_err(herr(format!("timed checkpoint #{}", rep + 1)))?;
         let secs = t.elapsed().as_secs_f64();
+        let cpu_secs = cpu0
+            .zip(report::process_cpu_secs())
+            .map(|(a, b)| (b - a).max(0.0));
         let io_bytes = io_delta(io0);
         r.reps.push(Rep {
             dirty_puts,
@@ -485,6 +493,7 @@ fn tree_run(
             page_cache_dirty_kib,
             dir_bytes: report::dir_bytes(dir),
             io_bytes,
+            cpu_secs,
         });
     }
 
@@ -526,7 +535,8 @@ fn round_json(r: &Round) -> Obj {
                 p.page_cache_dirty_kib,
             )
             .int(&format!("rep{}_dir_bytes", k + 1), p.dir_bytes)
-            .opt_int(&format!("rep{}_io_write_bytes", k + 1), p.io_bytes);
+            .opt_int(&format!("rep{}_io_write_bytes", k + 1), p.io_bytes)
+            .opt_num(&format!("rep{}_cpu_secs", k + 1), p.cpu_secs);
     }
     let l = &r.lat;
     o.int("cache_misses", r.cache_misses)
