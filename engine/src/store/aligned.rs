@@ -66,7 +66,7 @@ impl AlignedBlobBuf {
     /// cheaply (io_uring: slots of a registered arena, written with
     /// `WRITE_FIXED`). Dropping the frame buffer gives the memory back to
     /// the driver. Returns `buf` unchanged if it is not exactly
-    /// [`FRAME_SIZE`] bytes.
+    /// one frame (524 288 bytes).
     ///
     /// ```
     /// use holt::io::{IoDriver, SyncDriver};
@@ -82,7 +82,7 @@ impl AlignedBlobBuf {
     /// ```
     ///
     /// # Errors
-    /// `buf` itself when its length is not [`FRAME_SIZE`].
+    /// `buf` itself when its length is not one frame (524 288 bytes).
     pub fn from_driver_buffer(mut buf: AlignedBuf) -> std::result::Result<Self, AlignedBuf> {
         if buf.len() != FRAME_SIZE {
             return Err(buf);
