@@ -322,6 +322,57 @@ pub(crate) fn next_child(f: &AtomicFrame, n: &Inner, from: usize) -> FResult<Opt
     }
 }
 
+/// Appends the children whose byte is `>= from` (`from` up to 256) to
+/// `out` as `(byte, pointer)`, in byte order, reading the node once. The
+/// sorted keys of `N4`/`N16` must be strictly increasing.
+pub(crate) fn children_from(
+    f: &AtomicFrame,
+    n: &Inner,
+    from: usize,
+    out: &mut Vec<(u8, u32)>,
+) -> FResult<()> {
+    let body = n.body();
+    match n.kind {
+        N4 | N16 => {
+            let keys = [
+                f.u64(body)?,
+                if n.kind == N16 { f.u64(body + 8)? } else { 0 },
+            ];
+            let mut last = None;
+            for i in 0..n.count {
+                let k = (keys[i / 8] >> ((i % 8) * 8)) as u8;
+                if last.is_some_and(|l| k <= l) {
+                    return Err(Corrupt("node keys out of order"));
+                }
+                last = Some(k);
+                if usize::from(k) >= from {
+                    out.push((k, f.u32(n.child_slot_at(i))?));
+                }
+            }
+        }
+        N48 => {
+            for b in from..256 {
+                let idx = f.u8(body + b)? as usize;
+                if idx != 0 {
+                    if idx > 48 {
+                        return Err(Corrupt("node48 index"));
+                    }
+                    out.push((b as u8, f.u32(n.child_slot_at(idx - 1))?));
+                }
+            }
+        }
+        _ => {
+            for b in from..256 {
+                let c = f.u32(n.child_slot_at(b))?;
+                if c != 0 {
+                    out.push((b as u8, c));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// All children in byte order.
 pub(crate) fn children(f: &AtomicFrame, n: &Inner) -> FResult<Vec<(u8, u32)>> {
     let mut out = Vec::with_capacity(n.count);
