@@ -247,6 +247,8 @@ impl IntoIterator for RangeBuilder {
 
 const FIRST_BATCH: usize = 128;
 const MAX_BATCH: usize = 1024;
+/// Buffer room reserved per entry of a batch (key and value bytes).
+const BYTES_PER_ENTRY: usize = 128;
 
 /// The iteration state between batches: the query and the lower bound
 /// (the last entry already collected), nothing else, so a key that exists
@@ -298,6 +300,7 @@ impl Cursor {
             lower: &self.lower,
             limit,
         };
+        out.reserve(limit, BYTES_PER_ENTRY);
         let res = self.tree.inner.core.range_batch(&q, out);
         let exhausted = match res {
             Ok(x) => x,

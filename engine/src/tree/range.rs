@@ -66,6 +66,16 @@ struct Slot {
 pub(crate) struct Batch {
     bytes: Vec<u8>,
     slots: Vec<Slot>,
+    /// The walk's buffers, kept between walks.
+    scratch: Scratch,
+}
+
+/// The buffers of a walk (see [`Walker`]).
+#[derive(Debug, Default)]
+struct Scratch {
+    path: Vec<u8>,
+    kids: Vec<(u8, u32)>,
+    stack: Vec<Level>,
 }
 
 impl Batch {
@@ -92,6 +102,13 @@ impl Batch {
     pub(crate) fn clear(&mut self) {
         self.bytes.clear();
         self.slots.clear();
+    }
+
+    /// Room for `n` entries of about `bytes_each` bytes, so a batch that
+    /// collects them does not grow its buffers piecemeal.
+    pub(crate) fn reserve(&mut self, n: usize, bytes_each: usize) {
+        self.slots.reserve(n);
+        self.bytes.reserve(n.saturating_mul(bytes_each));
     }
 
     fn push_common(&mut self, prefix: &[u8]) {
@@ -126,7 +143,7 @@ pub(crate) struct Query<'a> {
 }
 
 /// Position of the path relative to the lower bound.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lo {
     /// The path is a prefix of (or equal to) the bound.
     Tight,
@@ -135,7 +152,7 @@ enum Lo {
 }
 
 /// Position of the path relative to the prefix filter.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pre {
     /// The path is a proper prefix of the filter prefix.
     Before,
@@ -149,7 +166,7 @@ enum Verdict {
     Go(Lo, Pre),
 }
 
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Ctx {
     lo: Lo,
     pre: Pre,
@@ -158,8 +175,13 @@ struct Ctx {
 }
 
 /// An inner node whose children the walk is going through.
+#[derive(Debug)]
 struct Level {
     frame: usize,
+    node: node::Inner,
+    /// The byte to read more children from once `kids[first..end]` are
+    /// done (256: none left).
+    resume: usize,
     /// Path length at which a child's branch byte goes.
     at: usize,
     /// This node's children are `kids[first..end]`; `next` is the next one
@@ -268,6 +290,19 @@ impl Frames {
 /// lie in allocation order inside a frame, so consecutive keys are cache
 /// misses apart, and overlapping a few of them hides most of the latency.
 const PREFETCH_AHEAD: usize = 4;
+/// Children read from a node at a time: a seek through a wide node reads
+/// the few it visits, not all 256 slots.
+const KIDS_CHUNK: usize = 16;
+
+/// Prefetches the first three lines of the node at `ptr`: a leaf's header,
+/// key suffix and a typical value, or an inner node's header and a small
+/// body.
+fn prefetch_node(f: &AtomicFrame, ptr: u32) {
+    let off = ptr as usize;
+    f.prefetch(off);
+    f.prefetch(off + 64);
+    f.prefetch(off + 128);
+}
 
 struct Walker<'q, 'o> {
     q: &'q Query<'q>,
@@ -512,13 +547,11 @@ impl Walker<'_, '_> {
             }
         }
         let first = self.kids.len();
-        let f = self.frames.frame(frame);
-        node::children_from(f, &n, next, &mut self.kids).map_err(|c| self.frames.fail(frame, c))?;
-        for &(_, c) in self.kids[first..].iter().take(PREFETCH_AHEAD) {
-            f.prefetch(c as usize);
-        }
+        let resume = self.read_kids(frame, &n, next)?;
         self.stack.push(Level {
             frame,
+            node: n,
+            resume,
             at: len,
             first,
             next: first,
@@ -526,6 +559,24 @@ impl Walker<'_, '_> {
             ctx: Ctx { lo, pre, rollup },
         });
         Ok(Step::Go)
+    }
+
+    /// Appends the next chunk of `n`'s children from byte `from` to
+    /// `kids` and prefetches the first few. Returns where to resume.
+    fn read_kids(
+        &mut self,
+        frame: usize,
+        n: &node::Inner,
+        from: usize,
+    ) -> std::result::Result<usize, Abort> {
+        let first = self.kids.len();
+        let f = self.frames.frame(frame);
+        let resume = node::children_from(f, n, from, KIDS_CHUNK, &mut self.kids)
+            .map_err(|c| self.frames.fail(frame, c))?;
+        for &(_, c) in self.kids[first..].iter().take(PREFETCH_AHEAD) {
+            prefetch_node(f, c);
+        }
+        Ok(resume)
     }
 
     /// Walks one batch. `Ok(true)`: the tree has no entries past the batch.
@@ -555,8 +606,17 @@ impl Walker<'_, '_> {
                 return Ok(true);
             };
             if top.next == top.end {
-                self.kids.truncate(top.first);
-                self.stack.pop();
+                let (first, frame, node, resume) = (top.first, top.frame, top.node, top.resume);
+                self.kids.truncate(first);
+                if resume >= 256 {
+                    self.stack.pop();
+                    continue;
+                }
+                let resume = self.read_kids(frame, &node, resume)?;
+                let Some(top) = self.stack.last_mut() else {
+                    return Ok(true);
+                };
+                (top.next, top.end, top.resume) = (first, self.kids.len(), resume);
                 continue;
             }
             let (b, c) = self.kids[top.next];
@@ -564,9 +624,7 @@ impl Walker<'_, '_> {
             let ahead = top.next + PREFETCH_AHEAD - 1;
             let (frame, at, ctx) = (top.frame, top.at, top.ctx);
             if ahead < top.end {
-                self.frames
-                    .frame(frame)
-                    .prefetch(self.kids[ahead].1 as usize);
+                prefetch_node(self.frames.frame(frame), self.kids[ahead].1);
             }
             step = self.visit(core, frame, c, at, Some(b), ctx)?;
         }
@@ -581,20 +639,26 @@ impl Core {
         loop {
             out.clear();
             let shared = attempt >= OPTIMISTIC_ATTEMPTS;
+            let mut sc = std::mem::take(&mut out.scratch);
+            sc.path.clear();
+            sc.kids.clear();
+            sc.stack.clear();
             let mut w = Walker {
                 q,
                 frames: Frames {
                     held: Vec::new(),
                     shared,
                 },
-                path: Vec::new(),
-                kids: Vec::new(),
-                stack: Vec::new(),
+                path: sc.path,
+                kids: sc.kids,
+                stack: sc.stack,
                 out: &mut *out,
                 visits: 0,
             };
             let res = w.run(self);
             let valid = w.frames.all_valid();
+            let (path, kids, stack) = (w.path, w.kids, w.stack);
+            out.scratch = Scratch { path, kids, stack };
             match res {
                 Ok(done) if valid => return Ok(done),
                 Err(Abort::Fail(e)) => return Err(e),
