@@ -314,6 +314,9 @@ struct Walker<'q, 'o> {
     stack: Vec<Level>,
     out: &'o mut Batch,
     visits: usize,
+    /// Frames loaded ahead of the walk (`load_siblings`), pinned for the
+    /// batch.
+    prefetched: Vec<Arc<CachedBlob>>,
 }
 
 impl Walker<'_, '_> {
@@ -461,6 +464,9 @@ impl Walker<'_, '_> {
                             .frames
                             .fail(frame, Corrupt("link outside a child slot")));
                     }
+                    if core.bm.cached(&l.guid).is_none() {
+                        self.load_siblings(core, frame, l.guid);
+                    }
                     let child = core.bm.pin(&l.guid).map_err(|e| self.frames.abort(e))?;
                     let ci = self.frames.enter(child)?;
                     let cf = self.frames.frame(ci);
@@ -561,6 +567,33 @@ impl Walker<'_, '_> {
         Ok(Step::Go)
     }
 
+    /// The walk is about to load the cold frame `guid`, linked from a child
+    /// of the node on top of the stack. The links among the siblings it
+    /// visits next (the rest of that node's child chunk, no more than
+    /// entries are still wanted) mostly lead to cold frames too: they are
+    /// loaded with it in one backend batch (one io_uring submission) and
+    /// pinned until the batch ends. Best effort: a sibling read torn by a
+    /// writer only costs a wasted or failed prefetch; the walk validates
+    /// and loads what it really visits itself.
+    fn load_siblings(&mut self, core: &Core, frame: usize, guid: crate::store::BlobGuid) {
+        let Some(top) = self.stack.last().filter(|t| t.frame == frame) else {
+            return;
+        };
+        let want = self.q.limit.saturating_sub(self.out.len());
+        let f = self.frames.frame(frame);
+        let mut guids = vec![guid];
+        for &(_, c) in self.kids[top.next..top.end].iter().take(want) {
+            if let Ok(Node::Link(l)) = node::decode(f, c) {
+                if !guids.contains(&l.guid) {
+                    guids.push(l.guid);
+                }
+            }
+        }
+        if guids.len() > 1 {
+            self.prefetched.extend(core.bm.prefetch(&guids));
+        }
+    }
+
     /// Appends the next chunk of `n`'s children from byte `from` to
     /// `kids` and prefetches the first few. Returns where to resume.
     fn read_kids(
@@ -654,6 +687,7 @@ impl Core {
                 stack: sc.stack,
                 out: &mut *out,
                 visits: 0,
+                prefetched: Vec::new(),
             };
             let res = w.run(self);
             let valid = w.frames.all_valid();
