@@ -7,7 +7,7 @@
 //! these two for the same op sequence (digests are compared).
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
+use std::ops::{Bound, ControlFlow};
 use std::path::{Path, PathBuf};
 
 use crate::error::{BenchError, Result};
@@ -280,19 +280,28 @@ impl Engine for HoltEngine {
 
     fn scan<F: FnMut(&[u8], &[u8])>(&self, prefix: &[u8], limit: usize, mut f: F) -> Result<usize> {
         let mut seen = 0;
-        for e in self.tree()?.scan_prefix(prefix).into_iter().take(limit) {
-            match e {
-                Ok(holt::RangeEntry::Key { key, value }) => f(&key, &value),
-                Ok(other) => {
-                    return Err(BenchError::Engine {
-                        engine: "holt",
-                        what: format!("scan_prefix({})", String::from_utf8_lossy(prefix)),
-                        err: format!("unexpected entry without delimiter: {other:?}"),
-                    })
+        let mut odd = None;
+        self.tree()?
+            .scan_prefix(prefix)
+            .limit(limit)
+            .for_each(|e| match e {
+                holt::RangeEntryRef::Key { key, value } => {
+                    f(key, value);
+                    seen += 1;
+                    ControlFlow::Continue(())
                 }
-                Err(e) => return Err(holt_err("scan_prefix", prefix, &e)),
-            }
-            seen += 1;
+                other => {
+                    odd = Some(format!("{other:?}"));
+                    ControlFlow::Break(())
+                }
+            })
+            .map_err(|e| holt_err("scan_prefix", prefix, &e))?;
+        if let Some(other) = odd {
+            return Err(BenchError::Engine {
+                engine: "holt",
+                what: format!("scan_prefix({})", String::from_utf8_lossy(prefix)),
+                err: format!("unexpected entry without delimiter: {other}"),
+            });
         }
         Ok(seen)
     }
@@ -305,21 +314,31 @@ impl Engine for HoltEngine {
         mut f: F,
     ) -> Result<usize> {
         let mut seen = 0;
-        let it = self.tree()?.range().prefix(prefix).delimiter(delim);
-        for e in it.into_iter().take(limit) {
-            match e {
-                Ok(holt::RangeEntry::Key { key, value }) => f(DirEntry::Key(&key, &value)),
-                Ok(holt::RangeEntry::CommonPrefix(p)) => f(DirEntry::Prefix(&p)),
-                Ok(other) => {
-                    return Err(BenchError::Engine {
-                        engine: "holt",
-                        what: format!("range({})", String::from_utf8_lossy(prefix)),
-                        err: format!("unknown range entry: {other:?}"),
-                    })
+        let mut odd = None;
+        self.tree()?
+            .range()
+            .prefix(prefix)
+            .delimiter(delim)
+            .limit(limit)
+            .for_each(|e| {
+                match e {
+                    holt::RangeEntryRef::Key { key, value } => f(DirEntry::Key(key, value)),
+                    holt::RangeEntryRef::CommonPrefix(p) => f(DirEntry::Prefix(p)),
+                    other => {
+                        odd = Some(format!("{other:?}"));
+                        return ControlFlow::Break(());
+                    }
                 }
-                Err(e) => return Err(holt_err("range", prefix, &e)),
-            }
-            seen += 1;
+                seen += 1;
+                ControlFlow::Continue(())
+            })
+            .map_err(|e| holt_err("range", prefix, &e))?;
+        if let Some(other) = odd {
+            return Err(BenchError::Engine {
+                engine: "holt",
+                what: format!("range({})", String::from_utf8_lossy(prefix)),
+                err: format!("unknown range entry: {other}"),
+            });
         }
         Ok(seen)
     }

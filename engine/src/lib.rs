@@ -57,7 +57,7 @@ pub(crate) mod wal;
 pub use api::builder::TreeBuilder;
 pub use api::config::{CheckpointConfig, Storage, TreeConfig};
 pub use api::errors::{Error, Result};
-pub use api::range::{RangeBuilder, RangeEntry, RangeIter};
+pub use api::range::{RangeBuilder, RangeEntry, RangeEntryRef, RangeIter};
 pub use api::stats::{BlobStats, CheckpointerStats, TreeStats};
 pub use api::tree::{IoStats, Tree};
 pub use api::txn::TxnBatch;

@@ -10,14 +10,25 @@
 //! - `dNN/oW_KKK` — owned by writer W (only W writes them, renames stay
 //!   inside W's keys), so W's own model predicts every return value;
 //! - `dNN/x_KKK` — shared by all writers.
+//!
+//! Readers list with the iterator and with the borrowing visitor
+//! (`RangeBuilder::for_each`, paged with `limit` and `Break`): every stable
+//! key in range exactly once, in strictly increasing order. Deliberate bug
+//! that fails them: resuming the next batch at the last collected key
+//! inclusively (`Lower::Inclusive` in `api::range::Cursor::fill`) passes
+//! that key twice ("not strictly increasing").
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use holt::{AlignedBlobBuf, Backend, BlobGuid, Error, MemoryBackend, RangeEntry, Tree, TreeConfig};
+use holt::{
+    AlignedBlobBuf, Backend, BlobGuid, Error, MemoryBackend, RangeEntry, RangeEntryRef, Tree,
+    TreeConfig,
+};
 
 const DIRS: usize = 16;
 const STABLE_PER_DIR: usize = 300;
@@ -410,7 +421,7 @@ fn reader(s: &Shared, id: usize, stop: &AtomicBool, seed: u64) -> (usize, usize)
             gets += 1;
         }
         scans += 1;
-        match scans % 4 {
+        match scans % 6 {
             0 => {
                 // Whole tree.
                 let it = t
@@ -470,6 +481,60 @@ fn reader(s: &Shared, id: usize, stop: &AtomicBool, seed: u64) -> (usize, usize)
                     all.into_iter(),
                     DIRS * STABLE_PER_DIR,
                     &format!("reader {id} paged scan"),
+                );
+            }
+            4 => {
+                // Whole tree through the borrowing visitor.
+                let mut all = Vec::new();
+                t.range()
+                    .for_each(|e| {
+                        match e {
+                            RangeEntryRef::Key { key, value } => {
+                                all.push((key.to_vec(), value.to_vec()));
+                            }
+                            other => panic!("reader {id}: no delimiter, got {other:?}"),
+                        }
+                        ControlFlow::Continue(())
+                    })
+                    .unwrap();
+                check_listing(
+                    s,
+                    all.into_iter(),
+                    DIRS * STABLE_PER_DIR,
+                    &format!("reader {id} visitor scan"),
+                );
+            }
+            5 => {
+                // Visitor pages: a limit of 150, stopped at 61 entries.
+                let mut all: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+                loop {
+                    let mut b = t.range().limit(150);
+                    if let Some((l, _)) = all.last() {
+                        b = b.start_after(l);
+                    }
+                    let mut page = Vec::new();
+                    b.for_each(|e| {
+                        if let RangeEntryRef::Key { key, value } = e {
+                            page.push((key.to_vec(), value.to_vec()));
+                        }
+                        if page.len() == 61 {
+                            ControlFlow::Break(())
+                        } else {
+                            ControlFlow::Continue(())
+                        }
+                    })
+                    .unwrap();
+                    assert!(page.len() <= 61, "reader {id}: visitor ran past Break");
+                    if page.is_empty() {
+                        break;
+                    }
+                    all.extend(page);
+                }
+                check_listing(
+                    s,
+                    all.into_iter(),
+                    DIRS * STABLE_PER_DIR,
+                    &format!("reader {id} visitor paged scan"),
                 );
             }
             _ => {

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use holt::{Error, RangeEntry, Tree, TreeConfig};
+use std::ops::ControlFlow;
+
+use holt::{Error, RangeBuilder, RangeEntry, RangeEntryRef, Tree, TreeConfig};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, RngSeed, TestCaseError, TestRunner};
 
@@ -96,12 +98,13 @@ fn expected_range(
     out
 }
 
-fn actual_range(
+fn builder(
     t: &Tree,
     prefix: &[u8],
     start_after: Option<&[u8]>,
     delim: Option<u8>,
-) -> Vec<Ent> {
+    limit: Option<usize>,
+) -> RangeBuilder {
     let mut b = t.range().prefix(prefix);
     if let Some(sa) = start_after {
         b = b.start_after(sa);
@@ -109,7 +112,50 @@ fn actual_range(
     if let Some(d) = delim {
         b = b.delimiter(d);
     }
-    b.into_iter()
+    if let Some(n) = limit {
+        b = b.limit(n);
+    }
+    b
+}
+
+/// The range through `RangeBuilder::for_each`, stopping (with `Break`)
+/// once `stop_at` entries were seen.
+fn visited_range(b: RangeBuilder, stop_at: Option<usize>) -> Vec<Ent> {
+    let mut out = Vec::new();
+    b.for_each(|e| {
+        out.push(match e {
+            RangeEntryRef::Key { key, value } => Ent::Key(key.to_vec(), value.to_vec()),
+            RangeEntryRef::CommonPrefix(p) => Ent::Prefix(p.to_vec()),
+            other => panic!("unknown range entry {other:?}"),
+        });
+        if Some(out.len()) == stop_at {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    out
+}
+
+fn actual_range(
+    t: &Tree,
+    prefix: &[u8],
+    start_after: Option<&[u8]>,
+    delim: Option<u8>,
+) -> Vec<Ent> {
+    limited_range(t, prefix, start_after, delim, None)
+}
+
+fn limited_range(
+    t: &Tree,
+    prefix: &[u8],
+    start_after: Option<&[u8]>,
+    delim: Option<u8>,
+    limit: Option<usize>,
+) -> Vec<Ent> {
+    builder(t, prefix, start_after, delim, limit)
+        .into_iter()
         .map(|e| match e.unwrap() {
             RangeEntry::Key { key, value } => Ent::Key(key, value),
             RangeEntry::CommonPrefix(p) => Ent::Prefix(p),
@@ -394,17 +440,50 @@ fn step(t: &Tree, m: &mut Model, op: &Op, i: usize) -> Result<(), String> {
             let prefix = &pk[..cut % (pk.len() + 1)];
             let sa = start_after.as_ref().map(|s| resolve(m, s));
             let want = expected_range(m, prefix, sa.as_deref(), *delim);
+            let what = format!(
+                "op {i} range prefix={:?} start_after={:?} delim={delim:?}",
+                String::from_utf8_lossy(prefix),
+                sa.as_ref().map(|s| String::from_utf8_lossy(s).into_owned())
+            );
             let got = actual_range(t, prefix, sa.as_deref(), *delim);
-            if let Some(d) = diff(
-                &format!(
-                    "op {i} range prefix={:?} start_after={:?} delim={delim:?}",
-                    String::from_utf8_lossy(prefix),
-                    sa.as_ref().map(|s| String::from_utf8_lossy(s).into_owned())
-                ),
-                &got,
-                &want,
-            ) {
+            if let Some(d) = diff(&what, &got, &want) {
                 return Err(d);
+            }
+            // The visitor, a limit (sometimes past one full batch) and an
+            // early stop give the same entries, cut where they should be.
+            let sa = sa.as_deref();
+            let lim = if cut % 5 == 0 {
+                1025 + cut % 600
+            } else {
+                (cut / 7) % 300
+            };
+            let cut_at = |n: usize| &want[..n.min(want.len())];
+            let checks = [
+                (
+                    "for_each",
+                    visited_range(builder(t, prefix, sa, *delim, None), None),
+                    &want[..],
+                ),
+                (
+                    "limit",
+                    limited_range(t, prefix, sa, *delim, Some(lim)),
+                    cut_at(lim),
+                ),
+                (
+                    "for_each + limit",
+                    visited_range(builder(t, prefix, sa, *delim, Some(lim)), None),
+                    cut_at(lim),
+                ),
+                (
+                    "for_each + break",
+                    visited_range(builder(t, prefix, sa, *delim, None), Some(lim.max(1))),
+                    cut_at(lim.max(1)),
+                ),
+            ];
+            for (how, got, want) in checks {
+                if let Some(d) = diff(&format!("{what} {how} {lim}"), &got, want) {
+                    return Err(d);
+                }
             }
         }
         Op::Compact => {

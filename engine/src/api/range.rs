@@ -1,10 +1,13 @@
-//! Ordered iteration: [`RangeBuilder`] and [`RangeIter`].
+//! Ordered iteration: [`RangeBuilder`], its iterator [`RangeIter`] and
+//! its borrowing visitor [`RangeBuilder::for_each`]. Both fetch the tree
+//! in batches through one [`Cursor`], so they return the same entries with
+//! the same guarantees.
 
-use std::collections::VecDeque;
+use std::ops::ControlFlow;
 
 use crate::api::errors::Result;
 use crate::api::tree::Tree;
-use crate::tree::range::{Item, Lower, Query};
+use crate::tree::range::{Batch, ItemRef, Lower, Query};
 
 /// One item of a range listing.
 #[derive(Debug, Clone)]
@@ -20,6 +23,47 @@ pub enum RangeEntry {
     /// With a delimiter: every key under this prefix rolled up into one
     /// entry. The prefix ends with the delimiter.
     CommonPrefix(Vec<u8>),
+}
+
+/// One item of a range listing, borrowed: what
+/// [`RangeBuilder::for_each`] hands its closure. The slices are valid for
+/// the call only; [`RangeEntryRef::to_entry`] makes an owned copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RangeEntryRef<'a> {
+    /// A key and its value.
+    Key {
+        /// The key.
+        key: &'a [u8],
+        /// The value.
+        value: &'a [u8],
+    },
+    /// With a delimiter: every key under this prefix rolled up into one
+    /// entry. The prefix ends with the delimiter.
+    CommonPrefix(&'a [u8]),
+}
+
+impl RangeEntryRef<'_> {
+    /// An owned copy of the entry.
+    #[must_use]
+    pub fn to_entry(&self) -> RangeEntry {
+        match *self {
+            RangeEntryRef::Key { key, value } => RangeEntry::Key {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            },
+            RangeEntryRef::CommonPrefix(p) => RangeEntry::CommonPrefix(p.to_vec()),
+        }
+    }
+}
+
+impl<'a> From<ItemRef<'a>> for RangeEntryRef<'a> {
+    fn from(item: ItemRef<'a>) -> Self {
+        match item {
+            ItemRef::Key(key, value) => RangeEntryRef::Key { key, value },
+            ItemRef::Common(p) => RangeEntryRef::CommonPrefix(p),
+        }
+    }
 }
 
 /// Configures an ordered iteration over a [`Tree`]; iterate it with
@@ -64,6 +108,7 @@ pub struct RangeBuilder {
     prefix: Vec<u8>,
     start_after: Option<Vec<u8>>,
     delimiter: Option<u8>,
+    limit: Option<usize>,
 }
 
 impl RangeBuilder {
@@ -73,6 +118,7 @@ impl RangeBuilder {
             prefix: Vec::new(),
             start_after: None,
             delimiter: None,
+            limit: None,
         }
     }
 
@@ -99,40 +145,190 @@ impl RangeBuilder {
     }
 }
 
+impl RangeBuilder {
+    /// At most `n` entries (keys and common prefixes together; default:
+    /// no limit). Besides ending the iteration, the limit sizes the
+    /// batches: without it the first batch collects 128 entries (then
+    /// 256, up to 1024), which a caller taking fewer pays for; with it no
+    /// batch collects more than are still wanted, and a listing of up to
+    /// 1024 entries is one walk of the tree.
+    ///
+    /// ```
+    /// use holt::{Tree, TreeConfig};
+    ///
+    /// let tree = Tree::open(TreeConfig::memory())?;
+    /// for i in 0..1000u32 {
+    ///     tree.put(format!("k/{i:04}").as_bytes(), b"v")?;
+    /// }
+    /// // A page of 100 keys: one batch of exactly 100.
+    /// let page = tree.scan_prefix(b"k/").limit(100).into_iter().count();
+    /// assert_eq!(page, 100);
+    /// # Ok::<(), holt::Error>(())
+    /// ```
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    /// Calls `f` on each entry in order, with the key and value borrowed
+    /// from the batch they were collected in, until `f` returns
+    /// [`ControlFlow::Break`] or the entries run out. The same entries as
+    /// iterating the builder, with the same guarantees (a key that exists
+    /// for the whole call is passed exactly once), without the two
+    /// allocations per entry that an owned [`RangeEntry`] costs.
+    ///
+    /// `f` runs outside the tree's latches, between batches' walks, so it
+    /// may read or write the tree; entries it writes may or may not be
+    /// passed to it later. The first error fetching a batch is returned
+    /// (entries before it were passed already).
+    ///
+    /// ```
+    /// use std::ops::ControlFlow;
+    /// use holt::{RangeEntryRef, Tree, TreeConfig};
+    ///
+    /// let tree = Tree::open(TreeConfig::memory())?;
+    /// for k in ["a/1", "a/2", "a/x/3", "b"] {
+    ///     tree.put(k.as_bytes(), k.as_bytes())?;
+    /// }
+    /// let mut bytes = 0;
+    /// let mut dirs = Vec::new();
+    /// tree.range()
+    ///     .prefix(b"a/")
+    ///     .delimiter(b'/')
+    ///     .for_each(|e| {
+    ///         match e {
+    ///             RangeEntryRef::Key { value, .. } => bytes += value.len(),
+    ///             RangeEntryRef::CommonPrefix(p) => dirs.push(p.to_vec()),
+    ///             _ => {}
+    ///         }
+    ///         ControlFlow::Continue(())
+    ///     })?;
+    /// assert_eq!((bytes, dirs), (6, vec![b"a/x/".to_vec()]));
+    ///
+    /// // Stop early: the first key only.
+    /// let mut first = None;
+    /// tree.range().for_each(|e| {
+    ///     first = Some(e.to_entry());
+    ///     ControlFlow::Break(())
+    /// })?;
+    /// assert!(matches!(first, Some(holt::RangeEntry::Key { key, .. }) if key == b"a/1"));
+    /// # Ok::<(), holt::Error>(())
+    /// ```
+    pub fn for_each<F>(self, mut f: F) -> Result<()>
+    where
+        F: FnMut(RangeEntryRef<'_>) -> ControlFlow<()>,
+    {
+        let mut cursor = Cursor::new(self);
+        let mut batch = Batch::default();
+        while cursor.fill(&mut batch)? {
+            for i in 0..batch.len() {
+                let Some(item) = batch.get(i) else { break };
+                if f(item.into()).is_break() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl IntoIterator for RangeBuilder {
     type Item = Result<RangeEntry>;
     type IntoIter = RangeIter;
 
     fn into_iter(self) -> RangeIter {
-        let lower = match self.start_after {
-            Some(sa) if sa.as_slice() >= self.prefix.as_slice() => Lower::Exclusive(sa),
-            _ => Lower::Inclusive(self.prefix.clone()),
-        };
         RangeIter {
-            tree: self.tree,
-            prefix: self.prefix,
-            delimiter: self.delimiter,
-            lower,
-            buf: VecDeque::new(),
-            batch: FIRST_BATCH,
-            done: false,
+            cursor: Cursor::new(self),
+            batch: Batch::default(),
+            pos: 0,
         }
     }
 }
 
 const FIRST_BATCH: usize = 128;
 const MAX_BATCH: usize = 1024;
+/// Buffer room reserved per entry of a batch (key and value bytes).
+const BYTES_PER_ENTRY: usize = 128;
 
-/// The iterator of a [`RangeBuilder`]: entries in key order, fetched from
-/// the tree in batches. An `Err` item ends the iteration.
-pub struct RangeIter {
+/// The iteration state between batches: the query and the lower bound
+/// (the last entry already collected), nothing else, so a key that exists
+/// for the whole iteration is collected exactly once.
+struct Cursor {
     tree: Tree,
     prefix: Vec<u8>,
     delimiter: Option<u8>,
     lower: Lower,
-    buf: VecDeque<Item>,
+    /// Size of the next batch.
     batch: usize,
+    /// Entries still wanted (the builder's limit minus those collected).
+    left: usize,
     done: bool,
+}
+
+impl Cursor {
+    fn new(b: RangeBuilder) -> Self {
+        let lower = match b.start_after {
+            Some(sa) if sa.as_slice() >= b.prefix.as_slice() => Lower::Exclusive(sa),
+            _ => Lower::Inclusive(b.prefix.clone()),
+        };
+        let left = b.limit.unwrap_or(usize::MAX);
+        Self {
+            tree: b.tree,
+            prefix: b.prefix,
+            delimiter: b.delimiter,
+            lower,
+            batch: if b.limit.is_some() {
+                MAX_BATCH
+            } else {
+                FIRST_BATCH
+            },
+            left,
+            done: left == 0,
+        }
+    }
+
+    /// Collects the next batch into `out`. `Ok(false)`: the iteration is
+    /// over (`out` is then empty).
+    fn fill(&mut self, out: &mut Batch) -> Result<bool> {
+        if self.done {
+            return Ok(false);
+        }
+        let limit = self.batch.min(self.left);
+        let q = Query {
+            prefix: &self.prefix,
+            delimiter: self.delimiter,
+            lower: &self.lower,
+            limit,
+        };
+        out.reserve(limit, BYTES_PER_ENTRY);
+        let res = self.tree.inner.core.range_batch(&q, out);
+        let exhausted = match res {
+            Ok(x) => x,
+            Err(e) => {
+                out.clear();
+                self.done = true;
+                return Err(e);
+            }
+        };
+        match out.last() {
+            Some(ItemRef::Key(k, _)) => self.lower = Lower::Exclusive(k.to_vec()),
+            Some(ItemRef::Common(p)) => self.lower = Lower::ExcludePrefix(p.to_vec()),
+            None => {}
+        }
+        self.left -= out.len();
+        self.done = exhausted || out.len() == 0 || self.left == 0;
+        self.batch = (self.batch * 2).min(MAX_BATCH);
+        Ok(out.len() > 0)
+    }
+}
+
+/// The iterator of a [`RangeBuilder`]: entries in key order, fetched from
+/// the tree in batches. An `Err` item ends the iteration.
+pub struct RangeIter {
+    cursor: Cursor,
+    batch: Batch,
+    /// The next entry of `batch` to return.
+    pos: usize,
 }
 
 impl Iterator for RangeIter {
@@ -140,36 +336,15 @@ impl Iterator for RangeIter {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(item) = self.buf.pop_front() {
-                return Some(Ok(match item {
-                    Item::Key(key, value) => RangeEntry::Key { key, value },
-                    Item::Common(p) => RangeEntry::CommonPrefix(p),
-                }));
+            if let Some(item) = self.batch.get(self.pos) {
+                self.pos += 1;
+                return Some(Ok(RangeEntryRef::from(item).to_entry()));
             }
-            if self.done {
-                return None;
-            }
-            let q = Query {
-                prefix: &self.prefix,
-                delimiter: self.delimiter,
-                lower: &self.lower,
-                limit: self.batch,
-            };
-            match self.tree.inner.core.range_batch(&q) {
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-                Ok((items, exhausted)) => {
-                    match items.last() {
-                        Some(Item::Key(k, _)) => self.lower = Lower::Exclusive(k.clone()),
-                        Some(Item::Common(p)) => self.lower = Lower::ExcludePrefix(p.clone()),
-                        None => {}
-                    }
-                    self.done = exhausted || items.is_empty();
-                    self.batch = (self.batch * 2).min(MAX_BATCH);
-                    self.buf.extend(items);
-                }
+            self.pos = 0;
+            match self.cursor.fill(&mut self.batch) {
+                Err(e) => return Some(Err(e)),
+                Ok(false) => return None,
+                Ok(true) => {}
             }
         }
     }

@@ -173,6 +173,16 @@ impl AtomicFrame {
         self.read_le(off, 8)
     }
 
+    /// Hints the CPU to start loading the cache line holding byte `off`
+    /// (ignored outside the frame): a walker that knows which nodes it
+    /// will visit next overlaps their cache misses.
+    #[inline]
+    pub(crate) fn prefetch(&self, off: usize) {
+        if let Some(w) = self.words().get(off >> 3) {
+            super::simd::prefetch_line(w);
+        }
+    }
+
     /// Appends `len` bytes at `off` to `out`.
     pub(crate) fn read_into(&self, off: usize, len: usize, out: &mut Vec<u8>) -> FResult<()> {
         check(off, len)?;

@@ -322,6 +322,82 @@ pub(crate) fn next_child(f: &AtomicFrame, n: &Inner, from: usize) -> FResult<Opt
     }
 }
 
+/// Appends up to `max` children whose byte is `>= from` (`from` up to
+/// 256) to `out` as `(byte, pointer)`, in byte order, reading each slot
+/// once. Returns the byte to continue from (256: none left). The sorted
+/// keys of `N4`/`N16` must be strictly increasing.
+pub(crate) fn children_from(
+    f: &AtomicFrame,
+    n: &Inner,
+    from: usize,
+    max: usize,
+    out: &mut Vec<(u8, u32)>,
+) -> FResult<usize> {
+    let body = n.body();
+    let mut taken = 0usize;
+    match n.kind {
+        N4 | N16 => {
+            let keys = [
+                f.u64(body)?,
+                if n.kind == N16 { f.u64(body + 8)? } else { 0 },
+            ];
+            let mut last = None;
+            for i in 0..n.count {
+                let k = (keys[i / 8] >> ((i % 8) * 8)) as u8;
+                if last.is_some_and(|l| k <= l) {
+                    return Err(Corrupt("node keys out of order"));
+                }
+                last = Some(k);
+                if usize::from(k) >= from {
+                    if taken == max {
+                        return Ok(usize::from(k));
+                    }
+                    out.push((k, f.u32(n.child_slot_at(i))?));
+                    taken += 1;
+                }
+            }
+        }
+        N48 => {
+            // The index, eight bytes per read; bytes below `from` masked.
+            let mut w = from / 8;
+            while w < 32 {
+                let mut word = f.u64(body + 8 * w)?;
+                if w == from / 8 {
+                    word &= u64::MAX.checked_shl(8 * (from % 8) as u32).unwrap_or(0);
+                }
+                while word != 0 {
+                    let j = (word.trailing_zeros() / 8) as usize;
+                    let b = 8 * w + j;
+                    let idx = (word >> (8 * j)) as u8 as usize;
+                    if idx > 48 {
+                        return Err(Corrupt("node48 index"));
+                    }
+                    if taken == max {
+                        return Ok(b);
+                    }
+                    out.push((b as u8, f.u32(n.child_slot_at(idx - 1))?));
+                    taken += 1;
+                    word &= !(0xFF << (8 * j));
+                }
+                w += 1;
+            }
+        }
+        _ => {
+            for b in from..256 {
+                let c = f.u32(n.child_slot_at(b))?;
+                if c != 0 {
+                    if taken == max {
+                        return Ok(b);
+                    }
+                    out.push((b as u8, c));
+                    taken += 1;
+                }
+            }
+        }
+    }
+    Ok(256)
+}
+
 /// All children in byte order.
 pub(crate) fn children(f: &AtomicFrame, n: &Inner) -> FResult<Vec<(u8, u32)>> {
     let mut out = Vec::with_capacity(n.count);

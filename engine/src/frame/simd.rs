@@ -1,4 +1,5 @@
-//! Node16 key search with SSE2 on x86_64 (scalar elsewhere).
+//! CPU-specific helpers: Node16 key search with SSE2 on x86_64 (scalar
+//! elsewhere) and a cache-line prefetch hint.
 #![allow(unsafe_code)]
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -18,4 +19,21 @@ pub(crate) fn search16(lo: u64, hi: u64, count: usize, byte: u8) -> Option<usize
     };
     let mask = mask & ((1u32 << count.min(16)) - 1);
     (mask != 0).then(|| mask.trailing_zeros() as usize)
+}
+
+/// Asks the CPU to start loading the cache line holding `p` into L1. A
+/// hint only: it never faults, has no visible effect and is a no-op off
+/// x86_64.
+#[inline]
+pub(crate) fn prefetch_line<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: SSE is part of the x86_64 baseline; a prefetch of any
+        // address reads nothing architecturally and cannot fault, and `p`
+        // is a live reference anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(p).cast::<i8>()) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }

@@ -22,7 +22,7 @@ use crate::api::errors::Result;
 use crate::buffer::cached_blob::FrameRead;
 use crate::buffer::CachedBlob;
 use crate::frame::node::{self, Node};
-use crate::frame::{header, AtomicFrame, Corrupt};
+use crate::frame::{header, AtomicFrame, Corrupt, FResult};
 
 /// Where iteration resumes.
 #[derive(Debug, Clone)]
@@ -43,10 +43,96 @@ impl Lower {
     }
 }
 
-#[derive(Debug, Clone)]
-pub(crate) enum Item {
-    Key(Vec<u8>, Vec<u8>),
-    Common(Vec<u8>),
+/// One collected entry, borrowed from a [`Batch`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ItemRef<'a> {
+    Key(&'a [u8], &'a [u8]),
+    Common(&'a [u8]),
+}
+
+/// Where one entry's bytes sit in [`Batch::bytes`].
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    start: usize,
+    key_len: usize,
+    /// `None`: a common prefix (key bytes only).
+    value_len: Option<usize>,
+}
+
+/// The entries of one batch. Keys and values lie back to back in one
+/// buffer, so collecting an entry allocates nothing once the buffers have
+/// grown, and a caller that reuses the batch reuses them.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    bytes: Vec<u8>,
+    slots: Vec<Slot>,
+    /// The walk's buffers, kept between walks.
+    scratch: Scratch,
+}
+
+/// The buffers of a walk (see [`Walker`]).
+#[derive(Debug, Default)]
+struct Scratch {
+    path: Vec<u8>,
+    kids: Vec<(u8, u32)>,
+    stack: Vec<Level>,
+}
+
+impl Batch {
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub(crate) fn get(&self, i: usize) -> Option<ItemRef<'_>> {
+        let s = self.slots.get(i)?;
+        let key = &self.bytes[s.start..s.start + s.key_len];
+        Some(match s.value_len {
+            None => ItemRef::Common(key),
+            Some(v) => {
+                let at = s.start + s.key_len;
+                ItemRef::Key(key, &self.bytes[at..at + v])
+            }
+        })
+    }
+
+    pub(crate) fn last(&self) -> Option<ItemRef<'_>> {
+        self.len().checked_sub(1).and_then(|i| self.get(i))
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.slots.clear();
+    }
+
+    /// Room for `n` entries of about `bytes_each` bytes, so a batch that
+    /// collects them does not grow its buffers piecemeal.
+    pub(crate) fn reserve(&mut self, n: usize, bytes_each: usize) {
+        self.slots.reserve(n);
+        self.bytes.reserve(n.saturating_mul(bytes_each));
+    }
+
+    fn push_common(&mut self, prefix: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(prefix);
+        self.slots.push(Slot {
+            start,
+            key_len: prefix.len(),
+            value_len: None,
+        });
+    }
+
+    /// Appends `key` and the `len` value bytes at `at` in `f`.
+    fn push_key(&mut self, key: &[u8], f: &AtomicFrame, at: usize, len: usize) -> FResult<()> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        f.read_into(at, len, &mut self.bytes)?;
+        self.slots.push(Slot {
+            start,
+            key_len: key.len(),
+            value_len: Some(len),
+        });
+        Ok(())
+    }
 }
 
 pub(crate) struct Query<'a> {
@@ -57,7 +143,7 @@ pub(crate) struct Query<'a> {
 }
 
 /// Position of the path relative to the lower bound.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lo {
     /// The path is a prefix of (or equal to) the bound.
     Tight,
@@ -66,7 +152,7 @@ enum Lo {
 }
 
 /// Position of the path relative to the prefix filter.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pre {
     /// The path is a proper prefix of the filter prefix.
     Before,
@@ -80,7 +166,7 @@ enum Verdict {
     Go(Lo, Pre),
 }
 
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Ctx {
     lo: Lo,
     pre: Pre,
@@ -88,29 +174,32 @@ struct Ctx {
     rollup: Option<usize>,
 }
 
-enum Work {
-    Node {
-        frame: usize,
-        ptr: u32,
-        base: usize,
-        byte: Option<u8>,
-        ctx: Ctx,
-    },
-    Kids {
-        frame: usize,
-        ptr: u32,
-        at: usize,
-        next: usize,
-        ctx: Ctx,
-    },
+/// An inner node whose children the walk is going through.
+#[derive(Debug)]
+struct Level {
+    frame: usize,
+    node: node::Inner,
+    /// The byte to read more children from once `kids[first..end]` are
+    /// done (256: none left).
+    resume: usize,
+    /// Path length at which a child's branch byte goes.
+    at: usize,
+    /// This node's children are `kids[first..end]`; `next` is the next one
+    /// to visit.
+    first: usize,
+    next: usize,
+    end: usize,
+    ctx: Ctx,
 }
 
-impl Work {
-    fn rollup(&self) -> bool {
-        match self {
-            Work::Node { ctx, .. } | Work::Kids { ctx, .. } => ctx.rollup.is_some(),
-        }
-    }
+/// How a visit left the walk.
+enum Step {
+    /// Carry on with the next child.
+    Go,
+    /// Nothing past this point qualifies: the walk is complete.
+    Done,
+    /// The batch holds `limit` entries.
+    Full,
 }
 
 enum Held {
@@ -197,14 +286,40 @@ impl Frames {
     }
 }
 
-struct Walker<'q> {
-    q: &'q Query<'q>,
-    frames: Frames,
-    path: Vec<u8>,
-    out: Vec<Item>,
+/// Children a walk asks the CPU to fetch ahead of visiting them: leaves
+/// lie in allocation order inside a frame, so consecutive keys are cache
+/// misses apart, and overlapping a few of them hides most of the latency.
+const PREFETCH_AHEAD: usize = 4;
+/// Children read from a node at a time: a seek through a wide node reads
+/// the few it visits, not all 256 slots.
+const KIDS_CHUNK: usize = 16;
+
+/// Prefetches the first three lines of the node at `ptr`: a leaf's header,
+/// key suffix and a typical value, or an inner node's header and a small
+/// body.
+fn prefetch_node(f: &AtomicFrame, ptr: u32) {
+    let off = ptr as usize;
+    f.prefetch(off);
+    f.prefetch(off + 64);
+    f.prefetch(off + 128);
 }
 
-impl Walker<'_> {
+struct Walker<'q, 'o> {
+    q: &'q Query<'q>,
+    frames: Frames,
+    /// The key bytes from the root down to the node being visited.
+    path: Vec<u8>,
+    /// The child lists of the nodes on `stack`, back to back.
+    kids: Vec<(u8, u32)>,
+    stack: Vec<Level>,
+    out: &'o mut Batch,
+    visits: usize,
+    /// Frames loaded ahead of the walk (`load_siblings`), pinned for the
+    /// batch.
+    prefetched: Vec<Arc<CachedBlob>>,
+}
+
+impl Walker<'_, '_> {
     /// Classifies the path after bytes were appended from `from` on.
     fn advance(&self, ctx: &Ctx, from: usize) -> (Verdict, Option<usize>) {
         let path = &self.path;
@@ -277,265 +392,309 @@ impl Walker<'_> {
             }
     }
 
-    /// Emits the key at the current path (or its rollup). Returns true
-    /// when the rolled-up subtree must be skipped.
-    fn emit(&mut self, rollup: Option<usize>, value: Vec<u8>) -> bool {
-        match rollup {
-            Some(n) => {
-                self.out.push(Item::Common(self.path[..n].to_vec()));
-                true
+    /// Emits the key at the current path, with the value of leaf `value`
+    /// in `frame`, or its rollup; a rollup drops the rest of the rolled-up
+    /// subtree from the stack (its levels are the top ones: a rollup is
+    /// inherited by every level below the node that started it).
+    fn emit(
+        &mut self,
+        frame: usize,
+        rollup: Option<usize>,
+        value: Option<node::Leaf>,
+    ) -> std::result::Result<Step, Abort> {
+        match (rollup, value) {
+            (Some(n), _) => {
+                self.out.push_common(&self.path[..n]);
+                while let Some(l) = self.stack.last() {
+                    if l.ctx.rollup.is_none() {
+                        break;
+                    }
+                    self.kids.truncate(l.first);
+                    self.stack.pop();
+                }
             }
-            None => {
-                self.out.push(Item::Key(self.path.clone(), value));
-                false
+            (None, Some(l)) => {
+                let f = self.frames.frame(frame);
+                self.out
+                    .push_key(&self.path, f, l.value_at(), l.value_len)
+                    .map_err(|c| self.frames.fail(frame, c))?;
+            }
+            (None, None) => return Ok(Step::Go),
+        }
+        Ok(if self.out.len() >= self.q.limit {
+            Step::Full
+        } else {
+            Step::Go
+        })
+    }
+
+    fn tick(&mut self) -> std::result::Result<(), Abort> {
+        self.visits += 1;
+        if self.visits > VISIT_BUDGET {
+            return Err(self.frames.abort(crate::api::errors::Error::node_corrupt(
+                "range walk does not end",
+            )));
+        }
+        Ok(())
+    }
+
+    /// Visits the node at `ptr` in `frame`, reached with the path cut to
+    /// `base` plus the branch `byte`: follows links, emits the node's own
+    /// key if it qualifies, and pushes an inner node's children.
+    fn visit(
+        &mut self,
+        core: &Core,
+        mut frame: usize,
+        mut ptr: u32,
+        base: usize,
+        byte: Option<u8>,
+        ctx: Ctx,
+    ) -> std::result::Result<Step, Abort> {
+        self.path.truncate(base);
+        if let Some(b) = byte {
+            self.path.push(b);
+        }
+        loop {
+            self.tick()?;
+            let f = self.frames.frame(frame);
+            match node::decode(f, ptr).map_err(|c| self.frames.fail(frame, c))? {
+                Node::Link(l) => {
+                    if byte.is_none() {
+                        return Err(self
+                            .frames
+                            .fail(frame, Corrupt("link outside a child slot")));
+                    }
+                    if core.bm.cached(&l.guid).is_none() {
+                        self.load_siblings(core, frame, l.guid);
+                    }
+                    let child = core.bm.pin(&l.guid).map_err(|e| self.frames.abort(e))?;
+                    let ci = self.frames.enter(child)?;
+                    let cf = self.frames.frame(ci);
+                    crate::tree::read::check_link_target(
+                        self.frames.held[ci].blob(),
+                        header::depth(cf),
+                        header::is_fan(cf),
+                        self.path.len(),
+                        false,
+                    )
+                    .map_err(|e| self.frames.abort(e))?;
+                    // The child is a fan frame: look the branch byte up
+                    // again in its fan node. The subtree found there sits
+                    // at this same position (the byte is classified below).
+                    let found = crate::tree::read::fan_entry(cf, &self.path, self.path.len())
+                        .map_err(|c| self.frames.fail(ci, c))?;
+                    match found.filter(|&r| r != 0) {
+                        Some(r) => (frame, ptr) = (ci, r),
+                        None => return Ok(Step::Go),
+                    }
+                }
+                Node::Leaf(l) => {
+                    f.read_into(l.suffix_at(), l.suffix_len, &mut self.path)
+                        .map_err(|c| self.frames.fail(frame, c))?;
+                    return match self.advance(&ctx, base) {
+                        (Verdict::Skip, _) => Ok(Step::Go),
+                        (Verdict::Stop, _) => Ok(Step::Done),
+                        (Verdict::Go(lo, pre), rollup) => {
+                            if self.own_key_qualifies(lo, pre) {
+                                self.emit(frame, rollup, Some(l))
+                            } else {
+                                Ok(Step::Go)
+                            }
+                        }
+                    };
+                }
+                Node::Inner(n) => return self.inner(frame, n, base, ctx),
             }
         }
+    }
+
+    fn inner(
+        &mut self,
+        frame: usize,
+        n: node::Inner,
+        base: usize,
+        ctx: Ctx,
+    ) -> std::result::Result<Step, Abort> {
+        let f = self.frames.frame(frame);
+        f.read_into(n.prefix_at(), n.prefix_len, &mut self.path)
+            .map_err(|c| self.frames.fail(frame, c))?;
+        let (v, rollup) = self.advance(&ctx, base);
+        let (lo, pre) = match v {
+            Verdict::Skip => return Ok(Step::Go),
+            Verdict::Stop => return Ok(Step::Done),
+            Verdict::Go(lo, pre) => (lo, pre),
+        };
+        if n.value != 0 && self.own_key_qualifies(lo, pre) {
+            let leaf = match rollup {
+                Some(_) => None,
+                None => {
+                    Some(node::decode_leaf(f, n.value).map_err(|c| self.frames.fail(frame, c))?)
+                }
+            };
+            match self.emit(frame, rollup, leaf)? {
+                Step::Go if rollup.is_none() => {}
+                step => return Ok(step),
+            }
+        }
+        // Where the children start.
+        let len = self.path.len();
+        let mut next = 0usize;
+        if pre == Pre::Before {
+            next = usize::from(self.q.prefix[len]);
+        }
+        if lo == Lo::Tight {
+            match self.q.lower.bytes().get(len) {
+                Some(&x) => next = next.max(usize::from(x)),
+                None => {
+                    if matches!(self.q.lower, Lower::ExcludePrefix(_)) {
+                        return Ok(Step::Go);
+                    }
+                }
+            }
+        }
+        let first = self.kids.len();
+        let resume = self.read_kids(frame, &n, next)?;
+        self.stack.push(Level {
+            frame,
+            node: n,
+            resume,
+            at: len,
+            first,
+            next: first,
+            end: self.kids.len(),
+            ctx: Ctx { lo, pre, rollup },
+        });
+        Ok(Step::Go)
+    }
+
+    /// The walk is about to load the cold frame `guid`, linked from a child
+    /// of the node on top of the stack. The links among the siblings it
+    /// visits next (the rest of that node's child chunk, no more than
+    /// entries are still wanted) mostly lead to cold frames too: they are
+    /// loaded with it in one backend batch (one io_uring submission) and
+    /// pinned until the batch ends. Best effort: a sibling read torn by a
+    /// writer only costs a wasted or failed prefetch; the walk validates
+    /// and loads what it really visits itself.
+    fn load_siblings(&mut self, core: &Core, frame: usize, guid: crate::store::BlobGuid) {
+        let Some(top) = self.stack.last().filter(|t| t.frame == frame) else {
+            return;
+        };
+        let want = self.q.limit.saturating_sub(self.out.len());
+        let f = self.frames.frame(frame);
+        let mut guids = vec![guid];
+        for &(_, c) in self.kids[top.next..top.end].iter().take(want) {
+            if let Ok(Node::Link(l)) = node::decode(f, c) {
+                if !guids.contains(&l.guid) {
+                    guids.push(l.guid);
+                }
+            }
+        }
+        if guids.len() > 1 {
+            self.prefetched.extend(core.bm.prefetch(&guids));
+        }
+    }
+
+    /// Appends the next chunk of `n`'s children from byte `from` to
+    /// `kids` and prefetches the first few. Returns where to resume.
+    fn read_kids(
+        &mut self,
+        frame: usize,
+        n: &node::Inner,
+        from: usize,
+    ) -> std::result::Result<usize, Abort> {
+        let first = self.kids.len();
+        let f = self.frames.frame(frame);
+        let resume = node::children_from(f, n, from, KIDS_CHUNK, &mut self.kids)
+            .map_err(|c| self.frames.fail(frame, c))?;
+        for &(_, c) in self.kids[first..].iter().take(PREFETCH_AHEAD) {
+            prefetch_node(f, c);
+        }
+        Ok(resume)
     }
 
     /// Walks one batch. `Ok(true)`: the tree has no entries past the batch.
     fn run(&mut self, core: &Core) -> std::result::Result<bool, Abort> {
         let root = self.frames.enter(Arc::clone(&core.root))?;
         let r = header::root(self.frames.frame(root)).map_err(|c| self.frames.fail(root, c))?;
-        let lo = Lo::Tight;
-        let pre = if self.q.prefix.is_empty() {
-            Pre::Within
-        } else {
-            Pre::Before
-        };
+        if r == 0 {
+            return Ok(true);
+        }
         let ctx0 = Ctx {
-            lo,
-            pre,
+            lo: Lo::Tight,
+            pre: if self.q.prefix.is_empty() {
+                Pre::Within
+            } else {
+                Pre::Before
+            },
             rollup: None,
         };
-        let mut stack = Vec::new();
-        if r != 0 {
-            stack.push(Work::Node {
-                frame: root,
-                ptr: r,
-                base: 0,
-                byte: None,
-                ctx: ctx0,
-            });
-        }
-        let mut visits = 0usize;
-        while let Some(w) = stack.pop() {
-            visits += 1;
-            if visits > VISIT_BUDGET {
-                return Err(self.frames.abort(crate::api::errors::Error::node_corrupt(
-                    "range walk does not end",
-                )));
+        let mut step = self.visit(core, root, r, 0, None, ctx0)?;
+        loop {
+            match step {
+                Step::Done => return Ok(true),
+                Step::Full => return Ok(false),
+                Step::Go => {}
             }
-            match w {
-                Work::Kids {
-                    frame,
-                    ptr,
-                    at,
-                    next,
-                    ctx,
-                } => {
-                    let f = self.frames.frame(frame);
-                    let n = match node::decode(f, ptr) {
-                        Ok(Node::Inner(n)) => n,
-                        Ok(_) => {
-                            return Err(self
-                                .frames
-                                .fail(frame, Corrupt("children of a non-inner node")))
-                        }
-                        Err(c) => return Err(self.frames.fail(frame, c)),
-                    };
-                    match node::next_child(f, &n, next) {
-                        Err(c) => return Err(self.frames.fail(frame, c)),
-                        Ok(None) => {}
-                        Ok(Some((b, c))) => {
-                            stack.push(Work::Kids {
-                                frame,
-                                ptr,
-                                at,
-                                next: usize::from(b) + 1,
-                                ctx,
-                            });
-                            stack.push(Work::Node {
-                                frame,
-                                ptr: c,
-                                base: at,
-                                byte: Some(b),
-                                ctx,
-                            });
-                        }
-                    }
+            let Some(top) = self.stack.last_mut() else {
+                return Ok(true);
+            };
+            if top.next == top.end {
+                let (first, frame, node, resume) = (top.first, top.frame, top.node, top.resume);
+                self.kids.truncate(first);
+                if resume >= 256 {
+                    self.stack.pop();
+                    continue;
                 }
-                Work::Node {
-                    frame,
-                    ptr,
-                    base,
-                    byte,
-                    ctx,
-                } => {
-                    self.path.truncate(base);
-                    if let Some(b) = byte {
-                        self.path.push(b);
-                    }
-                    let f = self.frames.frame(frame);
-                    let n = node::decode(f, ptr).map_err(|c| self.frames.fail(frame, c))?;
-                    match n {
-                        Node::Link(l) => {
-                            let child = match core.bm.pin(&l.guid) {
-                                Ok(c) => c,
-                                Err(e) => {
-                                    return Err(self.frames.abort(e));
-                                }
-                            };
-                            let ci = self.frames.enter(child)?;
-                            {
-                                let cf = self.frames.frame(ci);
-                                let ok = crate::tree::read::check_link_target(
-                                    self.frames.held[ci].blob(),
-                                    header::depth(cf),
-                                    header::is_fan(cf),
-                                    self.path.len(),
-                                    false,
-                                );
-                                if let Err(e) = ok {
-                                    return Err(self.frames.abort(e));
-                                }
-                            }
-                            // The child is a fan frame: look the branch
-                            // byte up again in its fan node. The subtree
-                            // found there sits at this same position (the
-                            // byte is classified by `advance` when visited).
-                            let cf = self.frames.frame(ci);
-                            let found =
-                                crate::tree::read::fan_entry(cf, &self.path, self.path.len())
-                                    .map_err(|c| self.frames.fail(ci, c))?;
-                            if byte.is_none() {
-                                return Err(self
-                                    .frames
-                                    .fail(frame, Corrupt("link outside a child slot")));
-                            }
-                            if let Some(cr) = found.filter(|&r| r != 0) {
-                                stack.push(Work::Node {
-                                    frame: ci,
-                                    ptr: cr,
-                                    base,
-                                    byte,
-                                    ctx,
-                                });
-                            }
-                        }
-                        Node::Leaf(l) => {
-                            let from = base;
-                            f.read_into(l.suffix_at(), l.suffix_len, &mut self.path)
-                                .map_err(|c| self.frames.fail(frame, c))?;
-                            let (v, rollup) = self.advance(&ctx, from);
-                            match v {
-                                Verdict::Skip => {}
-                                Verdict::Stop => return Ok(true),
-                                Verdict::Go(lo, pre) => {
-                                    if self.own_key_qualifies(lo, pre) {
-                                        let mut value = Vec::new();
-                                        if rollup.is_none() {
-                                            let f = self.frames.frame(frame);
-                                            f.read_into(l.value_at(), l.value_len, &mut value)
-                                                .map_err(|c| self.frames.fail(frame, c))?;
-                                        }
-                                        if self.emit(rollup, value) {
-                                            while stack.last().is_some_and(Work::rollup) {
-                                                stack.pop();
-                                            }
-                                        }
-                                        if self.out.len() >= self.q.limit {
-                                            return Ok(false);
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                        Node::Inner(n) => {
-                            let from = base;
-                            f.read_into(n.prefix_at(), n.prefix_len, &mut self.path)
-                                .map_err(|c| self.frames.fail(frame, c))?;
-                            let (v, rollup) = self.advance(&ctx, from);
-                            let (lo, pre) = match v {
-                                Verdict::Skip => continue,
-                                Verdict::Stop => return Ok(true),
-                                Verdict::Go(lo, pre) => (lo, pre),
-                            };
-                            if n.value != 0 && self.own_key_qualifies(lo, pre) {
-                                let mut value = Vec::new();
-                                if rollup.is_none() {
-                                    let f = self.frames.frame(frame);
-                                    let l = node::decode_leaf(f, n.value)
-                                        .map_err(|c| self.frames.fail(frame, c))?;
-                                    f.read_into(l.value_at(), l.value_len, &mut value)
-                                        .map_err(|c| self.frames.fail(frame, c))?;
-                                }
-                                if self.emit(rollup, value) {
-                                    while stack.last().is_some_and(Work::rollup) {
-                                        stack.pop();
-                                    }
-                                    if self.out.len() >= self.q.limit {
-                                        return Ok(false);
-                                    }
-                                    continue;
-                                }
-                                if self.out.len() >= self.q.limit {
-                                    return Ok(false);
-                                }
-                            }
-                            // Where the children start.
-                            let len = self.path.len();
-                            let mut next = 0usize;
-                            if pre == Pre::Before {
-                                next = usize::from(self.q.prefix[len]);
-                            }
-                            if lo == Lo::Tight {
-                                let b = self.q.lower.bytes();
-                                match b.get(len) {
-                                    Some(&x) => next = next.max(usize::from(x)),
-                                    None => {
-                                        if matches!(self.q.lower, Lower::ExcludePrefix(_)) {
-                                            continue;
-                                        }
-                                    }
-                                }
-                            }
-                            let ctx = Ctx { lo, pre, rollup };
-                            stack.push(Work::Kids {
-                                frame,
-                                ptr,
-                                at: len,
-                                next,
-                                ctx,
-                            });
-                        }
-                    }
-                }
+                let resume = self.read_kids(frame, &node, resume)?;
+                let Some(top) = self.stack.last_mut() else {
+                    return Ok(true);
+                };
+                (top.next, top.end, top.resume) = (first, self.kids.len(), resume);
+                continue;
             }
+            let (b, c) = self.kids[top.next];
+            top.next += 1;
+            let ahead = top.next + PREFETCH_AHEAD - 1;
+            let (frame, at, ctx) = (top.frame, top.at, top.ctx);
+            if ahead < top.end {
+                prefetch_node(self.frames.frame(frame), self.kids[ahead].1);
+            }
+            step = self.visit(core, frame, c, at, Some(b), ctx)?;
         }
-        Ok(true)
     }
 }
 
 impl Core {
-    /// Collects the next batch of entries. Returns the entries and whether
-    /// the tree holds nothing past them.
-    pub(crate) fn range_batch(&self, q: &Query<'_>) -> Result<(Vec<Item>, bool)> {
+    /// Collects the next batch of entries into `out` (cleared first).
+    /// Returns whether the tree holds nothing past them.
+    pub(crate) fn range_batch(&self, q: &Query<'_>, out: &mut Batch) -> Result<bool> {
         let mut attempt = 0usize;
         loop {
+            out.clear();
             let shared = attempt >= OPTIMISTIC_ATTEMPTS;
+            let mut sc = std::mem::take(&mut out.scratch);
+            sc.path.clear();
+            sc.kids.clear();
+            sc.stack.clear();
             let mut w = Walker {
                 q,
                 frames: Frames {
                     held: Vec::new(),
                     shared,
                 },
-                path: Vec::new(),
-                out: Vec::new(),
+                path: sc.path,
+                kids: sc.kids,
+                stack: sc.stack,
+                out: &mut *out,
+                visits: 0,
+                prefetched: Vec::new(),
             };
             let res = w.run(self);
             let valid = w.frames.all_valid();
+            let (path, kids, stack) = (w.path, w.kids, w.stack);
+            out.scratch = Scratch { path, kids, stack };
             match res {
-                Ok(done) if valid => return Ok((w.out, done)),
+                Ok(done) if valid => return Ok(done),
                 Err(Abort::Fail(e)) => return Err(e),
                 _ => {
                     self.bm.counters.restarts.add(1);
