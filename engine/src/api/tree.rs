@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::api::config::{Storage, TreeConfig};
 use crate::api::errors::{Error, Result};
 use crate::api::range::RangeBuilder;
-use crate::api::stats::TreeStats;
+use crate::api::stats::{TreeStats, WalStats};
 use crate::api::txn::{BatchOp, TxnBatch};
 use crate::buffer::BufferManager;
 use crate::checkpoint::{Checkpointer, Counters as CkptCounters};
@@ -734,6 +734,21 @@ impl Tree {
     #[must_use]
     pub fn io_stats(&self) -> Option<IoStats> {
         self.inner.durable.as_ref().map(|d| d.io.clone())
+    }
+
+    /// Cumulative WAL counters since open (records, fdatasyncs, commits
+    /// that waited for durability); `None` without a WAL (memory mode and
+    /// caller backends). See [`WalStats`] for an example.
+    #[must_use]
+    pub fn wal_stats(&self) -> Option<WalStats> {
+        self.inner.durable.as_ref().map(|d| {
+            let c = d.wal.counters();
+            WalStats {
+                records: c.records.load(Ordering::Relaxed),
+                syncs: c.syncs.load(Ordering::Relaxed),
+                sync_commits: c.sync_commits.load(Ordering::Relaxed),
+            }
+        })
     }
 
     /// Repacks every frame and folds child frames that fit back into their
