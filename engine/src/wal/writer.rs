@@ -68,6 +68,9 @@ struct State {
     synced: u64,
     /// Bytes of the active file known durable (covered by a sync).
     synced_len: u64,
+    /// The active file's directory entry is known durable; until then the
+    /// first sync of a record syncs the directory too.
+    dir_synced: bool,
     /// A leader is writing outside the mutex (or gathering).
     leader: bool,
     /// Threads parked until the current leader's round ends.
@@ -138,27 +141,42 @@ fn fresh_buf() -> Vec<u8> {
 
 impl Wal {
     /// Opens the active file for appending at `len` (after recovery cut
-    /// any torn tail), continuing at `next_seq`.
+    /// any torn tail), continuing at `next_seq`. `existing` is the active
+    /// file as recovery opened it, if there was one.
+    ///
+    /// Records an earlier process left may sit in the page cache only:
+    /// they are synced now, so the batch markers written from now on can
+    /// vouch for them. An empty (or new) file has nothing to vouch for,
+    /// and the open does no I/O for it: the sync of its directory entry
+    /// waits for the first sync of a record (a creator that crashed before
+    /// syncing the directory left the file empty, so a non-empty file's
+    /// entry is durable already). A read-only session after a clean close
+    /// thus pays no sync at open.
     pub(crate) fn open(
         dir: &Path,
         driver: Arc<dyn IoDriver>,
+        existing: Option<Arc<dyn IoFile>>,
         len: u64,
         next_seq: u64,
         retired: Vec<(u64, PathBuf)>,
     ) -> Result<Self> {
-        let file = driver
-            .open(
-                &dir.join(ACTIVE),
-                OpenOptions {
-                    create: true,
-                    direct: false,
-                },
-            )
-            .map_err(io)?;
-        // What an earlier process left may sit in the page cache only: make
-        // it durable so the batch markers written from now on vouch for it.
-        file.sync_data().map_err(io)?;
-        driver.sync_dir(dir).map_err(io)?;
+        let file = match existing {
+            Some(f) => f,
+            None => driver
+                .open(
+                    &dir.join(ACTIVE),
+                    OpenOptions {
+                        create: true,
+                        direct: false,
+                    },
+                )
+                .map_err(io)?,
+        };
+        let dir_synced = len > 0;
+        if len > 0 {
+            file.sync_data().map_err(io)?;
+            driver.sync_dir(dir).map_err(io)?;
+        }
         let last = next_seq.saturating_sub(1);
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -171,6 +189,7 @@ impl Wal {
                 written: last,
                 synced: last,
                 synced_len: len,
+                dir_synced,
                 leader: false,
                 parked: Vec::new(),
                 crowd: 0,
@@ -324,6 +343,7 @@ impl Wal {
             let upto = st.next_seq - 1;
             let off = st.file_len;
             let file = Arc::clone(&st.file);
+            let sync_dir = sync && !st.dir_synced;
             drop(st);
             // Which stage failed matters: a write refused for lack of space
             // changed nothing durable and can be retried once space
@@ -342,6 +362,9 @@ impl Wal {
                     file.sync_data()?;
                     synced_in = t.elapsed();
                 }
+                if sync_dir {
+                    self.driver.sync_dir(&self.dir)?;
+                }
                 Ok(())
             })();
             st = self.lock();
@@ -352,6 +375,7 @@ impl Wal {
                     }
                     st.written = st.written.max(upto);
                     if sync {
+                        st.dir_synced |= sync_dir;
                         st.synced = st.synced.max(upto);
                         st.synced_len = st.file_len;
                         st.last_sync = synced_in;
@@ -468,6 +492,7 @@ impl Wal {
                     st.file = f;
                     st.file_len = 0;
                     st.synced_len = 0;
+                    st.dir_synced = true;
                     st.retired.push((upto, retired));
                 }
                 if st.buf.len() == record::MARKER_LEN {
