@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 //! Group commit: with `wal_sync_on_commit(true)`, concurrent committers
 //! share fdatasyncs.
 //!

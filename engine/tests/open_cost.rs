@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 //! What an open costs in I/O after a clean close, and the durability the
 //! deferred WAL work still gives.
 //!
