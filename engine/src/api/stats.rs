@@ -68,3 +68,32 @@ pub struct CheckpointerStats {
     /// Cold frames evicted from the cache.
     pub evictions: u64,
 }
+
+/// Cumulative write-ahead-log counters of a persistent tree since it was
+/// opened ([`Tree::wal_stats`](crate::Tree::wal_stats)).
+///
+/// With `wal_sync_on_commit(true)`, `syncs / sync_commits` tells how well
+/// group commit works: about 1 when every commit pays its own fdatasync,
+/// about 1/N when N concurrent committers share each one.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let tree = holt::TreeBuilder::new(dir.path()).wal_sync_on_commit(true).open()?;
+/// tree.put(b"k", b"v")?;
+/// let w = tree.wal_stats().expect("persistent trees have a WAL");
+/// assert_eq!(w.records, 1);
+/// assert_eq!(w.sync_commits, 1);
+/// assert!(w.syncs >= 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WalStats {
+    /// Records appended (one per logged write, `txn` or `rename`).
+    pub records: u64,
+    /// fdatasync calls on the WAL (commits, checkpoint rotations, close).
+    pub syncs: u64,
+    /// Callers that waited for their records to be durable (each commit
+    /// with `wal_sync_on_commit(true)`, and the final drain at close).
+    pub sync_commits: u64,
+}

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::api::config::{Storage, TreeConfig};
 use crate::api::errors::{Error, Result};
 use crate::api::range::RangeBuilder;
-use crate::api::stats::TreeStats;
+use crate::api::stats::{TreeStats, WalStats};
 use crate::api::txn::{BatchOp, TxnBatch};
 use crate::buffer::BufferManager;
 use crate::checkpoint::{Checkpointer, Counters as CkptCounters};
@@ -106,7 +106,12 @@ fn default_driver() -> (Arc<dyn IoDriver>, IoStats) {
     }
     #[cfg(feature = "io-uring")]
     {
-        let (driver, info) = holt_backend_uring::best_driver();
+        // The probe sets up and tears down a ring and reads a sysctl
+        // (~0.1-1 ms): once per process is enough, and the driver it
+        // returns holds no per-tree state.
+        static BEST: std::sync::OnceLock<(Arc<dyn IoDriver>, holt_backend_uring::DriverInfo)> =
+            std::sync::OnceLock::new();
+        let (driver, info) = BEST.get_or_init(holt_backend_uring::best_driver).clone();
         let stats = IoStats {
             driver: info.name,
             fallback_reason: info.fallback_reason,
@@ -428,7 +433,14 @@ impl Tree {
             last = rec.seq;
         }
         let retired = scanned.retired.clone();
-        let wal = Wal::open(dir, driver, scanned.active_len, max_seen + 1, retired)?;
+        let wal = Wal::open(
+            dir,
+            driver,
+            scanned.active_file.clone(),
+            scanned.active_len,
+            max_seen + 1,
+            retired,
+        )?;
         let tree = Self::assemble(cfg, core, false, false, Some(Durable { wal, store, io }))?;
         if gap {
             // Records past a gap are not part of any prefix: a checkpoint
@@ -734,6 +746,21 @@ impl Tree {
     #[must_use]
     pub fn io_stats(&self) -> Option<IoStats> {
         self.inner.durable.as_ref().map(|d| d.io.clone())
+    }
+
+    /// Cumulative WAL counters since open (records, fdatasyncs, commits
+    /// that waited for durability); `None` without a WAL (memory mode and
+    /// caller backends). See [`WalStats`] for an example.
+    #[must_use]
+    pub fn wal_stats(&self) -> Option<WalStats> {
+        self.inner.durable.as_ref().map(|d| {
+            let c = d.wal.counters();
+            WalStats {
+                records: c.records.load(Ordering::Relaxed),
+                syncs: c.syncs.load(Ordering::Relaxed),
+                sync_commits: c.sync_commits.load(Ordering::Relaxed),
+            }
+        })
     }
 
     /// Repacks every frame and folds child frames that fit back into their

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use holt_backend_sync::{IoDriver, OpenOptions};
+use holt_backend_sync::{IoDriver, IoFile, OpenOptions};
 
 use super::record::{self, Record};
 use super::writer::{retired_seq, ACTIVE};
@@ -29,6 +29,9 @@ pub(crate) struct Scanned {
     /// torn tail must be cut).
     pub(crate) active_file_len: u64,
     pub(crate) retired: Vec<(u64, PathBuf)>,
+    /// The active file as opened for reading, handed on to the writer so
+    /// the open does not open it twice.
+    pub(crate) active_file: Option<Arc<dyn IoFile>>,
 }
 
 fn io(e: std::io::Error) -> Error {
@@ -76,8 +79,8 @@ fn parse(bytes: &[u8], active: bool, out: &mut Vec<Record>) -> Result<usize> {
     Ok(off)
 }
 
-fn read_all(driver: &Arc<dyn IoDriver>, path: &Path) -> Result<Vec<u8>> {
-    let f = driver
+fn open_read(driver: &Arc<dyn IoDriver>, path: &Path) -> Result<Arc<dyn IoFile>> {
+    driver
         .open(
             path,
             OpenOptions {
@@ -85,11 +88,16 @@ fn read_all(driver: &Arc<dyn IoDriver>, path: &Path) -> Result<Vec<u8>> {
                 direct: false,
             },
         )
-        .map_err(io)?;
+        .map_err(io)
+}
+
+fn read_all(f: &dyn IoFile) -> Result<Vec<u8>> {
     let len = f.len().map_err(io)?;
     let len = usize::try_from(len).map_err(|_| Error::Internal("WAL file larger than memory"))?;
     let mut buf = vec![0u8; len];
-    f.read_at(&mut buf, 0).map_err(io)?;
+    if len > 0 {
+        f.read_at(&mut buf, 0).map_err(io)?;
+    }
     Ok(buf)
 }
 
@@ -110,20 +118,24 @@ pub(crate) fn scan(dir: &Path, driver: &Arc<dyn IoDriver>) -> Result<Scanned> {
     retired.sort();
     let mut records = Vec::new();
     for (_, path) in &retired {
-        let bytes = read_all(driver, path)?;
+        let bytes = read_all(&*open_read(driver, path)?)?;
         parse(&bytes, false, &mut records)?;
     }
     let (mut active_len, mut active_file_len) = (0, 0);
+    let mut active_file = None;
     if let Some(path) = active {
-        let bytes = read_all(driver, &path)?;
+        let f = open_read(driver, &path)?;
+        let bytes = read_all(&*f)?;
         active_file_len = bytes.len() as u64;
         active_len = parse(&bytes, true, &mut records)? as u64;
+        active_file = Some(f);
     }
     Ok(Scanned {
         records,
         active_len,
         active_file_len,
         retired,
+        active_file,
     })
 }
 

@@ -9,12 +9,25 @@
 //! writers who arrive meanwhile append to the fresh buffer and wait, and
 //! the next leader takes all of them in one write and one sync.
 //!
+//! Gathering (sync mode): committers block until a sync covers them, so
+//! with N threads the ones released by a sync come back with new records
+//! just after the next leader took the buffer, and syncs would alternate
+//! between two halves of the crowd. A leader about to sync therefore
+//! waits, before taking the buffer, until as many records are pending as
+//! there were committers around the previous sync (the *crowd*), or for
+//! at most half the previous sync's duration ([`MAX_GATHER`] at most).
+//! A lone committer has a crowd of one and never waits; a crowd that
+//! stops coming back shrinks at the next sync.
+//!
 //! After a failed write or sync the WAL is *poisoned*: an fsync that
 //! failed may have dropped dirty pages for good, so nothing more is
 //! appended until the tree is reopened.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 use holt_backend_sync::{IoDriver, IoFile, OpenOptions};
 
@@ -25,6 +38,9 @@ use crate::api::errors::{Error, Result};
 pub(crate) const DRAIN_AT: usize = 64 * 1024;
 
 pub(crate) const ACTIVE: &str = "journal.wal";
+
+/// Upper bound of a leader's wait for the crowd (see the module docs).
+pub(crate) const MAX_GATHER: Duration = Duration::from_millis(2);
 
 /// Name of a retired WAL file whose last record has seq `last`.
 pub(crate) fn retired_name(last: u64) -> String {
@@ -52,8 +68,20 @@ struct State {
     synced: u64,
     /// Bytes of the active file known durable (covered by a sync).
     synced_len: u64,
-    /// A leader is writing outside the mutex.
+    /// The active file's directory entry is known durable; until then the
+    /// first sync of a record syncs the directory too.
+    dir_synced: bool,
+    /// A leader is writing outside the mutex (or gathering).
     leader: bool,
+    /// Threads parked until the current leader's round ends.
+    parked: Vec<Thread>,
+    /// `Wal::sync_waiters` when the last sync finished: the committers
+    /// expected back for the next one.
+    crowd: usize,
+    /// Duration of the last sync; bounds the gathering wait.
+    last_sync: Duration,
+    /// A leader waits on `gather` for the pending count to reach `crowd`.
+    gathering: bool,
     poisoned: bool,
     /// Retired files not yet covered by a durable checkpoint: (last seq, path).
     retired: Vec<(u64, PathBuf)>,
@@ -63,7 +91,28 @@ pub(crate) struct Wal {
     dir: PathBuf,
     driver: Arc<dyn IoDriver>,
     state: Mutex<State>,
-    cond: Condvar,
+    /// Wakes a gathering leader when an append completes the crowd.
+    gather: Condvar,
+    /// Rounds ended so far; changed only under `state`, read by parked
+    /// threads without it.
+    epoch: AtomicU64,
+    /// Mirror of `State::synced`, stored before `epoch` moves: a parked
+    /// committer whose record is covered returns without the mutex, so
+    /// the end of a round wakes no convoy on it.
+    synced: AtomicU64,
+    /// Callers inside `drain` with `sync` (waiting or leading).
+    sync_waiters: AtomicUsize,
+    /// Mirror of `State::poisoned` for the writers' lock-free check.
+    poisoned: AtomicBool,
+    counters: Counters,
+}
+
+/// Cumulative WAL counters ([`crate::Tree::wal_stats`]).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) records: AtomicU64,
+    pub(crate) syncs: AtomicU64,
+    pub(crate) sync_commits: AtomicU64,
 }
 
 impl std::fmt::Debug for Wal {
@@ -78,6 +127,11 @@ fn io(e: std::io::Error) -> Error {
     Error::BackendIo(e)
 }
 
+/// Records appended and not yet covered by a sync.
+fn pending(st: &State) -> usize {
+    usize::try_from(st.next_seq - 1 - st.synced).unwrap_or(usize::MAX)
+}
+
 /// A write buffer with room reserved for the batch marker at its front.
 fn fresh_buf() -> Vec<u8> {
     let mut b = Vec::with_capacity(DRAIN_AT * 2);
@@ -87,27 +141,42 @@ fn fresh_buf() -> Vec<u8> {
 
 impl Wal {
     /// Opens the active file for appending at `len` (after recovery cut
-    /// any torn tail), continuing at `next_seq`.
+    /// any torn tail), continuing at `next_seq`. `existing` is the active
+    /// file as recovery opened it, if there was one.
+    ///
+    /// Records an earlier process left may sit in the page cache only:
+    /// they are synced now, so the batch markers written from now on can
+    /// vouch for them. An empty (or new) file has nothing to vouch for,
+    /// and the open does no I/O for it: the sync of its directory entry
+    /// waits for the first sync of a record (a creator that crashed before
+    /// syncing the directory left the file empty, so a non-empty file's
+    /// entry is durable already). A read-only session after a clean close
+    /// thus pays no sync at open.
     pub(crate) fn open(
         dir: &Path,
         driver: Arc<dyn IoDriver>,
+        existing: Option<Arc<dyn IoFile>>,
         len: u64,
         next_seq: u64,
         retired: Vec<(u64, PathBuf)>,
     ) -> Result<Self> {
-        let file = driver
-            .open(
-                &dir.join(ACTIVE),
-                OpenOptions {
-                    create: true,
-                    direct: false,
-                },
-            )
-            .map_err(io)?;
-        // What an earlier process left may sit in the page cache only: make
-        // it durable so the batch markers written from now on vouch for it.
-        file.sync_data().map_err(io)?;
-        driver.sync_dir(dir).map_err(io)?;
+        let file = match existing {
+            Some(f) => f,
+            None => driver
+                .open(
+                    &dir.join(ACTIVE),
+                    OpenOptions {
+                        create: true,
+                        direct: false,
+                    },
+                )
+                .map_err(io)?,
+        };
+        let dir_synced = len > 0;
+        if len > 0 {
+            file.sync_data().map_err(io)?;
+            driver.sync_dir(dir).map_err(io)?;
+        }
         let last = next_seq.saturating_sub(1);
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -120,11 +189,21 @@ impl Wal {
                 written: last,
                 synced: last,
                 synced_len: len,
+                dir_synced,
                 leader: false,
+                parked: Vec::new(),
+                crowd: 0,
+                last_sync: Duration::ZERO,
+                gathering: false,
                 poisoned: false,
                 retired,
             }),
-            cond: Condvar::new(),
+            gather: Condvar::new(),
+            epoch: AtomicU64::new(0),
+            synced: AtomicU64::new(last),
+            sync_waiters: AtomicUsize::new(0),
+            poisoned: AtomicBool::new(false),
+            counters: Counters::default(),
         })
     }
 
@@ -140,7 +219,7 @@ impl Wal {
     }
 
     pub(crate) fn is_poisoned(&self) -> bool {
-        self.lock().poisoned
+        self.poisoned.load(Ordering::Acquire)
     }
 
     /// Appends one record and returns its seq. In buffered mode the
@@ -154,8 +233,12 @@ impl Wal {
             let seq = st.next_seq;
             st.next_seq += 1;
             record::encode(seq, ops, &mut st.buf);
+            if st.gathering && pending(&st) >= st.crowd {
+                self.gather.notify_one();
+            }
             (seq, buffered && st.buf.len() >= DRAIN_AT && !st.leader)
         };
+        self.counters.records.fetch_add(1, Ordering::Relaxed);
         if drain {
             self.drain(seq, false)?;
         }
@@ -166,6 +249,74 @@ impl Wal {
     /// disk (`sync` true), sharing the write and the sync with every
     /// writer waiting at the same time.
     pub(crate) fn drain(&self, seq: u64, sync: bool) -> Result<()> {
+        if !sync {
+            return self.drain_inner(seq, false);
+        }
+        self.counters.sync_commits.fetch_add(1, Ordering::Relaxed);
+        self.sync_waiters.fetch_add(1, Ordering::Relaxed);
+        let res = self.drain_inner(seq, true);
+        self.sync_waiters.fetch_sub(1, Ordering::Relaxed);
+        res
+    }
+
+    /// Parks the caller until the current leader's round ends (`st.leader`
+    /// is set). Registration happens under the mutex, and the round's end
+    /// moves `epoch` and takes the whole list under it, so no wake-up is
+    /// lost.
+    fn park_until_round_ends(&self, mut st: MutexGuard<'_, State>) {
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        st.parked.push(std::thread::current());
+        drop(st);
+        while self.epoch.load(Ordering::Acquire) == epoch {
+            std::thread::park();
+        }
+    }
+
+    /// Ends the leader's round: publishes `synced`, moves `epoch` and
+    /// wakes every parked thread.
+    /// The wake-ups come after the mutex is released: woken committers
+    /// append again at once and would queue on it.
+    fn end_round(&self, mut st: MutexGuard<'_, State>) {
+        st.leader = false;
+        self.synced.store(st.synced, Ordering::Relaxed);
+        self.epoch.fetch_add(1, Ordering::Release);
+        let parked = std::mem::take(&mut st.parked);
+        drop(st);
+        for t in parked {
+            t.unpark();
+        }
+    }
+
+    /// Refuses every later append (see the module docs).
+    fn poison(&self, st: &mut State) {
+        st.poisoned = true;
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// Before a sync: waits until the crowd's records are pending (see the
+    /// module docs), for at most half the last sync's duration.
+    fn gather_crowd<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        if st.crowd <= 1 || pending(&st) >= st.crowd {
+            return st;
+        }
+        let deadline = Instant::now() + (st.last_sync / 2).min(MAX_GATHER);
+        st.gathering = true;
+        while pending(&st) < st.crowd && !st.poisoned {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            st = self
+                .gather
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        st.gathering = false;
+        st
+    }
+
+    fn drain_inner(&self, seq: u64, sync: bool) -> Result<()> {
         let mut st = self.lock();
         loop {
             if st.poisoned {
@@ -175,24 +326,30 @@ impl Wal {
                 return Ok(());
             }
             if st.leader {
-                st = self
-                    .cond
-                    .wait(st)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                self.park_until_round_ends(st);
+                if sync && self.synced.load(Ordering::Acquire) >= seq {
+                    return Ok(());
+                }
+                st = self.lock();
                 continue;
             }
             st.leader = true;
+            if sync {
+                st = self.gather_crowd(st);
+            }
             let mut buf = std::mem::replace(&mut st.buf, fresh_buf());
             let has_records = buf.len() > record::MARKER_LEN;
             record::encode_marker(st.synced_len, &mut buf);
             let upto = st.next_seq - 1;
             let off = st.file_len;
             let file = Arc::clone(&st.file);
+            let sync_dir = sync && !st.dir_synced;
             drop(st);
             // Which stage failed matters: a write refused for lack of space
             // changed nothing durable and can be retried once space
             // returns; a failed sync may have lost pages for good.
             let mut wrote = true;
+            let mut synced_in = Duration::ZERO;
             let res = (|| -> std::io::Result<()> {
                 if has_records {
                     if let Err(e) = file.write_at(&buf, off) {
@@ -201,12 +358,16 @@ impl Wal {
                     }
                 }
                 if sync {
+                    let t = Instant::now();
                     file.sync_data()?;
+                    synced_in = t.elapsed();
+                }
+                if sync_dir {
+                    self.driver.sync_dir(&self.dir)?;
                 }
                 Ok(())
             })();
             st = self.lock();
-            st.leader = false;
             match res {
                 Ok(()) => {
                     if has_records {
@@ -214,8 +375,12 @@ impl Wal {
                     }
                     st.written = st.written.max(upto);
                     if sync {
+                        st.dir_synced |= sync_dir;
                         st.synced = st.synced.max(upto);
                         st.synced_len = st.file_len;
+                        st.last_sync = synced_in;
+                        st.crowd = self.sync_waiters.load(Ordering::Relaxed);
+                        self.counters.syncs.fetch_add(1, Ordering::Relaxed);
                     }
                     if st.buf.len() == record::MARKER_LEN {
                         // Keep the larger allocation for the next round.
@@ -230,17 +395,24 @@ impl Wal {
                     let newer = st.buf.split_off(record::MARKER_LEN);
                     buf.extend_from_slice(&newer);
                     st.buf = buf;
-                    self.cond.notify_all();
+                    self.end_round(st);
                     return Err(io(e));
                 }
                 Err(e) => {
-                    st.poisoned = true;
-                    self.cond.notify_all();
+                    self.poison(&mut st);
+                    self.end_round(st);
                     return Err(io(e));
                 }
             }
-            self.cond.notify_all();
+            // The leader's own record was in the buffer it took.
+            self.end_round(st);
+            return Ok(());
         }
+    }
+
+    /// The cumulative counters.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// Drains and syncs everything appended so far.
@@ -267,10 +439,8 @@ impl Wal {
             if !st.leader {
                 break;
             }
-            st = self
-                .cond
-                .wait(st)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.park_until_round_ends(st);
+            st = self.lock();
         }
         st.leader = true;
         let mut buf = std::mem::replace(&mut st.buf, fresh_buf());
@@ -301,6 +471,7 @@ impl Wal {
                 return Ok(None);
             }
             file.sync_data()?;
+            self.counters.syncs.fetch_add(1, Ordering::Relaxed);
             self.driver.rename(&active, &retired)?;
             let f = self.driver.open(
                 &active,
@@ -313,8 +484,6 @@ impl Wal {
             Ok(Some(f))
         })();
         let mut st = self.lock();
-        st.leader = false;
-        self.cond.notify_all();
         match res {
             Ok(fresh) => {
                 st.written = st.written.max(upto);
@@ -323,12 +492,14 @@ impl Wal {
                     st.file = f;
                     st.file_len = 0;
                     st.synced_len = 0;
+                    st.dir_synced = true;
                     st.retired.push((upto, retired));
                 }
                 if st.buf.len() == record::MARKER_LEN {
                     buf.truncate(record::MARKER_LEN);
                     st.buf = buf;
                 }
+                self.end_round(st);
                 Ok(())
             }
             Err(e) if !wrote && e.kind() == std::io::ErrorKind::StorageFull => {
@@ -337,10 +508,12 @@ impl Wal {
                 let newer = st.buf.split_off(record::MARKER_LEN);
                 buf.extend_from_slice(&newer);
                 st.buf = buf;
+                self.end_round(st);
                 Err(io(e))
             }
             Err(e) => {
-                st.poisoned = true;
+                self.poison(&mut st);
+                self.end_round(st);
                 Err(io(e))
             }
         }
