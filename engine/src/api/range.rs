@@ -1,6 +1,6 @@
 //! Ordered iteration: [`RangeBuilder`], its iterator [`RangeIter`] and
 //! its borrowing visitor [`RangeBuilder::for_each`]. Both fetch the tree
-//! in batches through one [`Cursor`], so they return the same entries with
+//! in batches through one `Cursor`, so they return the same entries with
 //! the same guarantees.
 
 use std::ops::ControlFlow;
