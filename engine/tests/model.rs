@@ -1136,3 +1136,45 @@ fn seeded_100k_ops_match_model() {
         assert_eq!(t.get(k).unwrap().as_ref(), Some(v));
     }
 }
+
+/// `for_each`'s closure runs outside the tree's latches: it may list the
+/// tree again (a nested `for_each`, which must not share the outer call's
+/// reused batch) and write to it, without deadlock and without disturbing
+/// the outer listing of the keys that exist throughout.
+///
+/// Deliberate bug caught: keeping the per-thread batch in a `RefCell`
+/// borrowed for the whole call (instead of taking it out): the nested call
+/// then panics with "already borrowed".
+#[test]
+fn for_each_closure_may_list_and_write_the_tree() {
+    let t = mem_tree();
+    let mut m = Model::new();
+    for i in 0..300u32 {
+        let k = format!("a/{i:04}").into_bytes();
+        t.put(&k, &val(i as u8, 40)).unwrap();
+        m.insert(k, val(i as u8, 40));
+    }
+    let mut outer = Vec::new();
+    t.range()
+        .prefix(b"a/")
+        .for_each(|e| {
+            let RangeEntryRef::Key { key, value } = e else {
+                panic!("no delimiter: {e:?}");
+            };
+            outer.push(Ent::Key(key.to_vec(), value.to_vec()));
+            if outer.len() % 50 == 1 {
+                let inner = visited_range(builder(&t, b"a/", Some(key), None, Some(7)), None);
+                let want: Vec<Ent> = expected_range(&m, b"a/", Some(key), None)
+                    .into_iter()
+                    .take(7)
+                    .collect();
+                assert_eq!(inner, want, "nested listing after {key:?}");
+                t.put(format!("b/{}", outer.len()).as_bytes(), b"x")
+                    .unwrap();
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(outer, expected_range(&m, b"a/", None, None));
+    assert_eq!(t.scan_prefix(b"b/").into_iter().count(), 6);
+}

@@ -1,6 +1,6 @@
 //! Ordered iteration: [`RangeBuilder`], its iterator [`RangeIter`] and
 //! its borrowing visitor [`RangeBuilder::for_each`]. Both fetch the tree
-//! in batches through one [`Cursor`], so they return the same entries with
+//! in batches through one `Cursor`, so they return the same entries with
 //! the same guarantees.
 
 use std::ops::ControlFlow;
@@ -219,16 +219,12 @@ impl RangeBuilder {
         F: FnMut(RangeEntryRef<'_>) -> ControlFlow<()>,
     {
         let mut cursor = Cursor::new(self);
-        let mut batch = Batch::default();
-        while cursor.fill(&mut batch)? {
-            for i in 0..batch.len() {
-                let Some(item) = batch.get(i) else { break };
-                if f(item.into()).is_break() {
-                    return Ok(());
-                }
-            }
+        let mut batch = SPARE.with(|s| s.take()).unwrap_or_default();
+        let res = visit(&mut cursor, &mut batch, &mut f);
+        if batch.footprint() <= SPARE_MAX_BYTES {
+            SPARE.with(|s| s.set(Some(batch)));
         }
-        Ok(())
+        res
     }
 }
 
@@ -244,6 +240,33 @@ impl IntoIterator for RangeBuilder {
         }
     }
 }
+
+fn visit<F>(cursor: &mut Cursor, batch: &mut Batch, f: &mut F) -> Result<()>
+where
+    F: FnMut(RangeEntryRef<'_>) -> ControlFlow<()>,
+{
+    while cursor.fill(batch)? {
+        for i in 0..batch.len() {
+            let Some(item) = batch.get(i) else { break };
+            if f(item.into()).is_break() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+thread_local! {
+    /// A batch `for_each` keeps between calls on this thread, so a caller
+    /// making many short listings does not allocate its buffers each
+    /// time. A nested call (from inside the closure) finds it taken and
+    /// makes its own.
+    static SPARE: std::cell::Cell<Option<Batch>> = const { std::cell::Cell::new(None) };
+}
+
+/// Largest batch kept as the spare (a 1024-entry batch of big values is
+/// dropped rather than held by an idle thread).
+const SPARE_MAX_BYTES: usize = 1 << 20;
 
 const FIRST_BATCH: usize = 128;
 const MAX_BATCH: usize = 1024;

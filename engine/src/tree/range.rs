@@ -104,6 +104,11 @@ impl Batch {
         self.slots.clear();
     }
 
+    /// Bytes the batch's buffers hold on to.
+    pub(crate) fn footprint(&self) -> usize {
+        self.bytes.capacity() + self.slots.capacity() * std::mem::size_of::<Slot>()
+    }
+
     /// Room for `n` entries of about `bytes_each` bytes, so a batch that
     /// collects them does not grow its buffers piecemeal.
     pub(crate) fn reserve(&mut self, n: usize, bytes_each: usize) {
@@ -676,6 +681,10 @@ impl Core {
             sc.path.clear();
             sc.kids.clear();
             sc.stack.clear();
+            // Room for a typical walk up front, not grown piecemeal.
+            sc.path.reserve(256);
+            sc.kids.reserve(4 * KIDS_CHUNK);
+            sc.stack.reserve(16);
             let mut w = Walker {
                 q,
                 frames: Frames {
