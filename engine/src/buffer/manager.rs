@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::cached_blob::CachedBlob;
@@ -50,16 +50,19 @@ pub(crate) struct BufferManager {
     image_pool: Mutex<Vec<AlignedBlobBuf>>,
     /// Next round id (capture slots name their round; 0 is "none").
     round_ids: AtomicU64,
+    /// Most frames ever cached at once (`Tree::cache_stats`).
+    peak_resident: AtomicUsize,
 }
 
-/// Most image buffers kept for reuse (also at most half the cache
-/// capacity, at least 4). Retention is a memory/latency trade: a round
-/// with more dirty frames than the pool holds allocates (and pre-faults)
-/// the rest and frees them afterwards, and on two cores that churn —
-/// page zeroing, `munmap` TLB shootdowns — raised a concurrent writer's
-/// p99 during a 2000-frame round from about 1.1x to 4-6x its idle value.
-/// The pool may therefore hold up to half the cache's size in idle
-/// buffers after a large round.
+/// Most image buffers kept for reuse; also at most a tenth of the cache
+/// capacity (at least [`PREPARED_SLACK`]), because idle buffers count
+/// against the memory budget like cached frames (the pool's slack is 10%,
+/// see `checkpoint::pressure`). Retention is a memory/latency trade: a
+/// round with more dirty frames than the pool holds allocates (and
+/// pre-faults) the rest and frees them afterwards, and on two cores that
+/// churn — page zeroing, `munmap` TLB shootdowns — raised a concurrent
+/// writer's p99 during a 2000-frame round from about 1.1x to 4-6x its
+/// idle value. Pressure rounds keep rounds small, which bounds the churn.
 const MAX_POOLED_IMAGES: usize = 4096;
 
 /// Pooled image buffers prepared beyond the dirty count, for frames
@@ -102,11 +105,44 @@ impl BufferManager {
             writebacks: AtomicU64::new(0),
             image_pool: Mutex::new(Vec::new()),
             round_ids: AtomicU64::new(1),
+            peak_resident: AtomicUsize::new(0),
         }
     }
 
     pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    /// The cache capacity in frames (`buffer_pool_size`).
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Frames cached now, and the most ever cached at once.
+    pub(crate) fn resident(&self) -> (usize, usize) {
+        let now = self.map.len();
+        (now, self.peak_resident.load(Ordering::Relaxed).max(now))
+    }
+
+    fn note_resident(&self) {
+        self.peak_resident
+            .fetch_max(self.map.len(), Ordering::Relaxed);
+    }
+
+    /// Idle image buffers kept for the next round.
+    pub(crate) fn pooled_images(&self) -> usize {
+        self.image_pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Frame-sized buffers this manager holds or will need: cached frames,
+    /// one image per dirty or in-flight frame (the next round's captures
+    /// and the current one's), and idle pooled images. The pressure rule
+    /// in `checkpoint::pressure` compares it with the budget.
+    pub(crate) fn committed_frames(&self) -> usize {
+        self.map.len() + self.dirty.len_with_in_flight() + self.pooled_images()
     }
 
     /// A fresh, unique frame name (random, never the root's).
@@ -306,6 +342,7 @@ impl BufferManager {
     }
 
     fn after_load(&self, blob: Arc<CachedBlob>) -> Arc<CachedBlob> {
+        self.note_resident();
         self.evict_over_capacity();
         #[cfg(feature = "tracing")]
         tracing::trace!(guid = ?&blob.guid[..4], "frame loaded");
@@ -324,6 +361,7 @@ impl BufferManager {
         let blob = Arc::new(CachedBlob::new(guid, frame, tick));
         self.map.insert(&blob);
         self.dirty.mark(guid, seq);
+        self.note_resident();
         blob
     }
 
@@ -547,7 +585,7 @@ impl BufferManager {
             .image_pool
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let keep = (self.capacity / 2).clamp(4, MAX_POOLED_IMAGES);
+        let keep = (self.capacity / 10).clamp(PREPARED_SLACK, MAX_POOLED_IMAGES);
         for buf in bufs {
             if pool.len() >= keep {
                 break;
