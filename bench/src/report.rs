@@ -291,6 +291,22 @@ fn mib(b: u64) -> String {
 }
 
 impl Summary {
+    /// Peak RSS minus the RSS before the engine opened (the harness's own
+    /// keys and values): the engine's memory at its peak.
+    #[must_use]
+    pub fn engine_rss(&self) -> Option<u64> {
+        Some(self.peak_rss?.saturating_sub(self.base_rss?))
+    }
+
+    /// holt's memory budget for its pool: pool x 512 KiB x 1.1 + 64 MiB
+    /// (issue 6: frames beyond the pool are evicted, so this holds
+    /// whatever n is).
+    #[must_use]
+    pub fn budget(&self) -> Option<u64> {
+        let pool = self.pool? as u64;
+        Some(pool * (512 << 10) * 11 / 10 + (64 << 20))
+    }
+
     #[must_use]
     pub fn hit_rate(&self) -> Option<f64> {
         match (self.cache_hits, self.cache_misses) {
@@ -305,13 +321,23 @@ pub fn summary_table(rows: &[Summary]) -> String {
     let mut s = String::new();
     s.push_str(
         "| engine | shape | n | load s | ckpt s | frames | pool | fill % | cache hit % | \
-         restarts | peak RSS MiB | (base MiB) | bytes/key | wall s |\n",
+         restarts | peak RSS MiB | (base MiB) | RSS - base vs budget MiB | bytes/key | wall s |\n",
     );
-    s.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    s.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for r in rows {
+        let vs_budget = match (r.engine_rss(), r.budget()) {
+            (Some(used), Some(b)) => format!(
+                "{} / {} {}",
+                mib(used),
+                mib(b),
+                if used <= b { "ok" } else { "OVER" }
+            ),
+            (Some(used), None) => mib(used),
+            _ => "-".to_string(),
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.2} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+            "| {} | {} | {} | {:.2} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
             r.engine,
             r.shape,
             grouped(r.n as u64),
@@ -324,6 +350,7 @@ pub fn summary_table(rows: &[Summary]) -> String {
             opt(r.restarts, grouped),
             opt(r.peak_rss, mib),
             opt(r.base_rss, mib),
+            vs_budget,
             opt(r.bytes_per_key, |b| format!(
                 "{b:.0} ({})",
                 r.bytes_per_key_source
@@ -562,5 +589,25 @@ mod tests {
         assert_eq!(us(123_456), "123.5");
         let (r, h) = rss();
         assert!(r.is_some() && h.is_some());
+    }
+
+    /// The budget column: RSS - base against pool x 512 KiB x 1.1 + 64
+    /// MiB, flagged when over.
+    #[test]
+    fn engine_rss_against_the_budget() {
+        let mut r = Summary {
+            engine: "holt".into(),
+            pool: Some(128),
+            peak_rss: Some(300 << 20),
+            base_rss: Some(100 << 20),
+            ..Summary::default()
+        };
+        assert_eq!(r.engine_rss(), Some(200 << 20));
+        assert_eq!(r.budget(), Some((128 << 19) * 11 / 10 + (64 << 20)));
+        assert!(summary_table(&[r.clone()]).contains("| 200 / 134 OVER |"));
+        r.peak_rss = Some(230 << 20);
+        assert!(summary_table(&[r.clone()]).contains("| 130 / 134 ok |"));
+        r.pool = None;
+        assert!(summary_table(&[r]).contains("| 130 |"));
     }
 }
