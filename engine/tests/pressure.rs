@@ -18,8 +18,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 const POOL: usize = 8;
 /// `hard` of `checkpoint::pressure::Marks` for [`POOL`]:
-/// `C + C/10 + 64`.
-const HARD: usize = POOL + POOL / 10 + 64;
+/// `C + C/16 + 32`.
+const HARD: usize = POOL + POOL / 16 + 32;
 /// Keys of 4 KiB values: about 9 MiB of data per 2 000 keys, so 16 000
 /// keys span well over 100 frames (about 14 times the pool).
 const KEYS: usize = 16_000;

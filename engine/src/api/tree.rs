@@ -186,7 +186,7 @@ impl TreeInner {
         let res = bm
             .capture_round(&mut round)
             .and_then(|()| d.wal.rotate(cut))
-            .and_then(|()| bm.persist(&round))
+            .and_then(|()| bm.persist(&mut round))
             .and_then(|()| {
                 d.store.set_checkpoint_meta(cut, cut);
                 d.store.flush()
@@ -224,7 +224,7 @@ impl TreeInner {
         };
         let res = bm
             .capture_round(&mut round)
-            .and_then(|()| bm.persist(&round));
+            .and_then(|()| bm.persist(&mut round));
         let frames = bm.finish_round(round, res.is_ok());
         res.map(|()| frames)
     }

@@ -99,13 +99,6 @@ impl SeqMap {
         self.lock().live.len()
     }
 
-    /// Live and in-flight entries together (each is, or will be, one
-    /// round's image buffer).
-    pub(crate) fn len_with_in_flight(&self) -> usize {
-        let m = self.lock();
-        m.live.len() + m.in_flight.len()
-    }
-
     /// Lowest seq over live and in-flight entries (I2's floor; the WAL
     /// truncation of the persistence work reads it).
     #[allow(dead_code)]

@@ -54,16 +54,22 @@ pub(crate) struct BufferManager {
     peak_resident: AtomicUsize,
 }
 
-/// Most image buffers kept for reuse; also at most a tenth of the cache
-/// capacity (at least [`PREPARED_SLACK`]), because idle buffers count
-/// against the memory budget like cached frames (the pool's slack is 10%,
-/// see `checkpoint::pressure`). Retention is a memory/latency trade: a
-/// round with more dirty frames than the pool holds allocates (and
-/// pre-faults) the rest and frees them afterwards, and on two cores that
-/// churn — page zeroing, `munmap` TLB shootdowns — raised a concurrent
-/// writer's p99 during a 2000-frame round from about 1.1x to 4-6x its
-/// idle value. Pressure rounds keep rounds small, which bounds the churn.
-const MAX_POOLED_IMAGES: usize = 4096;
+/// Most image buffers kept for reuse between rounds: a sixteenth of the
+/// cache capacity, at least [`PREPARED_SLACK`] and at most two capture
+/// batches, because idle buffers count against the memory budget like
+/// cached frames (`checkpoint::pressure`). A round needs about one
+/// batch of buffers ([`CAPTURE_BATCH`]) however many frames it writes,
+/// so a small pool no longer means allocating per frame (that churn —
+/// page zeroing, `munmap` TLB shootdowns — once raised a concurrent
+/// writer's p99 during a 2000-frame round to 4-6x its idle value).
+const MAX_POOLED_IMAGES: usize = 2 * CAPTURE_BATCH;
+
+/// Frames a round captures before it writes them out (one backend batch)
+/// and reuses their buffers. A round's image memory is therefore this
+/// many buffers plus one per frame a writer stores into after the cut
+/// (allocated by that store, `frame::mem`), not one per dirty frame: a
+/// tree that fits its pool can be checkpointed without doubling it.
+const CAPTURE_BATCH: usize = 32;
 
 /// Pooled image buffers prepared beyond the dirty count, for frames
 /// marked between the preparation and the cut (fresh ones are allocated
@@ -135,14 +141,6 @@ impl BufferManager {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .len()
-    }
-
-    /// Frame-sized buffers this manager holds or will need: cached frames,
-    /// one image per dirty or in-flight frame (the next round's captures
-    /// and the current one's), and idle pooled images. The pressure rule
-    /// in `checkpoint::pressure` compares it with the budget.
-    pub(crate) fn committed_frames(&self) -> usize {
-        self.map.len() + self.dirty.len_with_in_flight() + self.pooled_images()
     }
 
     /// A fresh, unique frame name (random, never the root's).
@@ -455,11 +453,12 @@ impl BufferManager {
     }
 
     /// Image buffers for the next round's captures, taken *before* the
-    /// commit gate: one per frame dirty now, plus a few for marks that
-    /// arrive before the cut. Fresh buffers are touched here, so neither
-    /// the gate nor a writer's copy-on-write pays their page faults.
+    /// commit gate: one per frame dirty now, up to a capture batch, plus
+    /// a few pooled ones for marks that arrive before the cut. Fresh
+    /// buffers are touched here, so the round's copies do not pay their
+    /// page faults.
     pub(crate) fn prepare_images(&self) -> Vec<AlignedBlobBuf> {
-        let n = self.dirty.len();
+        let n = self.dirty.len().min(CAPTURE_BATCH);
         let mut out = {
             let mut pool = self
                 .image_pool
@@ -480,33 +479,32 @@ impl BufferManager {
 
     /// The cut (call under the commit gate, which keeps every writer out):
     /// drains the dirty and pending-delete maps (I3) and arms the capture
-    /// slot of every drained frame with a buffer from `images` (the
-    /// leftovers go back to the pool). No frame is copied here: after the
-    /// gate, stores into an armed frame save the pages they change first,
-    /// and [`BufferManager::capture_round`] copies the rest. Images are
-    /// stamped with `max_seq` if given.
+    /// slot of every drained frame, without a buffer; `images` become the
+    /// round's spare buffers. No frame is copied here: after the gate, the
+    /// first store into an armed frame takes a buffer and saves the pages
+    /// it changes, and [`BufferManager::capture_round`] copies the rest.
+    /// Images are stamped with `max_seq` if given.
     pub(crate) fn begin_round(
         &self,
         max_seq: Option<u64>,
-        mut images: Vec<AlignedBlobBuf>,
+        images: Vec<AlignedBlobBuf>,
     ) -> Round<'_> {
         let id = self.round_ids.fetch_add(1, Ordering::Relaxed);
         let dirty = self.dirty.drain();
         let deletes = self.pending_deletes.drain();
         let mut armed = Vec::with_capacity(dirty.len());
+        let mut spare = images;
         for guid in dirty.keys() {
             // Dirty frames are never evicted (I1); one missing from the
             // cache was retired (and its delete is queued), or is the
             // leftover of a failed round's restore.
             if let Some(b) = self.cached(guid) {
-                let buf = images.pop().unwrap_or_else(AlignedBlobBuf::uninit);
-                if let Some(stale) = b.frame.capture.arm(id, buf) {
-                    images.push(stale);
+                if let Some(stale) = b.frame.capture.arm(id, None) {
+                    spare.extend(stale);
                 }
                 armed.push(b);
             }
         }
-        self.recycle(images);
         Round {
             bm: self,
             finished: false,
@@ -516,20 +514,29 @@ impl BufferManager {
             deletes,
             armed,
             images: Vec::new(),
+            spare,
+            written: 0,
         }
     }
 
     /// After the gate: completes every armed frame's image as of the cut
     /// — the pages no store saved are copied here, under the frame's
-    /// shared latch — then stamps and seals it.
+    /// shared latch, into the buffer a store took or a spare one — then
+    /// stamps and seals it. Every [`CAPTURE_BATCH`] images are written to
+    /// the backend at once (free slots: nothing durable refers to them
+    /// before the round's manifest) and their buffers reused;
+    /// [`BufferManager::persist`] writes the rest.
     pub(crate) fn capture_round(&self, r: &mut Round<'_>) -> Result<()> {
-        r.images.reserve(r.armed.len());
-        for b in &r.armed {
+        for i in 0..r.armed.len() {
+            let b = Arc::clone(&r.armed[i]);
             let frame = &b.frame;
-            let fill = |buf: &mut AlignedBlobBuf, page: usize| {
-                frame.copy_page(page, buf.as_mut_slice());
+            let spare = &mut r.spare;
+            let fill = |buf: &mut Option<AlignedBlobBuf>, page: usize| {
+                let dst =
+                    buf.get_or_insert_with(|| spare.pop().unwrap_or_else(AlignedBlobBuf::uninit));
+                frame.copy_page(page, dst.as_mut_slice());
             };
-            let Some(mut buf) =
+            let Some(Some(mut buf)) =
                 capture::capture_shared(&b.latch, &frame.capture, r.id, PAGES, fill)
             else {
                 return Err(Error::Internal("checkpoint capture missing"));
@@ -540,15 +547,32 @@ impl BufferManager {
             }
             header::seal_image(buf.as_mut_slice());
             r.images.push((b.guid, buf));
+            if r.images.len() >= CAPTURE_BATCH {
+                self.write_images(r)?;
+            }
         }
         Ok(())
     }
 
-    /// Writes a round's images (one batch) and deletes to the backend.
-    pub(crate) fn persist(&self, r: &Round<'_>) -> Result<()> {
+    /// Writes the round's captured images (one batch) and keeps their
+    /// buffers as spares, up to a batch.
+    fn write_images(&self, r: &mut Round<'_>) -> Result<()> {
         let refs: Vec<(BlobGuid, &AlignedBlobBuf)> =
             r.images.iter().map(|(g, b)| (*g, b)).collect();
-        let res = self.backend.write_blobs(&refs).and_then(|()| {
+        self.backend.write_blobs(&refs)?;
+        r.written += r.images.len();
+        for (_, buf) in r.images.drain(..) {
+            if r.spare.len() < CAPTURE_BATCH {
+                r.spare.push(buf);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a round's remaining images (one batch) and its deletes to
+    /// the backend.
+    pub(crate) fn persist(&self, r: &mut Round<'_>) -> Result<()> {
+        let res = self.write_images(r).and_then(|()| {
             for g in r.deletes.keys() {
                 self.backend.delete_blob(*g)?;
             }
@@ -585,7 +609,7 @@ impl BufferManager {
             .image_pool
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let keep = (self.capacity / 10).clamp(PREPARED_SLACK, MAX_POOLED_IMAGES);
+        let keep = (self.capacity / 16).clamp(PREPARED_SLACK, MAX_POOLED_IMAGES);
         for buf in bufs {
             if pool.len() >= keep {
                 break;
@@ -641,7 +665,19 @@ pub(crate) struct Round<'a> {
     /// Frames armed at the cut (pinned: a frame retired after the cut is
     /// still captured, since it existed at the cut).
     armed: Vec<Arc<CachedBlob>>,
+    /// Captured images not yet written.
     pub(crate) images: Vec<(BlobGuid, AlignedBlobBuf)>,
+    /// Buffers for the next captures.
+    spare: Vec<AlignedBlobBuf>,
+    /// Images already written (in batches).
+    written: usize,
+}
+
+impl Round<'_> {
+    /// Frames captured so far (written or not).
+    pub(crate) fn captured(&self) -> usize {
+        self.written + self.images.len()
+    }
 }
 
 impl Round<'_> {
@@ -651,8 +687,9 @@ impl Round<'_> {
         let mut bufs: Vec<AlignedBlobBuf> = self
             .armed
             .drain(..)
-            .filter_map(|b| b.frame.capture.disarm())
+            .filter_map(|b| b.frame.capture.disarm().flatten())
             .collect();
+        bufs.append(&mut self.spare);
         if ok {
             bm.dirty.complete(&self.dirty);
             bm.pending_deletes.complete(&self.deletes);
@@ -660,7 +697,7 @@ impl Round<'_> {
             bm.dirty.restore(&self.dirty);
             bm.pending_deletes.restore(&self.deletes);
         }
-        let frames = self.images.len();
+        let frames = self.captured();
         bufs.extend(std::mem::take(&mut self.images).into_iter().map(|(_, b)| b));
         bm.recycle(bufs);
         frames
@@ -696,7 +733,7 @@ mod tests {
             let _serial = bm.round_lock();
             let mut round = bm.begin_round(None, bm.prepare_images());
             bm.capture_round(&mut round).unwrap();
-            bm.persist(&round).unwrap();
+            bm.persist(&mut round).unwrap();
             bm.finish_round(round, true);
         }
         (bm, guids)
@@ -761,7 +798,7 @@ mod prefetch_tests {
         let _serial = bm.round_lock();
         let mut round = bm.begin_round(None, bm.prepare_images());
         bm.capture_round(&mut round).unwrap();
-        bm.persist(&round).unwrap();
+        bm.persist(&mut round).unwrap();
         bm.finish_round(round, true);
         guids
     }

@@ -2,31 +2,35 @@
 //! "Memory budget").
 //!
 //! Dirty frames cannot be evicted before they are written (I1), so
-//! without checkpoints a load grows the cache to the whole tree, and a
-//! round needs one image buffer per dirty frame on top. This module owns
-//! the rule that keeps a persistent tree inside its budget whether or not
-//! the periodic checkpointer runs:
+//! without checkpoints a load grows the cache to the whole tree. This
+//! module owns the rule that keeps a persistent tree inside its budget
+//! whether or not the periodic checkpointer runs:
 //!
-//! **P1 (pressure rule).** Let `committed` be the frame-sized buffers the
-//! buffer manager holds or will need (`BufferManager::committed_frames`:
-//! cached frames, plus one image per dirty or in-flight frame, plus the
-//! idle pooled images) and `C` the pool capacity. After every mutation,
-//! holding no latch and not the commit gate, the writer compares it with
-//! two marks ([`Marks`]):
+//! **P1 (pressure rule).** Let `R` be the frames cached and `C` the pool
+//! capacity. After every mutation, holding no latch and not the commit
+//! gate, the writer compares `R` with two marks ([`Marks`]):
 //! - above `soft`, it asks the pressure thread for a round (spawning the
 //!   thread on first use); the thread runs an ordinary checkpoint round
 //!   (`TreeInner::checkpoint_round`, which also releases WAL files) and
 //!   then evicts clean frames down to `C`;
 //! - above `hard`, it also waits — never runs the round itself — until a
-//!   round that started after its request has finished and `committed` is
-//!   back under `hard` (or two rounds finished, or [`MAX_WAIT`] passed, or
-//!   the tree is poisoned or closing).
+//!   round that started after its request has finished and `R` is back
+//!   under `hard` (or two rounds finished, or [`MAX_WAIT`] passed, or the
+//!   tree is poisoned or closing).
 //!
 //! Only the writer's `Tree` method calls in, after its latches and gate
 //! are released, so a waiting writer holds nothing a round needs (the
-//! round takes the gate exclusively and frame latches shared). A round
-//! empties the dirty map, so the next one is due only after
-//! `soft - C` further frames' worth of changes: no round per put.
+//! round takes the gate exclusively and frame latches shared). `R` only
+//! passes `C` once no clean frame is left to evict (loads and spills
+//! evict clean frames first), and a round cleans every cached frame, so
+//! the next round is due only after about `C` more frames are dirtied:
+//! no round per put.
+//!
+//! Memory besides the cached frames: a round holds about one capture
+//! batch of image buffers plus one per frame stored into during the round
+//! (`buffer::manager`, `CAPTURE_BATCH`), and the image pool keeps at most
+//! `min(C/16, 64)` idle ones; [`Marks`] leave room for both inside the
+//! budget `C * 1.1 + 64 MiB`.
 //!
 //! The thread belongs to the tree: it is stopped and joined when the last
 //! handle drops (`api::tree::Lifecycle`), before the tree closes.
@@ -57,14 +61,15 @@ pub(crate) struct Marks {
 }
 
 impl Marks {
-    /// `soft = C + C/16 + 32`, `hard = C + C/10 + 64` frames. The budget
-    /// is `C * 1.1` plus 64 MiB (128 frames) for everything that is not a
-    /// frame or an image; `hard` uses half of that allowance, and the gap
-    /// between the marks lets writers run on while a round is in flight.
+    /// `soft = C + C/32 + 16`, `hard = C + C/16 + 32` frames: the gap
+    /// lets writers run on while a round is in flight, and `hard` plus a
+    /// round's capture batch and the image pool stays inside the budget
+    /// (`C * 1.1` plus 128 frames) with about 8 MiB to spare for
+    /// everything that is not a frame.
     pub(crate) fn of(capacity: usize) -> Self {
         Self {
-            soft: capacity + capacity / 16 + 32,
-            hard: capacity + capacity / 10 + 64,
+            soft: capacity + capacity / 32 + 16,
+            hard: capacity + capacity / 16 + 32,
         }
     }
 }
@@ -102,8 +107,8 @@ impl Pressure {
     pub(crate) fn relieve(&self, tree: &Arc<TreeInner>) {
         let bm = &tree.core.bm;
         let marks = Marks::of(bm.capacity());
-        let committed = bm.committed_frames();
-        if committed <= marks.soft {
+        let resident = bm.resident().0;
+        if resident <= marks.soft {
             return;
         }
         let mut st = lock(&self.state);
@@ -112,7 +117,7 @@ impl Pressure {
         }
         st.requested = true;
         self.wake.notify_one();
-        if committed <= marks.hard {
+        if resident <= marks.hard {
             return;
         }
         self.waits.fetch_add(1, Ordering::Relaxed);
@@ -122,7 +127,7 @@ impl Pressure {
             if st.stop || tree.is_poisoned() || st.finished >= start + 2 {
                 return;
             }
-            if st.finished > start && bm.committed_frames() <= marks.hard {
+            if st.finished > start && bm.resident().0 <= marks.hard {
                 return;
             }
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
@@ -213,15 +218,18 @@ fn worker(tree: &TreeInner) {
 mod tests {
     use super::Marks;
 
-    /// The marks leave room between them and stay inside the budget of
-    /// `C * 1.1 + 128` frames with half the absolute allowance to spare.
+    /// The marks leave room between them, and `hard` plus a capture
+    /// batch (32) and a full image pool (`min(C/16, 64)`, at least 8)
+    /// stays inside the budget of `C * 1.1 + 128` frames with 16 frames
+    /// to spare.
     #[test]
     fn marks_are_ordered_and_inside_the_budget() {
         for c in [1usize, 8, 64, 128, 1526, 100_000] {
             let m = Marks::of(c);
             assert!(c < m.soft && m.soft < m.hard, "{c}: {m:?}");
+            let pool = (c / 16).clamp(8, 64);
             let budget = c + c / 10 + 128;
-            assert!(m.hard + 64 <= budget, "{c}: {m:?}");
+            assert!(m.hard + 32 + pool + 16 <= budget, "{c}: {m:?}");
         }
     }
 }

@@ -40,8 +40,9 @@ pub(crate) type FResult<T> = Result<T, Corrupt>;
 pub(crate) struct AtomicFrame {
     mem: FrameWords,
     /// The checkpoint capture pending for this frame, if any: armed at a
-    /// round's cut; stores save the pages they change into it first.
-    pub(crate) capture: CaptureSlot<AlignedBlobBuf>,
+    /// round's cut without a buffer; the first store allocates one and
+    /// stores save the pages they change into it first.
+    pub(crate) capture: CaptureSlot<Option<AlignedBlobBuf>>,
 }
 
 impl std::fmt::Debug for AtomicFrame {
@@ -115,7 +116,9 @@ impl AtomicFrame {
         if len > 0 {
             self.capture
                 .save(off / PAGE, (off + len - 1) / PAGE, |buf, page| {
-                    self.copy_page(page, buf.as_mut_slice());
+                    // The first save of this round into this frame.
+                    let dst = buf.get_or_insert_with(AlignedBlobBuf::uninit);
+                    self.copy_page(page, dst.as_mut_slice());
                 });
         }
     }
