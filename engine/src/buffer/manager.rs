@@ -13,6 +13,7 @@ use super::dirty::SeqMap;
 use super::eviction;
 use super::frame_table::{FrameTable, Guard};
 use crate::api::errors::{Error, Result};
+use crate::frame::image::CaptureImage;
 use crate::frame::{capture, copy, header, AtomicFrame, PAGES};
 use crate::store::{AlignedBlobBuf, Backend, BlobGuid};
 
@@ -499,8 +500,8 @@ impl BufferManager {
             // cache was retired (and its delete is queued), or is the
             // leftover of a failed round's restore.
             if let Some(b) = self.cached(guid) {
-                if let Some(stale) = b.frame.capture.arm(id, None) {
-                    spare.extend(stale);
+                if let Some(stale) = b.frame.capture.arm(id, CaptureImage::empty()) {
+                    spare.extend(stale.into_whole());
                 }
                 armed.push(b);
             }
@@ -531,15 +532,20 @@ impl BufferManager {
             let b = Arc::clone(&r.armed[i]);
             let frame = &b.frame;
             let spare = &mut r.spare;
-            let fill = |buf: &mut Option<AlignedBlobBuf>, page: usize| {
-                let dst =
-                    buf.get_or_insert_with(|| spare.pop().unwrap_or_else(AlignedBlobBuf::uninit));
-                frame.copy_page(page, dst.as_mut_slice());
+            let mut take = || spare.pop().unwrap_or_else(AlignedBlobBuf::uninit);
+            let fill = |img: &mut CaptureImage, page: usize| {
+                img.make_whole(&mut take);
+                img.fill(page, |dst| frame.read_page(page, dst));
             };
-            let Some(Some(mut buf)) =
+            let Some(mut img) =
                 capture::capture_shared(&b.latch, &frame.capture, r.id, PAGES, fill)
             else {
                 return Err(Error::Internal("checkpoint capture missing"));
+            };
+            // Every page may have been saved by stores.
+            img.make_whole(|| r.spare.pop().unwrap_or_else(AlignedBlobBuf::uninit));
+            let Some(mut buf) = img.into_whole() else {
+                return Err(Error::Internal("checkpoint capture incomplete"));
             };
             if let Some(seq) = r.max_seq {
                 let at = header::OFF_MAX_SEQ;
@@ -687,7 +693,7 @@ impl Round<'_> {
         let mut bufs: Vec<AlignedBlobBuf> = self
             .armed
             .drain(..)
-            .filter_map(|b| b.frame.capture.disarm().flatten())
+            .filter_map(|b| b.frame.capture.disarm().and_then(CaptureImage::into_whole))
             .collect();
         bufs.append(&mut self.spare);
         if ok {
