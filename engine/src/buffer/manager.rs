@@ -67,9 +67,9 @@ const MAX_POOLED_IMAGES: usize = 2 * CAPTURE_BATCH;
 
 /// Frames a round captures before it writes them out (one backend batch)
 /// and reuses their buffers. A round's image memory is therefore this
-/// many buffers plus one per frame a writer stores into after the cut
-/// (allocated by that store, `frame::mem`), not one per dirty frame: a
-/// tree that fits its pool can be checkpointed without doubling it.
+/// many buffers plus the 4 KiB pages writers save after the cut
+/// (`frame::image`), not one image per dirty frame: a tree that fits its
+/// pool can be checkpointed without doubling it.
 const CAPTURE_BATCH: usize = 32;
 
 /// Pooled image buffers prepared beyond the dirty count, for frames

@@ -27,8 +27,8 @@
 //! no round per put.
 //!
 //! Memory besides the cached frames: a round holds about one capture
-//! batch of image buffers plus one per frame stored into during the round
-//! (`buffer::manager`, `CAPTURE_BATCH`), and the image pool keeps at most
+//! batch of image buffers (`buffer::manager`, `CAPTURE_BATCH`) plus the
+//! 4 KiB pages writers save during it, and the image pool keeps at most
 //! `min(C/16, 64)` idle ones; [`Marks`] leave room for both inside the
 //! budget `C * 1.1 + 64 MiB`.
 //!
