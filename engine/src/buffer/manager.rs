@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::cached_blob::CachedBlob;
 use super::counters::Counter;
@@ -47,6 +47,12 @@ pub(crate) struct BufferManager {
     /// Bumped after every successful write-back, before the frames it
     /// cleaned become evictable (see `load`).
     writebacks: AtomicU64,
+    /// Taken shared by a load's last attempt and exclusively for each
+    /// `writebacks` bump, so that attempt cannot lose the race again. Not
+    /// the round lock: loads run under the commit gate (writers), and a
+    /// round takes the round lock before the gate, so a loader waiting for
+    /// the round lock could deadlock with it.
+    bump_lock: RwLock<()>,
     /// Image buffers of finished rounds, reused by the next captures.
     image_pool: Mutex<Vec<AlignedBlobBuf>>,
     /// Next round id (capture slots name their round; 0 is "none").
@@ -77,7 +83,7 @@ const CAPTURE_BATCH: usize = 32;
 /// only up to the dirty count).
 const PREPARED_SLACK: usize = 8;
 
-/// Optimistic load attempts before a load reads under the round lock.
+/// Optimistic load attempts before a load reads holding off bumps.
 const LOAD_RETRIES: usize = 4;
 
 /// Most frames one prefetch reads (32 MiB).
@@ -110,6 +116,7 @@ impl BufferManager {
             guid_seed: std::collections::hash_map::RandomState::new(),
             guid_counter: AtomicU64::new(1),
             writebacks: AtomicU64::new(0),
+            bump_lock: RwLock::new(()),
             image_pool: Mutex::new(Vec::new()),
             round_ids: AtomicU64::new(1),
             peak_resident: AtomicUsize::new(0),
@@ -247,10 +254,13 @@ impl BufferManager {
         // came after a bump. The new frame enters the table latched, so
         // nobody uses it before that check; a frame that fails it is
         // withdrawn as obsolete (E1). After a few lost races the load
-        // holds the round lock, which keeps write-backs (and so bumps)
-        // out. Never load while holding the round lock.
+        // holds the bump lock shared, which keeps bumps out.
         for attempt in 0..=LOAD_RETRIES {
-            let _serial = (attempt == LOAD_RETRIES).then(|| self.round_lock());
+            let _serial = (attempt == LOAD_RETRIES).then(|| {
+                self.bump_lock
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            });
             let epoch = self.writebacks.load(Ordering::Acquire);
             let frame = self.read_frame(guid)?;
             match self.install(*guid, frame, epoch) {
@@ -586,6 +596,10 @@ impl BufferManager {
         });
         // Even a failed round may have replaced some images; loads in
         // flight must not trust what they read before this point.
+        let _bump = self
+            .bump_lock
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.writebacks.fetch_add(1, Ordering::AcqRel);
         res
     }
