@@ -443,7 +443,7 @@ fn print_main_tables(col: &Collector, timer_overhead: u64) {
          the maps (est), or RSS growth over the load (rss). peak RSS is the process peak during that \
          engine's run; base is the RSS before the engine opened (the harness's keys and values), so \
          RSS - base is the engine's peak memory, checked against holt's budget of pool x 512 KiB x \
-         1.1 + 64 MiB (ok / OVER). cache hit % counts from the engine's last open (the persistence groups reopen \
+         1.1 + 64 MiB (ok / OVER; persistent mode only). cache hit % counts from the engine's last open (the persistence groups reopen \
          it)."
     );
 }
@@ -698,6 +698,7 @@ fn run_engine<E: Engine>(
         n: args.n,
         pool,
         base_rss,
+        persistent: e.data_dir().is_some(),
         ..Summary::default()
     };
     for &op in args.ops.iter().filter(|op| !op.self_contained()) {

@@ -280,6 +280,9 @@ pub struct Summary {
     pub disk_bytes: Option<u64>,
     pub disk_allocated: Option<u64>,
     pub wall_secs: f64,
+    /// The engine keeps its data in files (the budget applies to holt in
+    /// persistent mode only; in memory mode the backend is the data).
+    pub persistent: bool,
 }
 
 fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> String) -> String {
@@ -298,11 +301,14 @@ impl Summary {
         Some(self.peak_rss?.saturating_sub(self.base_rss?))
     }
 
-    /// holt's memory budget for its pool: pool x 512 KiB x 1.1 + 64 MiB
-    /// (issue 6: frames beyond the pool are evicted, so this holds
-    /// whatever n is).
+    /// holt's memory budget for its pool in persistent mode: pool x
+    /// 512 KiB x 1.1 + 64 MiB (issue 6: frames beyond the pool are
+    /// evicted, so this holds whatever n is).
     #[must_use]
     pub fn budget(&self) -> Option<u64> {
+        if !self.persistent {
+            return None;
+        }
         let pool = self.pool? as u64;
         Some(pool * (512 << 10) * 11 / 10 + (64 << 20))
     }
@@ -600,6 +606,7 @@ mod tests {
             pool: Some(128),
             peak_rss: Some(300 << 20),
             base_rss: Some(100 << 20),
+            persistent: true,
             ..Summary::default()
         };
         assert_eq!(r.engine_rss(), Some(200 << 20));
@@ -607,7 +614,10 @@ mod tests {
         assert!(summary_table(&[r.clone()]).contains("| 200 / 134 OVER |"));
         r.peak_rss = Some(230 << 20);
         assert!(summary_table(&[r.clone()]).contains("| 130 / 134 ok |"));
-        r.pool = None;
-        assert!(summary_table(&[r]).contains("| 130 |"));
+        r.persistent = false;
+        assert!(
+            summary_table(&[r]).contains("| 130 |"),
+            "memory mode: no budget"
+        );
     }
 }
