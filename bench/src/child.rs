@@ -190,5 +190,6 @@ fn summary(l: &Line, engine: String, shape: String) -> Summary {
         disk_bytes: l.int("disk_bytes"),
         disk_allocated: l.int("disk_allocated_bytes"),
         wall_secs: l.num("wall_secs").unwrap_or(0.0),
+        persistent: l.str("mode") == "persistent",
     }
 }

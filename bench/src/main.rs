@@ -441,7 +441,9 @@ fn print_main_tables(col: &Collector, timer_overhead: u64) {
          fill = space used / (frames x 512 KiB) after load. bytes/key: sum of the file sizes in the \
          data directory after the load's checkpoint (disk), engine space used (mem), estimated heap of \
          the maps (est), or RSS growth over the load (rss). peak RSS is the process peak during that \
-         engine's run. cache hit % counts from the engine's last open (the persistence groups reopen \
+         engine's run; base is the RSS before the engine opened (the harness's keys and values), so \
+         RSS - base is the engine's peak memory, checked against holt's budget of pool x 512 KiB x \
+         1.1 + 64 MiB (ok / OVER; persistent mode only). cache hit % counts from the engine's last open (the persistence groups reopen \
          it)."
     );
 }
@@ -696,6 +698,7 @@ fn run_engine<E: Engine>(
         n: args.n,
         pool,
         base_rss,
+        persistent: e.data_dir().is_some(),
         ..Summary::default()
     };
     for &op in args.ops.iter().filter(|op| !op.self_contained()) {
@@ -834,6 +837,8 @@ fn run_engine<E: Engine>(
             .opt_int("optimistic_restarts", sum.restarts)
             .opt_int("peak_rss_bytes", sum.peak_rss)
             .opt_int("base_rss_bytes", sum.base_rss)
+            .opt_int("engine_rss_bytes", sum.engine_rss())
+            .opt_int("budget_bytes", sum.budget())
             .opt_num("bytes_per_key", sum.bytes_per_key)
             .str("bytes_per_key_source", sum.bytes_per_key_source)
             .opt_int("disk_bytes", sum.disk_bytes)

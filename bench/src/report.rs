@@ -280,6 +280,9 @@ pub struct Summary {
     pub disk_bytes: Option<u64>,
     pub disk_allocated: Option<u64>,
     pub wall_secs: f64,
+    /// The engine keeps its data in files (the budget applies to holt in
+    /// persistent mode only; in memory mode the backend is the data).
+    pub persistent: bool,
 }
 
 fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> String) -> String {
@@ -291,6 +294,25 @@ fn mib(b: u64) -> String {
 }
 
 impl Summary {
+    /// Peak RSS minus the RSS before the engine opened (the harness's own
+    /// keys and values): the engine's memory at its peak.
+    #[must_use]
+    pub fn engine_rss(&self) -> Option<u64> {
+        Some(self.peak_rss?.saturating_sub(self.base_rss?))
+    }
+
+    /// holt's memory budget for its pool in persistent mode: pool x
+    /// 512 KiB x 1.1 + 64 MiB (issue 6: frames beyond the pool are
+    /// evicted, so this holds whatever n is).
+    #[must_use]
+    pub fn budget(&self) -> Option<u64> {
+        if !self.persistent {
+            return None;
+        }
+        let pool = self.pool? as u64;
+        Some(pool * (512 << 10) * 11 / 10 + (64 << 20))
+    }
+
     #[must_use]
     pub fn hit_rate(&self) -> Option<f64> {
         match (self.cache_hits, self.cache_misses) {
@@ -305,13 +327,23 @@ pub fn summary_table(rows: &[Summary]) -> String {
     let mut s = String::new();
     s.push_str(
         "| engine | shape | n | load s | ckpt s | frames | pool | fill % | cache hit % | \
-         restarts | peak RSS MiB | (base MiB) | bytes/key | wall s |\n",
+         restarts | peak RSS MiB | (base MiB) | RSS - base vs budget MiB | bytes/key | wall s |\n",
     );
-    s.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    s.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for r in rows {
+        let vs_budget = match (r.engine_rss(), r.budget()) {
+            (Some(used), Some(b)) => format!(
+                "{} / {} {}",
+                mib(used),
+                mib(b),
+                if used <= b { "ok" } else { "OVER" }
+            ),
+            (Some(used), None) => mib(used),
+            _ => "-".to_string(),
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.2} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+            "| {} | {} | {} | {:.2} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
             r.engine,
             r.shape,
             grouped(r.n as u64),
@@ -324,6 +356,7 @@ pub fn summary_table(rows: &[Summary]) -> String {
             opt(r.restarts, grouped),
             opt(r.peak_rss, mib),
             opt(r.base_rss, mib),
+            vs_budget,
             opt(r.bytes_per_key, |b| format!(
                 "{b:.0} ({})",
                 r.bytes_per_key_source
@@ -579,5 +612,29 @@ mod tests {
         assert_eq!(us(123_456), "123.5");
         let (r, h) = rss();
         assert!(r.is_some() && h.is_some());
+    }
+
+    /// The budget column: RSS - base against pool x 512 KiB x 1.1 + 64
+    /// MiB, flagged when over.
+    #[test]
+    fn engine_rss_against_the_budget() {
+        let mut r = Summary {
+            engine: "holt".into(),
+            pool: Some(128),
+            peak_rss: Some(300 << 20),
+            base_rss: Some(100 << 20),
+            persistent: true,
+            ..Summary::default()
+        };
+        assert_eq!(r.engine_rss(), Some(200 << 20));
+        assert_eq!(r.budget(), Some((128 << 19) * 11 / 10 + (64 << 20)));
+        assert!(summary_table(&[r.clone()]).contains("| 200 / 134 OVER |"));
+        r.peak_rss = Some(230 << 20);
+        assert!(summary_table(&[r.clone()]).contains("| 130 / 134 ok |"));
+        r.persistent = false;
+        assert!(
+            summary_table(&[r]).contains("| 130 |"),
+            "memory mode: no budget"
+        );
     }
 }

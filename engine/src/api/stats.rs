@@ -97,3 +97,37 @@ pub struct WalStats {
     /// with `wal_sync_on_commit(true)`, and the final drain at close).
     pub sync_commits: u64,
 }
+
+/// Buffer-pool figures, read in O(1) without walking the tree
+/// ([`Tree::cache_stats`](crate::Tree::cache_stats)). Frames are 512 KiB.
+///
+/// ```
+/// use holt::{Tree, TreeConfig};
+///
+/// let tree = Tree::open(TreeConfig::memory())?;
+/// tree.put(b"k", b"v")?;
+/// let c = tree.cache_stats();
+/// assert_eq!(c.capacity_frames, 64);
+/// assert!(c.resident_frames >= 1 && c.resident_frames <= c.peak_resident_frames);
+/// # Ok::<(), holt::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// The configured pool (`buffer_pool_size`).
+    pub capacity_frames: usize,
+    /// Frames cached now. It may exceed the capacity while frames are
+    /// dirty, pinned or being written (they cannot be evicted); in
+    /// persistent mode the pressure rule bounds the excess.
+    pub resident_frames: usize,
+    /// The most frames ever cached at once.
+    pub peak_resident_frames: usize,
+    /// Cached frames changed and not yet written to the backend.
+    pub dirty_frames: usize,
+    /// Idle 512 KiB checkpoint image buffers kept for the next round.
+    pub pooled_images: usize,
+    /// Write-back rounds run because of cache pressure (persistent mode).
+    pub pressure_rounds: u64,
+    /// Writes that waited for such a round.
+    pub pressure_waits: u64,
+}

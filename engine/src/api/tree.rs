@@ -8,9 +8,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::api::config::{Storage, TreeConfig};
 use crate::api::errors::{Error, Result};
 use crate::api::range::RangeBuilder;
-use crate::api::stats::{TreeStats, WalStats};
+use crate::api::stats::{CacheStats, TreeStats, WalStats};
 use crate::api::txn::{BatchOp, TxnBatch};
 use crate::buffer::BufferManager;
+use crate::checkpoint::pressure::Pressure;
 use crate::checkpoint::{Checkpointer, Counters as CkptCounters};
 use crate::io::IoDriver;
 use crate::store::{Backend, MemoryBackend, PersistentBackend, FRAME_SIZE};
@@ -41,6 +42,8 @@ pub(crate) struct TreeInner {
     /// Background checkpointer counters (`stats().checkpointer`).
     pub(crate) ckpt_counters: CkptCounters,
     ckpt_running: AtomicBool,
+    /// Write-back under cache pressure (P1, persistent mode).
+    pub(crate) pressure: Pressure,
 }
 
 /// What a checkpoint round did.
@@ -63,6 +66,7 @@ impl Drop for Lifecycle {
             bg.stop();
             self.inner.ckpt_running.store(false, Ordering::Release);
         }
+        self.inner.pressure.stop();
         self.inner.close();
     }
 }
@@ -187,7 +191,7 @@ impl TreeInner {
         let res = bm
             .capture_round(&mut round)
             .and_then(|()| d.wal.rotate(cut))
-            .and_then(|()| bm.persist(&round))
+            .and_then(|()| bm.persist(&mut round))
             .and_then(|()| {
                 d.store.set_checkpoint_meta(cut, cut);
                 d.store.flush()
@@ -225,7 +229,7 @@ impl TreeInner {
         };
         let res = bm
             .capture_round(&mut round)
-            .and_then(|()| bm.persist(&round));
+            .and_then(|()| bm.persist(&mut round));
         let frames = bm.finish_round(round, res.is_ok());
         res.map(|()| frames)
     }
@@ -492,6 +496,7 @@ impl Tree {
             poisoned: AtomicBool::new(false),
             ckpt_counters: CkptCounters::default(),
             ckpt_running: AtomicBool::new(enabled),
+            pressure: Pressure::default(),
         });
         let bg = if enabled {
             Some(Checkpointer::start(&inner, &ckpt_cfg).map_err(Error::BackendIo)?)
@@ -536,7 +541,7 @@ impl Tree {
             };
             inner.core.put(key, value, &mut log)?
         };
-        inner.after_write(seq)?;
+        self.after_mutation(seq)?;
         Ok(old)
     }
 
@@ -561,7 +566,7 @@ impl Tree {
             inner.core.delete(key, &mut log)?
         };
         if old.is_some() {
-            inner.after_write(seq)?;
+            self.after_mutation(seq)?;
         }
         Ok(old)
     }
@@ -699,7 +704,7 @@ impl Tree {
             }
             seq
         };
-        inner.after_write(seq)
+        self.after_mutation(seq)
     }
 
     /// Iterates the whole tree in key order; narrow it with
@@ -740,6 +745,41 @@ impl Tree {
         Ok(st)
     }
 
+    /// Buffer-pool figures (resident, peak and dirty frames, pooled image
+    /// buffers, pressure rounds), read without touching any frame.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("holt-doc-cache-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// use holt::{Tree, TreeConfig};
+    ///
+    /// let mut cfg = TreeConfig::new(&dir);
+    /// cfg.buffer_pool_size = 8;
+    /// let tree = Tree::open(cfg)?;
+    /// tree.put(b"a", b"1")?;
+    /// let c = tree.cache_stats();
+    /// assert_eq!(c.capacity_frames, 8);
+    /// assert_eq!(c.dirty_frames, 1);
+    /// # drop(tree);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), holt::Error>(())
+    /// ```
+    #[must_use]
+    pub fn cache_stats(&self) -> CacheStats {
+        let bm = &self.inner.core.bm;
+        let (resident_frames, peak_resident_frames) = bm.resident();
+        let p = &self.inner.pressure;
+        CacheStats {
+            capacity_frames: bm.capacity(),
+            resident_frames,
+            peak_resident_frames,
+            dirty_frames: bm.dirty.len(),
+            pooled_images: bm.pooled_images(),
+            pressure_rounds: p.rounds.load(Ordering::Relaxed),
+            pressure_waits: p.waits.load(Ordering::Relaxed),
+        }
+    }
+
     /// The I/O path of a persistent tree: driver in use, why io_uring is
     /// not (if it is not), and whether frames use `O_DIRECT`. `None` in
     /// memory mode and over a caller's backend.
@@ -777,7 +817,19 @@ impl Tree {
                 .core
                 .merge_pass(0, true, crate::tree::merge::COMPACT_LIMIT)?;
         }
-        self.inner.after_write(0)
+        self.after_mutation(0)
+    }
+
+    /// After a mutation, with no latch and no gate held: durability or
+    /// write-through (`TreeInner::after_write`), then the pressure rule
+    /// P1 (`checkpoint::pressure`) in persistent mode, which may wait for
+    /// a background round.
+    fn after_mutation(&self, seq: u64) -> Result<()> {
+        self.inner.after_write(seq)?;
+        if self.inner.durable.is_some() {
+            self.inner.pressure.relieve(&self.inner);
+        }
+        Ok(())
     }
 
     /// The configuration this tree was opened with.

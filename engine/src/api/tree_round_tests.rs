@@ -76,8 +76,8 @@ fn writer_cow_keeps_the_image_as_of_the_cut() {
     }
     assert_eq!(bm.armed_frames(), armed, "armed until the round captures");
     bm.capture_round(&mut round).unwrap();
-    assert_eq!(round.images.len(), armed);
-    bm.persist(&round).unwrap();
+    assert_eq!(round.captured(), armed);
+    bm.persist(&mut round).unwrap();
     bm.finish_round(round, true);
     drop(serial);
 
@@ -136,7 +136,7 @@ fn frame_retired_after_the_cut_is_still_captured() {
     );
     assert!(bm.pending_deletes.len() > 0, "merged frames await deletion");
     bm.capture_round(&mut round).unwrap();
-    bm.persist(&round).unwrap();
+    bm.persist(&mut round).unwrap();
     bm.finish_round(round, true);
     drop(serial);
 
@@ -235,7 +235,7 @@ fn retired_wal_with_records_above_the_cut_waits_for_the_next_round() {
         }
         bm.capture_round(&mut round).unwrap();
         d.wal.rotate(p).unwrap();
-        bm.persist(&round).unwrap();
+        bm.persist(&mut round).unwrap();
         d.store.set_checkpoint_meta(p, p);
         d.store.flush().unwrap();
         bm.finish_round(round, true);

@@ -26,6 +26,15 @@ use crate::store::BlobGuid;
 /// Hold one for one descent, not across user code (it delays reclamation).
 pub(crate) type Guard<'a> = papaya::LocalGuard<'a>;
 
+/// Removed entries a thread collects before handing them to reclamation
+/// (seize's default is 32, or the CPU count). An evicted frame's 512 KiB
+/// stay allocated until its batch is reclaimed, so with the default two
+/// evicting threads (a writer and the pressure thread) held about 64
+/// evicted frames, 32 MiB beyond the pool; a small batch costs a
+/// reclamation pass per few evictions, each of which follows a 512 KiB
+/// load anyway.
+const RECLAIM_BATCH: usize = 4;
+
 pub(crate) struct FrameTable {
     map: papaya::HashMap<BlobGuid, Arc<CachedBlob>, GuidHash>,
 }
@@ -34,7 +43,10 @@ impl FrameTable {
     pub(crate) fn new() -> Self {
         let seed = std::collections::hash_map::RandomState::new().hash_one(0u64);
         Self {
-            map: papaya::HashMap::builder().hasher(GuidHash { seed }).build(),
+            map: papaya::HashMap::builder()
+                .hasher(GuidHash { seed })
+                .collector(seize::Collector::new().batch_size(RECLAIM_BATCH))
+                .build(),
         }
     }
 

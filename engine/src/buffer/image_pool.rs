@@ -163,6 +163,11 @@ impl ImagePool {
         drop(excess);
     }
 
+    /// Buffers pooled now (arena and heap).
+    pub(crate) fn pooled(&self) -> usize {
+        self.lock().len()
+    }
+
     /// `(arena, heap)` buffers pooled now (tests).
     #[cfg(test)]
     pub(crate) fn counts(&self) -> (usize, usize) {

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::cached_blob::CachedBlob;
 use super::counters::Counter;
@@ -14,6 +14,7 @@ use super::eviction;
 use super::frame_table::{FrameTable, Guard};
 use super::image_pool::ImagePool;
 use crate::api::errors::{Error, Result};
+use crate::frame::image::CaptureImage;
 use crate::frame::{capture, copy, header, AtomicFrame, PAGES};
 use crate::store::{AlignedBlobBuf, Backend, BlobGuid};
 
@@ -47,31 +48,46 @@ pub(crate) struct BufferManager {
     /// Bumped after every successful write-back, before the frames it
     /// cleaned become evictable (see `load`).
     writebacks: AtomicU64,
+    /// Taken shared by a load's last attempt and exclusively for each
+    /// `writebacks` bump, so that attempt cannot lose the race again. Not
+    /// the round lock: loads run under the commit gate (writers), and a
+    /// round takes the round lock before the gate, so a loader waiting for
+    /// the round lock could deadlock with it.
+    bump_lock: RwLock<()>,
     /// Image buffers of finished rounds, reused by the next captures
     /// (arena buffers from the backend first; see `image_pool`).
     image_pool: ImagePool,
     /// Next round id (capture slots name their round; 0 is "none").
     round_ids: AtomicU64,
+    /// Most frames ever cached at once (`Tree::cache_stats`).
+    peak_resident: AtomicUsize,
 }
 
-/// Most image buffers kept for reuse (also at most half the cache
-/// capacity, at least 4). Retention is a memory/latency trade: a round
-/// with more dirty frames than the pool holds allocates (and pre-faults)
-/// the rest and frees them afterwards, and on two cores that churn —
-/// page zeroing, `munmap` TLB shootdowns — raised a concurrent writer's
-/// p99 during a 2000-frame round from about 1.1x to 4-6x its idle value.
-/// The pool may therefore hold up to half the cache's size in idle
-/// buffers after a large round. The same bound is the number of frame
-/// buffers the first round asks the backend to reserve (io_uring: the
-/// registered arena's slots, which the driver caps at 64 MiB).
-const MAX_POOLED_IMAGES: usize = 4096;
+/// Most image buffers kept for reuse between rounds: a sixteenth of the
+/// cache capacity, at least [`PREPARED_SLACK`] and at most two capture
+/// batches, because idle buffers count against the memory budget like
+/// cached frames (`checkpoint::pressure`). A round needs about one
+/// batch of buffers ([`CAPTURE_BATCH`]) however many frames it writes,
+/// so a small pool no longer means allocating per frame (that churn —
+/// page zeroing, `munmap` TLB shootdowns — once raised a concurrent
+/// writer's p99 during a 2000-frame round to 4-6x its idle value). The
+/// same bound is the number of frame buffers the first round asks the
+/// backend to reserve (io_uring: registered arena slots).
+const MAX_POOLED_IMAGES: usize = 2 * CAPTURE_BATCH;
+
+/// Frames a round captures before it writes them out (one backend batch)
+/// and reuses their buffers. A round's image memory is therefore this
+/// many buffers plus the 4 KiB pages writers save after the cut
+/// (`frame::image`), not one image per dirty frame: a tree that fits its
+/// pool can be checkpointed without doubling it.
+const CAPTURE_BATCH: usize = 32;
 
 /// Pooled image buffers prepared beyond the dirty count, for frames
 /// marked between the preparation and the cut (fresh ones are allocated
 /// only up to the dirty count).
 const PREPARED_SLACK: usize = 8;
 
-/// Optimistic load attempts before a load reads under the round lock.
+/// Optimistic load attempts before a load reads holding off bumps.
 const LOAD_RETRIES: usize = 4;
 
 /// Most frames one prefetch reads (32 MiB).
@@ -104,13 +120,36 @@ impl BufferManager {
             guid_seed: std::collections::hash_map::RandomState::new(),
             guid_counter: AtomicU64::new(1),
             writebacks: AtomicU64::new(0),
-            image_pool: ImagePool::new((capacity.max(1) / 2).clamp(4, MAX_POOLED_IMAGES)),
+            bump_lock: RwLock::new(()),
+            image_pool: ImagePool::new((capacity / 16).clamp(PREPARED_SLACK, MAX_POOLED_IMAGES)),
             round_ids: AtomicU64::new(1),
+            peak_resident: AtomicUsize::new(0),
         }
     }
 
     pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    /// The cache capacity in frames (`buffer_pool_size`).
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Frames cached now, and the most ever cached at once.
+    pub(crate) fn resident(&self) -> (usize, usize) {
+        let now = self.map.len();
+        (now, self.peak_resident.load(Ordering::Relaxed).max(now))
+    }
+
+    fn note_resident(&self) {
+        self.peak_resident
+            .fetch_max(self.map.len(), Ordering::Relaxed);
+    }
+
+    /// Idle image buffers kept for the next round.
+    pub(crate) fn pooled_images(&self) -> usize {
+        self.image_pool.pooled()
     }
 
     /// A fresh, unique frame name (random, never the root's).
@@ -216,10 +255,13 @@ impl BufferManager {
         // came after a bump. The new frame enters the table latched, so
         // nobody uses it before that check; a frame that fails it is
         // withdrawn as obsolete (E1). After a few lost races the load
-        // holds the round lock, which keeps write-backs (and so bumps)
-        // out. Never load while holding the round lock.
+        // holds the bump lock shared, which keeps bumps out.
         for attempt in 0..=LOAD_RETRIES {
-            let _serial = (attempt == LOAD_RETRIES).then(|| self.round_lock());
+            let _serial = (attempt == LOAD_RETRIES).then(|| {
+                self.bump_lock
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            });
             let epoch = self.writebacks.load(Ordering::Acquire);
             let frame = self.read_frame(guid)?;
             match self.install(*guid, frame, epoch) {
@@ -310,6 +352,7 @@ impl BufferManager {
     }
 
     fn after_load(&self, blob: Arc<CachedBlob>) -> Arc<CachedBlob> {
+        self.note_resident();
         self.evict_over_capacity();
         #[cfg(feature = "tracing")]
         tracing::trace!(guid = ?&blob.guid[..4], "frame loaded");
@@ -328,6 +371,7 @@ impl BufferManager {
         let blob = Arc::new(CachedBlob::new(guid, frame, tick));
         self.map.insert(&blob);
         self.dirty.mark(guid, seq);
+        self.note_resident();
         blob
     }
 
@@ -421,45 +465,47 @@ impl BufferManager {
     }
 
     /// Image buffers for the next round's captures, taken *before* the
-    /// commit gate: one per frame dirty now, plus a few for marks that
-    /// arrive before the cut — the backend's arena buffers first (the
-    /// first round reserves them). Fresh buffers are touched here, so
-    /// neither the gate nor a writer's copy-on-write pays their page
-    /// faults.
+    /// commit gate: one per frame dirty now, up to a capture batch, plus
+    /// a few pooled ones for marks that arrive before the cut — the
+    /// backend's arena buffers first (the first round reserves them).
+    /// Fresh buffers are touched here, so the round's copies do not pay
+    /// their page faults.
     pub(crate) fn prepare_images(&self) -> Vec<AlignedBlobBuf> {
-        self.image_pool
-            .for_round(&*self.backend, self.dirty.len(), PREPARED_SLACK)
+        self.image_pool.for_round(
+            &*self.backend,
+            self.dirty.len().min(CAPTURE_BATCH),
+            PREPARED_SLACK,
+        )
     }
 
     /// The cut (call under the commit gate, which keeps every writer out):
     /// drains the dirty and pending-delete maps (I3) and arms the capture
-    /// slot of every drained frame with a buffer from `images` (the
-    /// leftovers go back to the pool). No frame is copied here: after the
-    /// gate, stores into an armed frame save the pages they change first,
-    /// and [`BufferManager::capture_round`] copies the rest. Images are
-    /// stamped with `max_seq` if given.
+    /// slot of every drained frame, without a buffer; `images` become the
+    /// round's spare buffers. No frame is copied here: after the gate, the
+    /// first store into an armed frame takes a buffer and saves the pages
+    /// it changes, and [`BufferManager::capture_round`] copies the rest.
+    /// Images are stamped with `max_seq` if given.
     pub(crate) fn begin_round(
         &self,
         max_seq: Option<u64>,
-        mut images: Vec<AlignedBlobBuf>,
+        images: Vec<AlignedBlobBuf>,
     ) -> Round<'_> {
         let id = self.round_ids.fetch_add(1, Ordering::Relaxed);
         let dirty = self.dirty.drain();
         let deletes = self.pending_deletes.drain();
         let mut armed = Vec::with_capacity(dirty.len());
+        let mut spare = images;
         for guid in dirty.keys() {
             // Dirty frames are never evicted (I1); one missing from the
             // cache was retired (and its delete is queued), or is the
             // leftover of a failed round's restore.
             if let Some(b) = self.cached(guid) {
-                let buf = images.pop().unwrap_or_else(AlignedBlobBuf::uninit);
-                if let Some(stale) = b.frame.capture.arm(id, buf) {
-                    images.push(stale);
+                if let Some(stale) = b.frame.capture.arm(id, CaptureImage::empty()) {
+                    spare.extend(stale.into_whole());
                 }
                 armed.push(b);
             }
         }
-        self.recycle(images);
         Round {
             bm: self,
             finished: false,
@@ -469,23 +515,37 @@ impl BufferManager {
             deletes,
             armed,
             images: Vec::new(),
+            spare,
+            written: 0,
         }
     }
 
     /// After the gate: completes every armed frame's image as of the cut
     /// — the pages no store saved are copied here, under the frame's
-    /// shared latch — then stamps and seals it.
+    /// shared latch, into the buffer a store took or a spare one — then
+    /// stamps and seals it. Every [`CAPTURE_BATCH`] images are written to
+    /// the backend at once (free slots: nothing durable refers to them
+    /// before the round's manifest) and their buffers reused;
+    /// [`BufferManager::persist`] writes the rest.
     pub(crate) fn capture_round(&self, r: &mut Round<'_>) -> Result<()> {
-        r.images.reserve(r.armed.len());
-        for b in &r.armed {
+        for i in 0..r.armed.len() {
+            let b = Arc::clone(&r.armed[i]);
             let frame = &b.frame;
-            let fill = |buf: &mut AlignedBlobBuf, page: usize| {
-                frame.copy_page(page, buf.as_mut_slice());
+            let spare = &mut r.spare;
+            let mut take = || spare.pop().unwrap_or_else(AlignedBlobBuf::uninit);
+            let fill = |img: &mut CaptureImage, page: usize| {
+                img.make_whole(&mut take);
+                img.fill(page, |dst| frame.read_page(page, dst));
             };
-            let Some(mut buf) =
+            let Some(mut img) =
                 capture::capture_shared(&b.latch, &frame.capture, r.id, PAGES, fill)
             else {
                 return Err(Error::Internal("checkpoint capture missing"));
+            };
+            // Every page may have been saved by stores.
+            img.make_whole(|| r.spare.pop().unwrap_or_else(AlignedBlobBuf::uninit));
+            let Some(mut buf) = img.into_whole() else {
+                return Err(Error::Internal("checkpoint capture incomplete"));
             };
             if let Some(seq) = r.max_seq {
                 let at = header::OFF_MAX_SEQ;
@@ -493,15 +553,32 @@ impl BufferManager {
             }
             header::seal_image(buf.as_mut_slice());
             r.images.push((b.guid, buf));
+            if r.images.len() >= CAPTURE_BATCH {
+                self.write_images(r)?;
+            }
         }
         Ok(())
     }
 
-    /// Writes a round's images (one batch) and deletes to the backend.
-    pub(crate) fn persist(&self, r: &Round<'_>) -> Result<()> {
+    /// Writes the round's captured images (one batch) and keeps their
+    /// buffers as spares, up to a batch.
+    fn write_images(&self, r: &mut Round<'_>) -> Result<()> {
         let refs: Vec<(BlobGuid, &AlignedBlobBuf)> =
             r.images.iter().map(|(g, b)| (*g, b)).collect();
-        let res = self.backend.write_blobs(&refs).and_then(|()| {
+        self.backend.write_blobs(&refs)?;
+        r.written += r.images.len();
+        for (_, buf) in r.images.drain(..) {
+            if r.spare.len() < CAPTURE_BATCH {
+                r.spare.push(buf);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a round's remaining images (one batch) and its deletes to
+    /// the backend.
+    pub(crate) fn persist(&self, r: &mut Round<'_>) -> Result<()> {
+        let res = self.write_images(r).and_then(|()| {
             for g in r.deletes.keys() {
                 self.backend.delete_blob(*g)?;
             }
@@ -509,6 +586,10 @@ impl BufferManager {
         });
         // Even a failed round may have replaced some images; loads in
         // flight must not trust what they read before this point.
+        let _bump = self
+            .bump_lock
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.writebacks.fetch_add(1, Ordering::AcqRel);
         res
     }
@@ -579,7 +660,19 @@ pub(crate) struct Round<'a> {
     /// Frames armed at the cut (pinned: a frame retired after the cut is
     /// still captured, since it existed at the cut).
     armed: Vec<Arc<CachedBlob>>,
+    /// Captured images not yet written.
     pub(crate) images: Vec<(BlobGuid, AlignedBlobBuf)>,
+    /// Buffers for the next captures.
+    spare: Vec<AlignedBlobBuf>,
+    /// Images already written (in batches).
+    written: usize,
+}
+
+impl Round<'_> {
+    /// Frames captured so far (written or not).
+    pub(crate) fn captured(&self) -> usize {
+        self.written + self.images.len()
+    }
 }
 
 impl Round<'_> {
@@ -589,8 +682,9 @@ impl Round<'_> {
         let mut bufs: Vec<AlignedBlobBuf> = self
             .armed
             .drain(..)
-            .filter_map(|b| b.frame.capture.disarm())
+            .filter_map(|b| b.frame.capture.disarm().and_then(CaptureImage::into_whole))
             .collect();
+        bufs.append(&mut self.spare);
         if ok {
             bm.dirty.complete(&self.dirty);
             bm.pending_deletes.complete(&self.deletes);
@@ -598,7 +692,7 @@ impl Round<'_> {
             bm.dirty.restore(&self.dirty);
             bm.pending_deletes.restore(&self.deletes);
         }
-        let frames = self.images.len();
+        let frames = self.captured();
         bufs.extend(std::mem::take(&mut self.images).into_iter().map(|(_, b)| b));
         bm.recycle(bufs);
         frames
@@ -634,7 +728,7 @@ mod tests {
             let _serial = bm.round_lock();
             let mut round = bm.begin_round(None, bm.prepare_images());
             bm.capture_round(&mut round).unwrap();
-            bm.persist(&round).unwrap();
+            bm.persist(&mut round).unwrap();
             bm.finish_round(round, true);
         }
         (bm, guids)
@@ -699,7 +793,7 @@ mod prefetch_tests {
         let _serial = bm.round_lock();
         let mut round = bm.begin_round(None, bm.prepare_images());
         bm.capture_round(&mut round).unwrap();
-        bm.persist(&round).unwrap();
+        bm.persist(&mut round).unwrap();
         bm.finish_round(round, true);
         guids
     }

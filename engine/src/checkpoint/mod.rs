@@ -5,9 +5,14 @@
 //! of sparse frames when `auto_merge` is on); an eviction thread sweeps
 //! idle clean frames every `eviction_interval`.
 //!
+//! `pressure` holds the write-back under cache pressure (P1), which runs
+//! whether or not this checkpointer is enabled.
+//!
 //! The threads hold the tree until they are stopped and joined, which
 //! happens when the last `Tree` handle drops (see `api::tree::Lifecycle`),
 //! in the dropping thread, before the final round.
+
+pub(crate) mod pressure;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};

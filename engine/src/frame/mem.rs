@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::arena::FrameWords;
 use super::capture::{CaptureSlot, MAX_PAGES};
-use crate::store::{AlignedBlobBuf, FRAME_SIZE};
+use super::image::CaptureImage;
+use crate::store::FRAME_SIZE;
 
 /// Bytes of a copy-on-write page.
 pub(crate) const PAGE: usize = 4096;
@@ -40,8 +41,9 @@ pub(crate) type FResult<T> = Result<T, Corrupt>;
 pub(crate) struct AtomicFrame {
     mem: FrameWords,
     /// The checkpoint capture pending for this frame, if any: armed at a
-    /// round's cut; stores save the pages they change into it first.
-    pub(crate) capture: CaptureSlot<AlignedBlobBuf>,
+    /// round's cut; stores save the pages they change into it first
+    /// (`frame::image`: page by page).
+    pub(crate) capture: CaptureSlot<CaptureImage>,
 }
 
 impl std::fmt::Debug for AtomicFrame {
@@ -92,14 +94,11 @@ impl AtomicFrame {
         }
     }
 
-    /// Copies page `page` into the same place of `dst` (a whole frame
-    /// image, `FRAME_SIZE` bytes).
-    pub(crate) fn copy_page(&self, page: usize, dst: &mut [u8]) {
-        let (w0, b0) = (page * (PAGE / 8), page * PAGE);
-        let (Some(words), Some(out)) = (
-            self.words().get(w0..w0 + PAGE / 8),
-            dst.get_mut(b0..b0 + PAGE),
-        ) else {
+    /// Copies page `page` into `dst` (its first `PAGE` bytes).
+    pub(crate) fn read_page(&self, page: usize, dst: &mut [u8]) {
+        let w0 = page * (PAGE / 8);
+        let (Some(words), Some(out)) = (self.words().get(w0..w0 + PAGE / 8), dst.get_mut(..PAGE))
+        else {
             return;
         };
         for (w, c) in words.iter().zip(out.chunks_exact_mut(8)) {
@@ -114,8 +113,8 @@ impl AtomicFrame {
     fn before_store(&self, off: usize, len: usize) {
         if len > 0 {
             self.capture
-                .save(off / PAGE, (off + len - 1) / PAGE, |buf, page| {
-                    self.copy_page(page, buf.as_mut_slice());
+                .save(off / PAGE, (off + len - 1) / PAGE, |img, page| {
+                    img.fill(page, |dst| self.read_page(page, dst));
                 });
         }
     }

@@ -12,6 +12,7 @@ mod arena;
 pub(crate) mod capture;
 pub(crate) mod copy;
 pub(crate) mod header;
+pub(crate) mod image;
 pub(crate) mod mem;
 pub(crate) mod node;
 mod simd;
