@@ -20,9 +20,12 @@ use holt_backend_uring::{BufferRegistration, Faults, UringDriver, UringFile, Uri
 
 const CHILD_ENV: &str = "HOLT_IMAGES_CHILD";
 const FRAME: usize = 512 << 10;
-/// Buffer pool of the trees here: the image pool keeps half, 32 frames,
-/// and the first round reserves that many arena slots.
-const POOL: usize = 64;
+/// Buffer pool of the trees here.
+const POOL: usize = 256;
+/// Image buffers the pool keeps, and so the arena slots the first round
+/// reserves, for a pool of `POOL` frames: `POOL / 16` (at least 8, at
+/// most 64; `buffer/manager.rs`).
+const KEPT_IMAGES: usize = POOL / 16;
 const KEYS: usize = 240;
 
 /// Runs the test `name` again in a child process and checks it passed;
@@ -183,7 +186,7 @@ fn round(t: &Tree, w: &Watch, gen: u8) -> (u64, UringStats) {
 /// A checkpoint round on io_uring writes its images with `WRITE_FIXED`
 /// from the registered arena; the arena is created by the first round —
 /// not by opening the tree, nor by the cold loads of reads — with as many
-/// slots as the image pool keeps (`POOL / 2`), and later rounds reuse it.
+/// slots as the image pool keeps (`KEPT_IMAGES`), and later rounds reuse it.
 /// Fails if the images are plain heap buffers (`fixed_sqes` stays 0, as
 /// before this change), or if open or loads create the arena (the
 /// reverted attempt built it at the first frame load).
@@ -224,7 +227,7 @@ fn checkpoint_images_go_out_as_fixed_writes() {
         return;
     }
     assert!(
-        info.arena_bytes <= POOL / 2 * FRAME,
+        info.arena_bytes <= KEPT_IMAGES * FRAME,
         "the arena is sized from the image pool's bound: {info:?}"
     );
     assert_eq!(
