@@ -9,14 +9,19 @@
 //!
 //! Slots are recycled within the process: a freed slot goes back to its
 //! chunk, and a chunk whose four slots are all free is returned to the
-//! allocator once more than [`KEEP_EMPTY`] such chunks are idle (a few are
+//! kernel once more than [`KEEP_EMPTY`] such chunks are idle (a few are
 //! kept because a fresh chunk costs 2 MiB of page zeroing). Frame memory
 //! therefore follows the number of cached frames, which the buffer pool
 //! bounds, and is given back when trees are dropped.
+//!
+//! Chunks are anonymous mappings, which the kernel zero-fills as they are
+//! first touched, so a chunk is never cleared by hand: a slot handed out
+//! for the first time is already zero, and only a slot used before is
+//! cleared when a zeroed frame is asked for. (Clearing by hand would touch
+//! every page twice: the kernel clears it on the first write anyway.)
 
 #![allow(unsafe_code)]
 
-use std::alloc::{alloc, dealloc, Layout};
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
@@ -36,6 +41,9 @@ const ALL_FREE: u8 = (1 << PER_CHUNK) - 1;
 struct Arena {
     /// Chunk base address → bitmask of its free slots.
     chunks: HashMap<usize, u8>,
+    /// Chunk base address → bitmask of its slots never handed out (still
+    /// as the kernel zero-filled them).
+    fresh: HashMap<usize, u8>,
     /// Chunks that may have a free slot (checked on use; may hold stale
     /// or repeated bases).
     partial: Vec<usize>,
@@ -60,9 +68,12 @@ unsafe impl Sync for FrameWords {}
 impl FrameWords {
     /// A slot whose words are all zero.
     pub(crate) fn zeroed() -> Self {
-        let w = Self { ptr: take_slot() };
-        for x in w.words() {
-            x.store(0, std::sync::atomic::Ordering::Relaxed);
+        let (ptr, fresh) = take_slot();
+        let w = Self { ptr };
+        if !fresh {
+            for x in w.words() {
+                x.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         w
     }
@@ -70,13 +81,14 @@ impl FrameWords {
     /// A slot with unspecified (but initialised) contents, to be
     /// overwritten by the caller.
     pub(crate) fn recycled() -> Self {
-        Self { ptr: take_slot() }
+        Self { ptr: take_slot().0 }
     }
 
     #[inline]
     pub(crate) fn words(&self) -> &[AtomicU64] {
         // SAFETY: `ptr` addresses WORDS initialised `AtomicU64`s (chunks
-        // are zeroed when made, and zero is a valid `AtomicU64`), aligned
+        // are anonymous mappings, zero-filled by the kernel, and zero is a
+        // valid `AtomicU64`), aligned
         // to the chunk (2 MiB) plus a multiple of FRAME_SIZE, and owned by
         // `self` until drop: a chunk is freed only when all its slots are
         // back in the arena.
@@ -97,10 +109,13 @@ fn with_arena<R>(f: impl FnOnce(&mut Arena) -> R) -> R {
     f(g.get_or_insert_with(Arena::new))
 }
 
-fn take_slot() -> NonNull<AtomicU64> {
-    let addr = with_arena(Arena::take);
+/// A slot, and whether it was never handed out before (so still zero).
+fn take_slot() -> (NonNull<AtomicU64>, bool) {
+    let (addr, fresh) = with_arena(Arena::take);
     // Slot addresses come from `new_chunk`, which never returns null.
-    NonNull::new(addr as *mut AtomicU64).unwrap_or_else(|| std::alloc::handle_alloc_error(layout()))
+    let ptr = NonNull::new(addr as *mut AtomicU64)
+        .unwrap_or_else(|| std::alloc::handle_alloc_error(layout()));
+    (ptr, fresh)
 }
 
 fn put_slot(addr: usize) {
@@ -113,13 +128,15 @@ impl Arena {
     fn new() -> Self {
         Self {
             chunks: HashMap::new(),
+            fresh: HashMap::new(),
             partial: Vec::new(),
             empty: 0,
         }
     }
 
-    /// A free slot's address, from a new chunk if none is free.
-    fn take(&mut self) -> usize {
+    /// A free slot's address, from a new chunk if none is free, and
+    /// whether the slot is handed out for the first time (still zero).
+    fn take(&mut self) -> (usize, bool) {
         while let Some(base) = self.partial.pop() {
             let Some(mask) = self.chunks.get_mut(&base) else {
                 continue; // stale: the chunk was freed
@@ -135,12 +152,18 @@ impl Arena {
             if *mask != 0 {
                 self.partial.push(base);
             }
-            return base + i * FRAME_SIZE;
+            let fresh = self.fresh.get_mut(&base).is_some_and(|m| {
+                let was = *m & (1 << i) != 0;
+                *m &= !(1 << i);
+                was
+            });
+            return (base + i * FRAME_SIZE, fresh);
         }
         let base = new_chunk();
         self.chunks.insert(base, ALL_FREE & !1);
+        self.fresh.insert(base, ALL_FREE & !1);
         self.partial.push(base);
-        base
+        (base, true)
     }
 
     /// Returns a slot; `Some(base)`: that chunk left the arena and must be
@@ -161,39 +184,64 @@ impl Arena {
             return None;
         }
         self.chunks.remove(&base);
+        self.fresh.remove(&base);
         Some(base)
     }
 }
 
 fn free_chunk(base: usize) {
-    // SAFETY: `base` was returned by `alloc(layout())` in `new_chunk` and
+    // SAFETY: `base..base + CHUNK` is a mapping made by `new_chunk` that
     // has left its arena's chunk table with all its slots free, so no
-    // `FrameWords` points into it any more.
-    unsafe { dealloc(base as *mut u8, layout()) }
-}
-
-fn layout() -> Layout {
-    // CHUNK is a non-zero power of two.
-    Layout::from_size_align(CHUNK, CHUNK).unwrap_or_else(|_| unreachable!())
-}
-
-fn new_chunk() -> usize {
-    let layout = layout();
-    // SAFETY: the layout has non-zero size.
-    let raw = unsafe { alloc(layout) };
-    if raw.is_null() {
-        std::alloc::handle_alloc_error(layout);
-    }
-    // SAFETY: `raw..raw + CHUNK` is the allocation just made. madvise only
-    // changes how the kernel backs it (a failure is harmless: 4 KiB
-    // pages); it must come before the first touch, hence `alloc` and the
-    // zeroing below rather than `alloc_zeroed`. Zeroing initialises every
-    // word before any `AtomicU64` is formed over it.
+    // `FrameWords` points into it any more. munmap fails only for bad
+    // arguments, which these are not; a failure would merely leak it.
     unsafe {
-        libc::madvise(raw.cast(), CHUNK, libc::MADV_HUGEPAGE);
-        std::ptr::write_bytes(raw, 0, CHUNK);
+        libc::munmap(base as *mut libc::c_void, CHUNK);
     }
-    raw as usize
+}
+
+/// Reported to `handle_alloc_error` when the kernel refuses a chunk.
+fn layout() -> std::alloc::Layout {
+    // CHUNK is a non-zero power of two.
+    std::alloc::Layout::from_size_align(CHUNK, CHUNK).unwrap_or_else(|_| unreachable!())
+}
+
+/// Maps a new chunk, aligned to CHUNK so that it can be one huge page.
+fn new_chunk() -> usize {
+    // Map twice the size and trim to an aligned CHUNK: mmap only promises
+    // page alignment.
+    let len = 2 * CHUNK;
+    // SAFETY: a fresh private anonymous mapping aliases nothing.
+    let raw = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        std::alloc::handle_alloc_error(layout());
+    }
+    let start = raw as usize;
+    let base = (start + CHUNK - 1) & !(CHUNK - 1);
+    let (head, tail) = (base - start, start + len - (base + CHUNK));
+    // SAFETY: both ranges lie in the mapping just made, outside
+    // `base..base + CHUNK`, and nothing refers to them. madvise must come
+    // before the first touch to get a huge page (a failure is harmless:
+    // 4 KiB pages). The kernel zero-fills the pages on first touch, so
+    // every word is an initialised (zero) `AtomicU64`.
+    unsafe {
+        if head > 0 {
+            libc::munmap(raw, head);
+        }
+        if tail > 0 {
+            libc::munmap((base + CHUNK) as *mut libc::c_void, tail);
+        }
+        libc::madvise(base as *mut libc::c_void, CHUNK, libc::MADV_HUGEPAGE);
+    }
+    base
 }
 
 #[cfg(test)]
@@ -204,7 +252,7 @@ mod tests {
     fn slots_are_distinct_and_idle_chunks_beyond_the_reserve_are_returned() {
         let mut a = Arena::new();
         let n = (KEEP_EMPTY + 3) * PER_CHUNK;
-        let mut addrs: Vec<usize> = (0..n).map(|_| a.take()).collect();
+        let mut addrs: Vec<usize> = (0..n).map(|_| a.take().0).collect();
         assert_eq!(
             a.chunks.len(),
             KEEP_EMPTY + 3,
@@ -227,7 +275,7 @@ mod tests {
         assert_eq!((a.chunks.len(), a.empty), (KEEP_EMPTY, KEEP_EMPTY));
         // Kept chunks are reused before any new one is made.
         let before: Vec<usize> = a.chunks.keys().copied().collect();
-        let again: Vec<usize> = (0..KEEP_EMPTY * PER_CHUNK).map(|_| a.take()).collect();
+        let again: Vec<usize> = (0..KEEP_EMPTY * PER_CHUNK).map(|_| a.take().0).collect();
         assert!(again.iter().all(|x| before.contains(&(x & !(CHUNK - 1)))));
         assert_eq!(a.empty, 0);
         for x in again {
@@ -248,5 +296,34 @@ mod tests {
         drop(f);
         let g = FrameWords::zeroed();
         assert!(g.words().iter().all(|w| w.load(Ordering::Relaxed) == 0));
+    }
+
+    #[test]
+    fn only_never_used_slots_are_reported_fresh_and_they_are_zero() {
+        use std::sync::atomic::Ordering;
+        let mut a = Arena::new();
+        let first: Vec<(usize, bool)> = (0..PER_CHUNK).map(|_| a.take()).collect();
+        assert!(first.iter().all(|&(_, fresh)| fresh), "a new chunk's slots");
+        for &(addr, _) in &first {
+            // SAFETY: the slot was just taken from the arena and is not
+            // shared; its words are initialised (kernel zero-fill).
+            let w = unsafe { std::slice::from_raw_parts(addr as *const AtomicU64, WORDS) };
+            assert!(w.iter().all(|x| x.load(Ordering::Relaxed) == 0));
+            w[3].store(5, Ordering::Relaxed);
+        }
+        assert_eq!(a.put(first[1].0), None);
+        assert_eq!(
+            a.take(),
+            (first[1].0, false),
+            "a returned slot is reused, not fresh"
+        );
+        for (addr, _) in first {
+            if let Some(base) = a.put(addr) {
+                free_chunk(base);
+            }
+        }
+        for base in a.chunks.keys().copied().collect::<Vec<_>>() {
+            free_chunk(base);
+        }
     }
 }
