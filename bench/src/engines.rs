@@ -113,7 +113,11 @@ pub trait Engine: Sync {
     /// Makes everything written so far durable (or written through).
     fn checkpoint(&mut self) -> Result<()>;
 
-    fn stats(&self) -> Result<EngineStats>;
+    /// Engine-specific figures (frames, fill, cache hits, restarts);
+    /// engines that report none keep the default.
+    fn stats(&self) -> Result<EngineStats> {
+        Ok(EngineStats::default())
+    }
 
     /// Directory holding the engine's files, if it has any. The
     /// persistence groups (`reopen`, `sync_commit`, ...) run only on

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::{closed, err, key_err, make_dir, PeerOptions, LOAD_BATCH};
-use crate::engines::{DirEntry, Engine, EngineStats, Renamed};
+use crate::engines::{DirEntry, Engine, Renamed};
 use crate::error::Result;
 
 const NAME: &str = "fjall";
@@ -188,10 +188,6 @@ impl Engine for FjallEngine {
             .0
             .persist(PersistMode::SyncAll)
             .map_err(|e| err(NAME, "persist", e))
-    }
-
-    fn stats(&self) -> Result<EngineStats> {
-        Ok(EngineStats::default())
     }
 
     fn data_dir(&self) -> Option<&Path> {

@@ -22,7 +22,7 @@ use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, MdbError, PutFlags};
 
 use super::{closed, err, key_err, make_dir, PeerOptions, LOAD_BATCH};
-use crate::engines::{DirEntry, Engine, EngineStats, Renamed};
+use crate::engines::{DirEntry, Engine, Renamed};
 use crate::error::Result;
 
 const NAME: &str = "lmdb";
@@ -261,10 +261,6 @@ impl Engine for LmdbEngine {
     fn checkpoint(&mut self) -> Result<()> {
         let (env, _) = self.env()?;
         env.force_sync().map_err(|e| err(NAME, "sync", e))
-    }
-
-    fn stats(&self) -> Result<EngineStats> {
-        Ok(EngineStats::default())
     }
 
     fn data_dir(&self) -> Option<&Path> {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{closed, err, key_err, make_dir, PeerOptions, LOAD_BATCH};
-use crate::engines::{DirEntry, Engine, EngineStats, Renamed};
+use crate::engines::{DirEntry, Engine, Renamed};
 use crate::error::Result;
 
 const NAME: &str = "redb";
@@ -225,10 +225,6 @@ impl Engine for RedbEngine {
     fn checkpoint(&mut self) -> Result<()> {
         self.write(Some(Durability::Immediate), |_| Ok(()))
             .map_err(|e| err(NAME, "durable commit", e))
-    }
-
-    fn stats(&self) -> Result<EngineStats> {
-        Ok(EngineStats::default())
     }
 
     fn data_dir(&self) -> Option<&Path> {

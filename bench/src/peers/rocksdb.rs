@@ -16,7 +16,7 @@ use ::rocksdb::{
 };
 
 use super::{closed, err, key_err, make_dir, PeerOptions, LOAD_BATCH};
-use crate::engines::{prefix_successor, DirEntry, Engine, EngineStats, Renamed};
+use crate::engines::{prefix_successor, DirEntry, Engine, Renamed};
 use crate::error::Result;
 
 const NAME: &str = "rocksdb";
@@ -211,10 +211,6 @@ impl Engine for RocksEngine {
 
     fn checkpoint(&mut self) -> Result<()> {
         self.db()?.flush().map_err(|e| err(NAME, "flush", e))
-    }
-
-    fn stats(&self) -> Result<EngineStats> {
-        Ok(EngineStats::default())
     }
 
     fn data_dir(&self) -> Option<&Path> {

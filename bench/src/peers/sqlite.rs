@@ -19,7 +19,7 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, Row};
 
 use super::{closed, err, key_err, make_dir, PeerOptions, LOAD_BATCH};
-use crate::engines::{prefix_successor, DirEntry, Engine, EngineStats, Renamed};
+use crate::engines::{prefix_successor, DirEntry, Engine, Renamed};
 use crate::error::Result;
 
 const NAME: &str = "sqlite";
@@ -311,10 +311,6 @@ impl Engine for SqliteEngine {
             return Err(err(NAME, "wal_checkpoint", "a reader blocked it (busy)"));
         }
         Ok(())
-    }
-
-    fn stats(&self) -> Result<EngineStats> {
-        Ok(EngineStats::default())
     }
 
     fn data_dir(&self) -> Option<&Path> {
