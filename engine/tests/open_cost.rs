@@ -82,6 +82,9 @@ impl IoDriver for Counting {
     fn alloc_buffer(&self, len: usize) -> io::Result<AlignedBuf> {
         self.inner.alloc_buffer(len)
     }
+    fn reserve_buffers(&self, len: usize, count: usize) -> usize {
+        self.inner.reserve_buffers(len, count)
+    }
 }
 
 impl IoFile for CountingFile {
@@ -90,6 +93,12 @@ impl IoFile for CountingFile {
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.inner.write_at(buf, offset)
+    }
+    fn write_batch(&self, writes: &[(u64, &[u8])]) -> io::Result<()> {
+        self.inner.write_batch(writes)
+    }
+    fn read_batch(&self, reads: &mut [(u64, &mut [u8])]) -> io::Result<()> {
+        self.inner.read_batch(reads)
     }
     fn sync_data(&self) -> io::Result<()> {
         self.calls.add("sync_data".into());
