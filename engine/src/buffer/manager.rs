@@ -14,7 +14,7 @@ use super::eviction;
 use super::frame_table::{FrameTable, Guard};
 use super::image_pool::ImagePool;
 use crate::api::errors::{Error, Result};
-use crate::frame::image::CaptureImage;
+use crate::frame::image::{CaptureImage, PagePool};
 use crate::frame::{capture, copy, header, AtomicFrame, PAGES};
 use crate::store::{AlignedBlobBuf, Backend, BlobGuid};
 
@@ -57,6 +57,9 @@ pub(crate) struct BufferManager {
     /// Image buffers of finished rounds, reused by the next captures
     /// (arena buffers from the backend first; see `image_pool`).
     image_pool: ImagePool,
+    /// Page buffers for writers' saves into armed frames (P2, in
+    /// `frame::image`).
+    page_pool: Arc<PagePool>,
     /// Next round id (capture slots name their round; 0 is "none").
     round_ids: AtomicU64,
     /// Most frames ever cached at once (`Tree::cache_stats`).
@@ -86,6 +89,18 @@ const CAPTURE_BATCH: usize = 32;
 /// marked between the preparation and the cut (fresh ones are allocated
 /// only up to the dirty count).
 const PREPARED_SLACK: usize = 8;
+
+/// Page buffers a round reserves per dirty frame before its cut, for
+/// writers' saves (P2): a put saves one page or two of a frame, and a
+/// busy frame a few more before the round reaches it.
+const SAVED_PAGES_PER_FRAME: usize = 4;
+
+/// Image buffers pooled for a cache of `capacity` frames: a sixteenth of
+/// it, within [`PREPARED_SLACK`] ..= [`MAX_POOLED_IMAGES`]. Page buffers
+/// for saves are bounded by as much memory.
+fn pooled_images(capacity: usize) -> usize {
+    (capacity / 16).clamp(PREPARED_SLACK, MAX_POOLED_IMAGES)
+}
 
 /// Optimistic load attempts before a load reads holding off bumps.
 const LOAD_RETRIES: usize = 4;
@@ -121,7 +136,8 @@ impl BufferManager {
             guid_counter: AtomicU64::new(1),
             writebacks: AtomicU64::new(0),
             bump_lock: RwLock::new(()),
-            image_pool: ImagePool::new((capacity / 16).clamp(PREPARED_SLACK, MAX_POOLED_IMAGES)),
+            image_pool: ImagePool::new(pooled_images(capacity)),
+            page_pool: Arc::new(PagePool::new(pooled_images(capacity) * PAGES)),
             round_ids: AtomicU64::new(1),
             peak_resident: AtomicUsize::new(0),
         }
@@ -470,7 +486,11 @@ impl BufferManager {
     /// backend's arena buffers first (the first round reserves them).
     /// Fresh buffers are touched here, so the round's copies do not pay
     /// their page faults.
+    ///
+    /// The page pool for writers' saves is topped up here too (P2).
     pub(crate) fn prepare_images(&self) -> Vec<AlignedBlobBuf> {
+        self.page_pool
+            .reserve(self.dirty.len().saturating_mul(SAVED_PAGES_PER_FRAME));
         self.image_pool.for_round(
             &*self.backend,
             self.dirty.len().min(CAPTURE_BATCH),
@@ -500,7 +520,11 @@ impl BufferManager {
             // cache was retired (and its delete is queued), or is the
             // leftover of a failed round's restore.
             if let Some(b) = self.cached(guid) {
-                if let Some(stale) = b.frame.capture.arm(id, CaptureImage::empty()) {
+                if let Some(stale) = b
+                    .frame
+                    .capture
+                    .arm(id, CaptureImage::empty(&self.page_pool))
+                {
                     spare.extend(stale.into_whole());
                 }
                 armed.push(b);
