@@ -61,6 +61,11 @@ struct State {
     file_len: u64,
     /// Encoded records not yet handed to the OS.
     buf: Vec<u8>,
+    /// An empty buffer for appends while a leader writes `buf` out (the
+    /// one the last leader wrote), so appends and drains do not allocate:
+    /// a fresh 128 KiB buffer per drain made the appending thread's
+    /// malloc arena grow and shrink (`mprotect`, zero-filled pages).
+    spare: Vec<u8>,
     next_seq: u64,
     /// All records with seq <= `written` are in the OS.
     written: u64,
@@ -139,6 +144,29 @@ fn fresh_buf() -> Vec<u8> {
     b
 }
 
+/// Takes the records to write out, leaving the spare buffer (or a fresh
+/// one) for appends meanwhile.
+fn swap_out(st: &mut State) -> Vec<u8> {
+    let next = if st.spare.capacity() > 0 {
+        std::mem::take(&mut st.spare)
+    } else {
+        fresh_buf()
+    };
+    std::mem::replace(&mut st.buf, next)
+}
+
+/// After `buf` was written: emptied, it becomes the spare — or the live
+/// buffer again if nothing was appended meanwhile and it is the larger.
+fn recycle(st: &mut State, mut buf: Vec<u8>) {
+    buf.truncate(record::MARKER_LEN);
+    if st.buf.len() == record::MARKER_LEN && buf.capacity() > st.buf.capacity() {
+        std::mem::swap(&mut st.buf, &mut buf);
+    }
+    if buf.capacity() > st.spare.capacity() {
+        st.spare = buf;
+    }
+}
+
 impl Wal {
     /// Opens the active file for appending at `len` (after recovery cut
     /// any torn tail), continuing at `next_seq`. `existing` is the active
@@ -185,6 +213,7 @@ impl Wal {
                 file,
                 file_len: len,
                 buf: fresh_buf(),
+                spare: Vec::new(),
                 next_seq,
                 written: last,
                 synced: last,
@@ -337,7 +366,7 @@ impl Wal {
             if sync {
                 st = self.gather_crowd(st);
             }
-            let mut buf = std::mem::replace(&mut st.buf, fresh_buf());
+            let mut buf = swap_out(&mut st);
             let has_records = buf.len() > record::MARKER_LEN;
             record::encode_marker(st.synced_len, &mut buf);
             let upto = st.next_seq - 1;
@@ -382,11 +411,7 @@ impl Wal {
                         st.crowd = self.sync_waiters.load(Ordering::Relaxed);
                         self.counters.syncs.fetch_add(1, Ordering::Relaxed);
                     }
-                    if st.buf.len() == record::MARKER_LEN {
-                        // Keep the larger allocation for the next round.
-                        buf.truncate(record::MARKER_LEN);
-                        st.buf = buf;
-                    }
+                    recycle(&mut st, buf);
                 }
                 Err(e) if !wrote && e.kind() == std::io::ErrorKind::StorageFull => {
                     // Disk full: put the records back in front of what was
@@ -443,7 +468,7 @@ impl Wal {
             st = self.lock();
         }
         st.leader = true;
-        let mut buf = std::mem::replace(&mut st.buf, fresh_buf());
+        let mut buf = swap_out(&mut st);
         let has_records = buf.len() > record::MARKER_LEN;
         record::encode_marker(st.synced_len, &mut buf);
         let upto = st.next_seq - 1;
@@ -495,10 +520,7 @@ impl Wal {
                     st.dir_synced = true;
                     st.retired.push((upto, retired));
                 }
-                if st.buf.len() == record::MARKER_LEN {
-                    buf.truncate(record::MARKER_LEN);
-                    st.buf = buf;
-                }
+                recycle(&mut st, buf);
                 self.end_round(st);
                 Ok(())
             }
