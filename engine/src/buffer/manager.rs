@@ -96,8 +96,8 @@ const PREPARED_SLACK: usize = 8;
 const SAVED_PAGES_PER_FRAME: usize = 4;
 
 /// Image buffers pooled for a cache of `capacity` frames: a sixteenth of
-/// it, within [`PREPARED_SLACK`] ..= [`MAX_POOLED_IMAGES`]. Page buffers
-/// for saves are bounded by as much memory.
+/// it, within [`PREPARED_SLACK`] ..= [`MAX_POOLED_IMAGES`]. Between
+/// rounds, page buffers for saves keep at most half as much memory.
 fn pooled_images(capacity: usize) -> usize {
     (capacity / 16).clamp(PREPARED_SLACK, MAX_POOLED_IMAGES)
 }
@@ -137,7 +137,7 @@ impl BufferManager {
             writebacks: AtomicU64::new(0),
             bump_lock: RwLock::new(()),
             image_pool: ImagePool::new(pooled_images(capacity)),
-            page_pool: Arc::new(PagePool::new(pooled_images(capacity) * PAGES)),
+            page_pool: Arc::new(PagePool::new(pooled_images(capacity) * PAGES / 2)),
             round_ids: AtomicU64::new(1),
             peak_resident: AtomicUsize::new(0),
         }
@@ -489,8 +489,11 @@ impl BufferManager {
     ///
     /// The page pool for writers' saves is topped up here too (P2).
     pub(crate) fn prepare_images(&self) -> Vec<AlignedBlobBuf> {
-        self.page_pool
-            .reserve(self.dirty.len().saturating_mul(SAVED_PAGES_PER_FRAME));
+        let dirty = self.dirty.len();
+        self.page_pool.reserve(
+            dirty.saturating_mul(SAVED_PAGES_PER_FRAME),
+            dirty.saturating_mul(PAGES),
+        );
         self.image_pool.for_round(
             &*self.backend,
             self.dirty.len().min(CAPTURE_BATCH),
@@ -719,6 +722,7 @@ impl Round<'_> {
         let frames = self.captured();
         bufs.extend(std::mem::take(&mut self.images).into_iter().map(|(_, b)| b));
         bm.recycle(bufs);
+        bm.page_pool.trim();
         frames
     }
 }

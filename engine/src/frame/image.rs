@@ -24,14 +24,22 @@ use crate::store::AlignedBlobBuf;
 /// One saved page.
 pub(crate) type Page = Box<[u8; PAGE]>;
 
-/// Spare page buffers for writers' saves (P2). Bounded: at most `keep`
-/// pages stay pooled; pages given back beyond that are freed.
-/// [`PagePool::reserve`] tops up to the most pages out at once since the
-/// last reserve, so a round is ready for as many saves as the last one.
+/// Spare page buffers for writers' saves (P2).
+///
+/// [`PagePool::reserve`], before a round's cut, tops the pool up to what
+/// the round may need — the most pages out at once in the last round, at
+/// least the caller's estimate — and lets the pool hold all of it while
+/// the round runs, so no page is freed mid-round (a free in the round
+/// thread of a page a writer allocated is exactly the churn P2 avoids).
+/// [`PagePool::trim`], after the round, frees all but `keep` pages, in
+/// the round's thread.
 #[derive(Debug)]
 pub(crate) struct PagePool {
     free: Mutex<Vec<Page>>,
+    /// Pages kept between rounds.
     keep: usize,
+    /// Most pages held now: `keep`, or what the running round reserved.
+    limit: AtomicUsize,
     /// Pages taken and not given back.
     out: AtomicUsize,
     /// The most pages out at once since the last reserve.
@@ -39,11 +47,12 @@ pub(crate) struct PagePool {
 }
 
 impl PagePool {
-    /// An empty pool keeping at most `keep` pages.
+    /// An empty pool keeping at most `keep` pages between rounds.
     pub(crate) fn new(keep: usize) -> Self {
         Self {
             free: Mutex::new(Vec::new()),
             keep,
+            limit: AtomicUsize::new(keep),
             out: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
         }
@@ -53,23 +62,37 @@ impl PagePool {
         self.free.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Tops the pool up to `want` pages, or to the most pages out at once
-    /// since the last call if more (at most `keep`), allocating and
-    /// touching them here, in the caller's thread, outside the pool's
-    /// mutex.
-    pub(crate) fn reserve(&self, want: usize) {
+    /// Before a round's cut: tops the pool up to `want` pages, or to the
+    /// most pages out at once since the last call if more, at most
+    /// `most`; the pool holds that many until [`PagePool::trim`]. The
+    /// pages are allocated and touched here, in the caller's thread,
+    /// outside the pool's mutex.
+    pub(crate) fn reserve(&self, want: usize, most: usize) {
         let peak = self
             .peak
             .swap(self.out.load(Ordering::Relaxed), Ordering::Relaxed);
-        let want = want.max(peak).min(self.keep);
-        let missing = want.saturating_sub(self.lock().len());
+        let target = want.max(peak).min(most);
+        let limit = target.max(self.keep);
+        self.limit.store(limit, Ordering::Relaxed);
+        let missing = target.saturating_sub(self.lock().len());
         if missing == 0 {
             return;
         }
         let fresh: Vec<Page> = (0..missing).map(|_| Box::new([0u8; PAGE])).collect();
         let mut free = self.lock();
-        let room = self.keep.saturating_sub(free.len());
+        let room = limit.saturating_sub(free.len());
         free.extend(fresh.into_iter().take(room));
+    }
+
+    /// After a round: frees all but `keep` pooled pages.
+    pub(crate) fn trim(&self) {
+        self.limit.store(self.keep, Ordering::Relaxed);
+        let extra = {
+            let mut free = self.lock();
+            let keep = self.keep.min(free.len());
+            free.split_off(keep)
+        };
+        drop(extra);
     }
 
     /// A page buffer: a pooled one, or a fresh one if the pool is empty.
@@ -79,11 +102,14 @@ impl PagePool {
         self.lock().pop().unwrap_or_else(|| Box::new([0u8; PAGE]))
     }
 
-    /// Takes `pages` back, keeping at most `keep` in all.
+    /// Takes `pages` back, up to the pool's current limit.
     fn give(&self, pages: impl ExactSizeIterator<Item = Page>) {
         let n = pages.len();
         let mut free = self.lock();
-        let room = self.keep.saturating_sub(free.len());
+        let room = self
+            .limit
+            .load(Ordering::Relaxed)
+            .saturating_sub(free.len());
         free.extend(pages.take(room));
         drop(free);
         self.out.fetch_sub(n, Ordering::Relaxed);
@@ -206,8 +232,8 @@ mod tests {
     #[test]
     fn saved_pages_come_from_the_pool_and_go_back() {
         let pool = Arc::new(PagePool::new(4));
-        pool.reserve(10);
-        assert_eq!(pool.pooled(), 4, "reserve stops at keep");
+        pool.reserve(10, 4);
+        assert_eq!(pool.pooled(), 4, "reserve stops at its bound");
         let mut img = CaptureImage::empty(&pool);
         img.fill(1, |d| d.fill(1));
         img.fill(2, |d| d.fill(2));
@@ -229,12 +255,37 @@ mod tests {
         assert_eq!(pool.pooled(), 4);
     }
 
+    /// While a round runs the pool holds everything it reserved, beyond
+    /// `keep`; `trim` brings it back to `keep`. Fails if `give` caps at
+    /// `keep` mid-round (pages freed in the round's thread) or if `trim`
+    /// keeps the round's reserve.
+    #[test]
+    fn a_round_holds_its_reserve_and_trim_returns_to_keep() {
+        let pool = Arc::new(PagePool::new(2));
+        pool.reserve(8, 100);
+        assert_eq!(pool.pooled(), 8);
+        let mut img = CaptureImage::empty(&pool);
+        for p in 0..8 {
+            img.fill(p, |d| d.fill(1));
+        }
+        img.make_whole(AlignedBlobBuf::zeroed);
+        assert_eq!(pool.pooled(), 8, "nothing freed mid-round");
+        pool.trim();
+        assert_eq!(pool.pooled(), 2);
+        img = CaptureImage::empty(&pool);
+        for p in 0..4 {
+            img.fill(p, |d| d.fill(1));
+        }
+        assert!(img.into_whole().is_none());
+        assert_eq!(pool.pooled(), 2, "between rounds the bound is keep");
+    }
+
     /// The next reserve covers the last round's peak of pages out at once
     /// (within the bound). Fails if `reserve` ignores the peak.
     #[test]
     fn reserve_covers_the_last_peak() {
         let pool = Arc::new(PagePool::new(64));
-        pool.reserve(2);
+        pool.reserve(2, 64);
         let mut img = CaptureImage::empty(&pool);
         for p in 0..10 {
             img.fill(p, |d| d.fill(1));
@@ -243,10 +294,10 @@ mod tests {
         let pooled = pool.pooled();
         assert_eq!(pooled, 10, "every page came back");
         pool.lock().clear();
-        pool.reserve(2);
+        pool.reserve(2, 64);
         assert_eq!(pool.pooled(), 10, "topped up to the peak, not to 2");
         pool.lock().clear();
-        pool.reserve(2);
+        pool.reserve(2, 64);
         assert_eq!(pool.pooled(), 2, "no saves since: the peak is gone");
     }
 }
