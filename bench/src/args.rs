@@ -233,9 +233,9 @@ FLAGS
   -h, --help       this text
 
 OP GROUPS (op counts scale with n)
-  load           insert n keys in random order, then checkpoint (peers:
-                 transactions / write batches of 10 000 keys, latency per
-                 batch; holt and reference: one put per key)
+  load           insert n keys in random order, then checkpoint (holt
+                 and peers: transactions / write batches of 10 000 keys,
+                 latency per batch; reference: one put per key)
   get            n uniform random gets, 10% of them misses
   update         n/2 overwrites of random existing keys, each its own
                  committed op that returns the old value

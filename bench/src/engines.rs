@@ -273,6 +273,27 @@ impl Engine for HoltEngine {
         }
     }
 
+    fn load_batch(&self) -> usize {
+        crate::peers::LOAD_BATCH
+    }
+
+    /// One atomic [`holt::Tree::txn`] per unit, as the peers' transactions
+    /// and write batches: one WAL record, the keys applied in key order.
+    /// Blind, like the LSM batches: a key that existed is not reported.
+    fn put_batch(
+        &mut self,
+        items: &[(&[u8], &[u8])],
+        _existed: &mut dyn FnMut(usize, &[u8]),
+    ) -> Result<()> {
+        self.tree()?
+            .txn(|b| {
+                for (k, v) in items {
+                    b.put(k, v);
+                }
+            })
+            .map_err(|e| holt_err("txn", items.first().map_or(&b""[..], |i| i.0), &e))
+    }
+
     fn rename(&mut self, src: &[u8], dst: &[u8]) -> Result<Renamed> {
         match self.tree()?.rename(src, dst, false) {
             Ok(()) => Ok(Renamed::Done),

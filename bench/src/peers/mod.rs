@@ -20,9 +20,10 @@
 //! that reads the old value and writes (engines whose write API cannot
 //! return it read first, inside the transaction where there is one). The
 //! load is the exception: competent users bulk-load in transactions or
-//! write batches, so the peers take [`LOAD_BATCH`] fresh keys per
-//! transaction ([`put_batch`]); the B-tree engines still notice a key that
-//! existed, the LSM write batches are blind writes. Reads are one read
+//! write batches, so the peers (and holt, with `Tree::txn`) take
+//! [`LOAD_BATCH`] fresh keys per transaction ([`put_batch`]); the B-tree
+//! engines still notice a key that existed, the LSM write batches and
+//! holt's `txn` are blind writes. Reads are one read
 //! transaction or snapshot per get, scan or listing.
 //!
 //! Every peer here is an ordered store: `scan` is a prefix iteration and

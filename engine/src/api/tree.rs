@@ -1,5 +1,6 @@
 //! [`Tree`]: the handle applications use.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -580,11 +581,9 @@ impl Tree {
     /// [`Error::KeyTooLong`] for an oversize `dst`. On any error nothing
     /// changes.
     pub fn rename(&self, src: &[u8], dst: &[u8], force: bool) -> Result<()> {
-        self.commit(vec![BatchOp::Rename {
-            src: src.to_vec(),
-            dst: dst.to_vec(),
-            force,
-        }])
+        let mut batch = TxnBatch::default();
+        batch.rename(src, dst, force);
+        self.commit(&batch)
     }
 
     /// Applies a batch of puts, deletes and renames all-or-nothing.
@@ -604,10 +603,11 @@ impl Tree {
     {
         let mut batch = TxnBatch::default();
         build(&mut batch);
-        self.commit(batch.pending)
+        self.commit(&batch)
     }
 
-    fn commit(&self, ops: Vec<BatchOp>) -> Result<()> {
+    fn commit(&self, batch: &TxnBatch) -> Result<()> {
+        let ops = &batch.pending;
         if ops.is_empty() {
             return Ok(());
         }
@@ -616,58 +616,25 @@ impl Tree {
         let seq = {
             let _g = write_gate(&inner.gate);
             let core = &inner.core;
-            // The batch's own view: key -> Some(value) / None (deleted).
-            let mut view: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-            let lookup =
-                |view: &BTreeMap<Vec<u8>, Option<Vec<u8>>>, k: &[u8]| -> Result<Option<Vec<u8>>> {
-                    match view.get(k) {
-                        Some(v) => Ok(v.clone()),
-                        None if k.len() > MAX_KEY => Ok(None),
-                        None => core.get(k),
-                    }
-                };
-            for op in ops {
-                match op {
-                    BatchOp::Put { key, value } => {
-                        check_key(&key)?;
-                        check_value(&value)?;
-                        view.insert(key, Some(value));
-                    }
-                    BatchOp::Delete { key } => {
-                        if key.len() <= MAX_KEY {
-                            view.insert(key, None);
-                        }
-                    }
-                    BatchOp::Rename { src, dst, force } => {
-                        let Some(v) = lookup(&view, &src)? else {
-                            return Err(Error::NotFound);
-                        };
-                        if src == dst {
-                            continue;
-                        }
-                        if !force && lookup(&view, &dst)?.is_some() {
-                            return Err(Error::DstExists);
-                        }
-                        check_key(&dst)?;
-                        view.insert(src, None);
-                        view.insert(dst, Some(v));
-                    }
-                }
-            }
+            // The batch's net effect in key order: key -> Some(value) /
+            // None (deleted), the last op on a key winning.
+            let view = if ops.iter().any(|op| matches!(op, BatchOp::Rename { .. })) {
+                batch_view_renaming(core, batch)?
+            } else {
+                batch_view(batch)?
+            };
             if view.is_empty() {
                 return Ok(());
             }
             // Every frame the batch will touch must load and decode before
             // anything is applied, so a corrupt or unreadable frame fails
             // the batch while it is still untouched; the frames stay pinned
-            // (unevictable) until the batch is applied.
-            let mut pins = Vec::with_capacity(view.len() * 2);
-            for k in view.keys() {
-                let loc = core.locate(k, false)?;
-                pins.push(loc.blob);
-                if let Some((p, _)) = loc.parent {
-                    pins.push(p);
-                }
+            // (unevictable) until the batch is applied. Each put starts at
+            // the frame its pin pass found (`Core::put_from`) instead of
+            // descending from the root a second time.
+            let mut pins = Vec::with_capacity(view.len());
+            for (k, _) in &view {
+                pins.push(core.locate(k, false)?);
             }
             // One record for the whole batch: its after-images.
             let ops: Vec<OpRef<'_>> = view
@@ -682,9 +649,10 @@ impl Tree {
             // Puts before deletes: should the apply fail midway anyway, a
             // moved value is never lost (at worst present twice).
             let applied = (|| -> Result<()> {
-                for (k, v) in &view {
+                for ((k, v), loc) in view.iter().zip(&pins) {
                     if let Some(v) = v {
-                        core.put(k, v, &mut log)?;
+                        let at = (Arc::clone(&loc.blob), loc.depth);
+                        core.put_from(Some(at), k, v, &mut log)?;
                     }
                 }
                 for (k, v) in &view {
@@ -843,6 +811,94 @@ impl Tree {
     pub const fn page_size() -> u32 {
         FRAME_SIZE as u32
     }
+}
+
+/// A batch's net effect, sorted by key, the last op on a key winning.
+type BatchView<'a> = Vec<(&'a [u8], Option<Cow<'a, [u8]>>)>;
+
+/// [`BatchView`] of a batch of puts and deletes only: validated in op
+/// order (the first bad op's error), then a stable sort by key keeps the
+/// ops on one key in batch order, so the last of each run is the one
+/// that counts. No lookups, no map: this is the bulk-load path.
+fn batch_view(batch: &TxnBatch) -> Result<BatchView<'_>> {
+    let mut all: BatchView<'_> = Vec::with_capacity(batch.pending.len());
+    for op in &batch.pending {
+        match *op {
+            BatchOp::Put { key, value } => {
+                let (k, v) = (batch.at(key), batch.at(value));
+                check_key(k)?;
+                check_value(v)?;
+                all.push((k, Some(Cow::Borrowed(v))));
+            }
+            BatchOp::Delete { key } => {
+                let k = batch.at(key);
+                if k.len() <= MAX_KEY {
+                    all.push((k, None));
+                }
+            }
+            BatchOp::Rename { .. } => {
+                return Err(Error::Internal("a rename in a batch without renames"))
+            }
+        }
+    }
+    all.sort_by(|a, b| a.0.cmp(b.0));
+    let mut view: BatchView<'_> = Vec::with_capacity(all.len());
+    for e in all {
+        match view.last_mut() {
+            Some(last) if last.0 == e.0 => *last = e,
+            _ => view.push(e),
+        }
+    }
+    Ok(view)
+}
+
+/// [`BatchView`] of a batch with renames: each op is validated against
+/// the state the batch itself has produced so far (a rename may move a
+/// key put earlier in the batch), looking keys the batch has not touched
+/// up in the tree.
+fn batch_view_renaming<'a>(core: &Core, batch: &'a TxnBatch) -> Result<BatchView<'a>> {
+    let mut view: BTreeMap<&'a [u8], Option<Cow<'a, [u8]>>> = BTreeMap::new();
+    let lookup = |view: &BTreeMap<&'a [u8], Option<Cow<'a, [u8]>>>,
+                  k: &[u8]|
+     -> Result<Option<Cow<'a, [u8]>>> {
+        match view.get(k) {
+            Some(v) => Ok(v.clone()),
+            None if k.len() > MAX_KEY => Ok(None),
+            None => Ok(core.get(k)?.map(Cow::Owned)),
+        }
+    };
+    for op in &batch.pending {
+        match *op {
+            BatchOp::Put { key, value } => {
+                let (k, v) = (batch.at(key), batch.at(value));
+                check_key(k)?;
+                check_value(v)?;
+                view.insert(k, Some(Cow::Borrowed(v)));
+            }
+            BatchOp::Delete { key } => {
+                let k = batch.at(key);
+                if k.len() <= MAX_KEY {
+                    view.insert(k, None);
+                }
+            }
+            BatchOp::Rename { src, dst, force } => {
+                let (src, dst) = (batch.at(src), batch.at(dst));
+                let Some(v) = lookup(&view, src)? else {
+                    return Err(Error::NotFound);
+                };
+                if src == dst {
+                    continue;
+                }
+                if !force && lookup(&view, dst)?.is_some() {
+                    return Err(Error::DstExists);
+                }
+                check_key(dst)?;
+                view.insert(src, None);
+                view.insert(dst, Some(v));
+            }
+        }
+    }
+    Ok(view.into_iter().collect())
 }
 
 #[cfg(test)]

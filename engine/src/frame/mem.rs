@@ -88,6 +88,7 @@ impl AtomicFrame {
     }
 
     /// Copies the whole frame into `dst` (exactly `FRAME_SIZE` bytes).
+    #[cfg(test)]
     pub(crate) fn copy_to(&self, dst: &mut [u8]) {
         for (w, c) in self.words().iter().zip(dst.chunks_exact_mut(8)) {
             c.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
@@ -127,6 +128,28 @@ impl AtomicFrame {
             let mut b = [0u8; 8];
             b.copy_from_slice(c);
             w.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+    }
+
+    /// Overwrites the whole frame with the first `upto` bytes of `src`
+    /// (rounded up to whole words) followed by zeros: what
+    /// [`AtomicFrame::store_image`] of `src`'s image would store when
+    /// `src` is zero from `upto` on, without the 512 KiB image buffer in
+    /// between. Exclusive latch required.
+    pub(crate) fn store_from(&self, src: &AtomicFrame, upto: usize) {
+        self.before_store(0, FRAME_SIZE);
+        let n = upto.div_ceil(8);
+        for (i, w) in self.words().iter().enumerate() {
+            let v = if i < n { src.word(i) } else { 0 };
+            w.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Zeroes the first `upto` bytes (rounded up to whole words) of a
+    /// frame nobody else can see (a scratch frame).
+    pub(crate) fn zero_prefix(&self, upto: usize) {
+        for w in self.words().iter().take(upto.div_ceil(8)) {
+            w.store(0, Ordering::Relaxed);
         }
     }
 

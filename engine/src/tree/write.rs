@@ -11,6 +11,7 @@ use super::read::Step;
 use super::{corrupt_in, spill, Core};
 use crate::api::errors::{Error, Result};
 use crate::buffer::manager::ROOT_GUID;
+use crate::buffer::CachedBlob;
 use crate::frame::header;
 
 impl Core {
@@ -23,12 +24,35 @@ impl Core {
         value: &[u8],
         log: &mut dyn FnMut() -> Result<u64>,
     ) -> Result<Option<Vec<u8>>> {
+        self.put_from(None, key, value, log)
+    }
+
+    /// [`Core::put`] starting at `first`, the frame (and its depth) where
+    /// an earlier `locate` of `key` ended (a batch's pin pass), instead of
+    /// descending from the root again. A stale location is harmless: it is exactly what a
+    /// concurrent change between `locate` and the latch produces, and
+    /// the insert reports it (an obsolete frame, or the key's path now
+    /// crossing a link after a spill), which falls back to a fresh
+    /// descent.
+    pub(crate) fn put_from(
+        &self,
+        mut first: Option<(Arc<CachedBlob>, usize)>,
+        key: &[u8],
+        value: &[u8],
+        log: &mut dyn FnMut() -> Result<u64>,
+    ) -> Result<Option<Vec<u8>>> {
         loop {
-            let loc = self.locate(key, false)?;
-            let Some(w) = self.lock_live(loc.blob) else {
+            let (blob, depth) = match first.take() {
+                Some(at) => at,
+                None => {
+                    let loc = self.locate(key, false)?;
+                    (loc.blob, loc.depth)
+                }
+            };
+            let Some(w) = self.lock_live(blob) else {
                 continue;
             };
-            match insert::insert(w.frame(), key, loc.depth, value)
+            match insert::insert(w.frame(), key, depth, value)
                 .map_err(|c| corrupt_in(w.blob(), c))?
             {
                 Outcome::Done(old) => {
