@@ -385,6 +385,11 @@ impl BufferManager {
         self.pending_deletes.mark(*guid, s);
     }
 
+    /// The frames dirty now (not counting those a round has in flight).
+    pub(crate) fn dirty_guids(&self) -> Vec<BlobGuid> {
+        self.dirty.live_guids()
+    }
+
     pub(crate) fn mark_dirty(&self, guid: BlobGuid, seq: u64) {
         self.dirty.mark(guid, seq);
     }
