@@ -183,6 +183,7 @@ impl TreeInner {
         };
         let bm = &self.core.bm;
         let _serial = bm.round_lock();
+        self.order_dirty()?;
         let images = bm.prepare_images();
         let (cut, mut round) = {
             let _g = write_gate(&self.gate);
@@ -223,6 +224,7 @@ impl TreeInner {
     fn write_back(&self) -> Result<usize> {
         let bm = &self.core.bm;
         let _serial = bm.round_lock();
+        self.order_dirty()?;
         let images = bm.prepare_images();
         let mut round = {
             let _g = write_gate(&self.gate);
@@ -233,6 +235,15 @@ impl TreeInner {
             .and_then(|()| bm.persist(&mut round));
         let frames = bm.finish_round(round, res.is_ok());
         res.map(|()| frames)
+    }
+
+    /// Before a round's cut (round lock held): dirty frames whose nodes
+    /// have drifted out of key order are repacked, so the round writes
+    /// them ordered and scans read them front to back
+    /// (`Core::order_pass`). Holds the commit gate shared, like a writer.
+    fn order_dirty(&self) -> Result<()> {
+        let _g = read_gate(&self.gate);
+        self.core.order_pass().map(|_| ())
     }
 
     /// A merge pass of the background checkpointer. Holds the commit gate

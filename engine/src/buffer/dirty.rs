@@ -94,6 +94,11 @@ impl SeqMap {
         m.live.contains_key(guid) || m.in_flight.contains_key(guid)
     }
 
+    /// The GUIDs of the live entries.
+    pub(crate) fn live_guids(&self) -> Vec<Guid> {
+        self.lock().live.keys().copied().collect()
+    }
+
     /// Live entries (not counting in-flight ones).
     pub(crate) fn len(&self) -> usize {
         self.lock().live.len()

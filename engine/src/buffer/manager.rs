@@ -237,6 +237,17 @@ impl BufferManager {
         self.load(guid)
     }
 
+    /// [`BufferManager::pin`] if the frame is cached (one table lookup,
+    /// counted as a hit); `None`, counting nothing, if it is not.
+    #[inline]
+    pub(crate) fn pin_if_cached(&self, guid: &BlobGuid) -> Option<Arc<CachedBlob>> {
+        let guard = self.guard();
+        let b = self.map.get(guid, &guard)?;
+        self.counters.hits.add(1);
+        b.touch(self.tick());
+        Some(Arc::clone(b))
+    }
+
     /// Pins without touching counters or recency (for stats).
     pub(crate) fn pin_silent(&self, guid: &BlobGuid) -> Result<Arc<CachedBlob>> {
         if let Some(b) = self.cached(guid) {
@@ -399,6 +410,11 @@ impl BufferManager {
         self.map.remove_exact(blob);
         let s = self.dirty.remove(guid).map_or(seq, |d| d.min(seq));
         self.pending_deletes.mark(*guid, s);
+    }
+
+    /// The frames dirty now (not counting those a round has in flight).
+    pub(crate) fn dirty_guids(&self) -> Vec<BlobGuid> {
+        self.dirty.live_guids()
     }
 
     pub(crate) fn mark_dirty(&self, guid: BlobGuid, seq: u64) {

@@ -39,6 +39,32 @@ fn child_slots(f: &AtomicFrame, n: &Inner) -> FResult<Vec<(usize, u32)>> {
     Ok(out)
 }
 
+/// Child-pointer slots of an inner node in key (branch byte) order:
+/// `(slot address, pointer)`. Only a `N48` keeps its slots in another
+/// order (insertion); its index is walked byte by byte instead.
+fn child_slots_in_order(f: &AtomicFrame, n: &Inner) -> FResult<Vec<(usize, u32)>> {
+    if n.kind != N48 {
+        return child_slots(f, n);
+    }
+    let body = n.body();
+    let mut out = Vec::with_capacity(n.count);
+    for b in 0..256 {
+        let idx = usize::from(f.u8(body + b)?);
+        if idx == 0 {
+            continue;
+        }
+        if idx > 48 {
+            return Err(Corrupt("node48 index"));
+        }
+        let slot = body + 256 + 4 * (idx - 1);
+        let c = f.u32(slot)?;
+        if c != 0 {
+            out.push((slot, c));
+        }
+    }
+    Ok(out)
+}
+
 /// Calls `visit` once on every node of the subtree at `root` (pre-order,
 /// no particular sibling order). A link node that several child slots of
 /// one node share (a fan link, see `header::FLAG_FAN`) is visited once.
@@ -121,7 +147,10 @@ fn free_nodes(f: &AtomicFrame, root: u32, keep_root: bool) -> FResult<()> {
 }
 
 /// Copies the subtree at `root` of `src` into `dst` (which must have
-/// `subtree_bytes` of tail room) and returns its new root pointer.
+/// `subtree_bytes` of tail room) and returns its new root pointer. The
+/// copy is laid out in key order: each inner node, then its value leaf,
+/// then its children's subtrees by branch byte (pre-order), so an
+/// in-order walk reads it front to back.
 pub(crate) fn copy_subtree(src: &AtomicFrame, root: u32, dst: &AtomicFrame) -> FResult<u32> {
     copy_subtree_sharing(src, root, dst, &mut HashMap::new())
 }
@@ -158,12 +187,16 @@ pub(crate) fn copy_subtree_sharing(
                     size: need,
                     ..i
                 };
+                // Pushed in reverse so they pop in key order: the node's
+                // own value leaf right after it, then each child's whole
+                // subtree by branch byte (pre-order). An in-order scan
+                // then reads the copy front to back.
+                let delta = at as isize - i.off as isize;
+                for (slot, c) in child_slots_in_order(src, &i)?.into_iter().rev() {
+                    stack.push(((slot as isize + delta) as usize, c));
+                }
                 if i.value != 0 {
                     stack.push((moved.value_slot(), i.value));
-                }
-                let delta = at as isize - i.off as isize;
-                for (slot, c) in child_slots(src, &i)? {
-                    stack.push(((slot as isize + delta) as usize, c));
                 }
             }
             Node::Link(_) => {
@@ -197,7 +230,8 @@ thread_local! {
 }
 
 /// Rewrites the frame with every node packed from the data area's start
-/// (no gaps) and bumps its compaction counter. Exclusive latch required.
+/// (no gaps) in key order (see [`copy_subtree_sharing`]) and bumps its
+/// compaction counter. Exclusive latch required.
 pub(crate) fn repack(f: &AtomicFrame) -> FResult<()> {
     REPACK_SCRATCH.with(|cell| {
         let Ok(mut slot) = cell.try_borrow_mut() else {
@@ -227,8 +261,25 @@ fn repack_via(f: &AtomicFrame, scratch: &AtomicFrame) -> FResult<usize> {
     scratch.set_u32(header::OFF_ROOT, root)?;
     let bump = header::bump(scratch)? as usize;
     f.store_from(scratch, bump);
+    f.mark_ordered()?;
     Ok(bump)
 }
+
+/// Whether a checkpoint should repack the frame to restore key order:
+/// nodes allocated since it was last written in key order (they lie in
+/// allocation order at the tail, so an in-order scan jumps around them)
+/// make up at least a quarter of the allocated area, and the frame has
+/// at least 64 KiB of them. Below that a scan mostly reads the frame
+/// front to back already, and the repack (a copy of the frame) is not
+/// worth it.
+pub(crate) fn disordered(f: &AtomicFrame) -> FResult<bool> {
+    let bump = header::bump(f)? as usize;
+    let since = bump.saturating_sub((f.ordered_to() as usize).max(HEADER_SIZE));
+    Ok(since >= DISORDER_MIN && 4 * since >= bump.saturating_sub(HEADER_SIZE))
+}
+
+/// Fewest out-of-order bytes that make [`disordered`] true.
+const DISORDER_MIN: usize = 64 << 10;
 
 /// Words of a bitmap with one bit per 8-byte granule of a frame.
 const GRANULE_WORDS: usize = FRAME_SIZE / 8 / 64;
@@ -478,6 +529,32 @@ pub(crate) fn links(f: &AtomicFrame) -> FResult<Vec<BlobGuid>> {
     Ok(out)
 }
 
+/// Test oracle: how many times the frame's nodes, visited in key order
+/// (pre-order: node, value leaf, children by branch byte), step back to
+/// a lower offset. 0 for a frame laid out in key order.
+#[cfg(test)]
+pub(crate) fn key_order_steps_back(f: &AtomicFrame) -> FResult<usize> {
+    let mut offs = Vec::new();
+    let mut stack = vec![header::root(f)?];
+    while let Some(r) = stack.pop() {
+        if r == 0 {
+            continue;
+        }
+        let n = node::decode(f, r)?;
+        offs.push(node::node_off(&n));
+        if let Node::Inner(i) = n {
+            for (_, c) in node::children(f, &i)?.into_iter().rev() {
+                stack.push(c);
+            }
+            stack.push(i.value);
+        }
+        if offs.len() > MAX_NODES {
+            return Err(Corrupt("node graph has a cycle"));
+        }
+    }
+    Ok(offs.windows(2).filter(|w| w[1] < w[0]).count())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -671,6 +748,82 @@ mod tests {
         );
         assert_eq!(header::gap(&f).unwrap(), 0);
         assert_eq!(f.u32(OFF_COMPACTS).unwrap(), 1);
+    }
+
+    /// A repack lays the frame out in key order, whatever order the keys
+    /// were inserted in, through every inner kind (the root here is a
+    /// `N48`, whose slots are in insertion order, with `N4`/`N16` and
+    /// value leaves below).
+    ///
+    /// Catches a copy that pushes children in slot order (the layout
+    /// comes out reversed) or takes a `N48`'s slots for key order.
+    #[test]
+    fn repack_lays_nodes_out_in_key_order() {
+        let f = AtomicFrame::zeroed();
+        header::init(&f, [5; 16], 0).unwrap();
+        let mut r = Rng(0x0BAD_5EED_1234_5678);
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for b in 0..40u8 {
+            for j in 0..(b % 7) {
+                keys.push(vec![b'a' + b, b'/', b'0' + j]);
+            }
+            keys.push(vec![b'a' + b]);
+        }
+        for i in (1..keys.len()).rev() {
+            keys.swap(i, (r.next() % (i as u64 + 1)) as usize);
+        }
+        for k in &keys {
+            match crate::tree::insert::insert(&f, k, 0, k).unwrap() {
+                crate::tree::insert::Outcome::Done(_) => {}
+                _ => panic!("frame full"),
+            }
+        }
+        assert!(key_order_steps_back(&f).unwrap() > 0, "scrambled inserts");
+        assert!(matches!(
+            node::decode(&f, header::root(&f).unwrap()).unwrap(),
+            Node::Inner(i) if i.kind == N48
+        ));
+        let before = subtree_bytes(&f, header::root(&f).unwrap()).unwrap();
+        repack(&f).unwrap();
+        validate(&f, &[5; 16]).unwrap();
+        assert_eq!(key_order_steps_back(&f).unwrap(), 0);
+        assert_eq!(f.ordered_to(), header::bump(&f).unwrap());
+        assert_eq!(
+            subtree_bytes(&f, header::root(&f).unwrap()).unwrap(),
+            before
+        );
+        for k in &keys {
+            match crate::tree::read::walk(&f, k, 0, true).unwrap() {
+                crate::tree::read::Step::Found(v) => assert_eq!(&v, k),
+                _ => panic!("{k:?} lost"),
+            }
+        }
+    }
+
+    /// `disordered` flags a frame once a quarter of its allocated area
+    /// (and at least 64 KiB) came after its last key-order write.
+    ///
+    /// Catches a threshold that repacks on every change (a checkpoint
+    /// would copy every dirty frame twice) or never.
+    #[test]
+    fn disorder_threshold() {
+        let f = AtomicFrame::zeroed();
+        header::init(&f, [6; 16], 0).unwrap();
+        assert!(!disordered(&f).unwrap(), "empty");
+        let fill = |to: usize| {
+            let bump = header::bump(&f).unwrap() as usize;
+            alloc::alloc(&f, to - bump).unwrap().unwrap();
+        };
+        fill(HEADER_SIZE + (64 << 10) - 8);
+        assert!(!disordered(&f).unwrap(), "under 64 KiB");
+        fill(HEADER_SIZE + (256 << 10));
+        assert!(disordered(&f).unwrap(), "all of it unordered");
+        f.mark_ordered().unwrap();
+        assert!(!disordered(&f).unwrap(), "just ordered");
+        fill(HEADER_SIZE + (256 << 10) + (80 << 10));
+        assert!(!disordered(&f).unwrap(), "80 KiB of 336");
+        fill(HEADER_SIZE + (256 << 10) + (88 << 10));
+        assert!(disordered(&f).unwrap(), "88 KiB of 344");
     }
 
     #[test]

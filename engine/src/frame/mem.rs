@@ -16,7 +16,7 @@
 //! has the frame armed, those pages are copied into the round's image
 //! before their first change (`frame::capture`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::arena::FrameWords;
 use super::capture::{CaptureSlot, MAX_PAGES};
@@ -44,6 +44,15 @@ pub(crate) struct AtomicFrame {
     /// round's cut; stores save the pages they change into it first
     /// (`frame::image`: page by page).
     pub(crate) capture: CaptureSlot<CaptureImage>,
+    /// In memory only, never in the image: the bump offset as of the last
+    /// time the whole data area was written in key order (a key-order
+    /// repack, or a fresh frame filled by copying subtrees). Nodes
+    /// allocated since lie past it in allocation order; a checkpoint
+    /// repacks a dirty frame once they are a large share of it
+    /// (`copy::disordered`). A frame loaded from a backend counts as
+    /// ordered: its history is unknown, and guessing wrong only costs
+    /// scan speed, never correctness.
+    ordered_to: AtomicU32,
 }
 
 impl std::fmt::Debug for AtomicFrame {
@@ -66,6 +75,7 @@ impl AtomicFrame {
         Self {
             mem: FrameWords::zeroed(),
             capture: CaptureSlot::default(),
+            ordered_to: AtomicU32::new(0),
         }
     }
 
@@ -82,9 +92,25 @@ impl AtomicFrame {
         let f = Self {
             mem: FrameWords::recycled(),
             capture: CaptureSlot::default(),
+            ordered_to: AtomicU32::new(0),
         };
         f.store_image(image);
+        f.mark_ordered()?;
         Ok(f)
+    }
+
+    /// Records that every node allocated so far lies in key order (see
+    /// `ordered_to`).
+    pub(crate) fn mark_ordered(&self) -> FResult<()> {
+        let bump = self.u32(super::header::OFF_BUMP)?;
+        self.ordered_to.store(bump, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The bump offset of the last [`AtomicFrame::mark_ordered`] (0:
+    /// never).
+    pub(crate) fn ordered_to(&self) -> u32 {
+        self.ordered_to.load(Ordering::Relaxed)
     }
 
     /// Copies the whole frame into `dst` (exactly `FRAME_SIZE` bytes).

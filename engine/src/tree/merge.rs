@@ -103,6 +103,36 @@ impl Core {
         Ok(())
     }
 
+    /// Repacks, in key order, every dirty frame that [`copy::disordered`]
+    /// flags, so that scans read it front to back. Call with the commit
+    /// gate held shared (like any writer) and the round lock held, before
+    /// a round's cut: a frame dirty now then stays dirty until that
+    /// round, which writes the repacked image anyway, so the frame needs
+    /// no new dirty mark (a repack moves nodes, it changes no key or
+    /// value, and needs no WAL record). Returns the number of frames
+    /// repacked.
+    pub(crate) fn order_pass(&self) -> Result<usize> {
+        let mut repacked = 0;
+        for guid in self.bm.dirty_guids() {
+            let Some(blob) = self.bm.cached(&guid) else {
+                continue;
+            };
+            // Cheap unlatched look first: most dirty frames are ordered.
+            if !copy::disordered(&blob.frame).unwrap_or(true) {
+                continue;
+            }
+            let Some(w) = self.lock_live(blob) else {
+                continue;
+            };
+            let c = |e| corrupt_in(w.blob(), e);
+            if copy::disordered(w.frame()).map_err(c)? {
+                copy::repack(w.frame()).map_err(c)?;
+                repacked += 1;
+            }
+        }
+        Ok(repacked)
+    }
+
     /// Walks every reachable frame; repacks it if `repack`, then folds
     /// children into it while the result stays at or below `limit` bytes
     /// (retired frames wait in pending deletes). Returns the number of

@@ -76,6 +76,8 @@ struct Scratch {
     path: Vec<u8>,
     kids: Vec<(u8, u32)>,
     stack: Vec<Level>,
+    /// `Frames::held`, empty between walks.
+    held: Vec<Held>,
 }
 
 impl Batch {
@@ -205,6 +207,15 @@ enum Step {
     Done,
     /// The batch holds `limit` entries.
     Full,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Held::Optimistic(..) => "Optimistic",
+            Held::Shared(_) => "Shared",
+        })
+    }
 }
 
 enum Held {
@@ -469,10 +480,13 @@ impl Walker<'_, '_> {
                             .frames
                             .fail(frame, Corrupt("link outside a child slot")));
                     }
-                    if core.bm.cached(&l.guid).is_none() {
-                        self.load_siblings(core, frame, l.guid);
-                    }
-                    let child = core.bm.pin(&l.guid).map_err(|e| self.frames.abort(e))?;
+                    let child = match core.bm.pin_if_cached(&l.guid) {
+                        Some(c) => c,
+                        None => {
+                            self.load_siblings(core, frame, l.guid);
+                            core.bm.pin(&l.guid).map_err(|e| self.frames.abort(e))?
+                        }
+                    };
                     let ci = self.frames.enter(child)?;
                     let cf = self.frames.frame(ci);
                     crate::tree::read::check_link_target(
@@ -558,7 +572,11 @@ impl Walker<'_, '_> {
             }
         }
         let first = self.kids.len();
-        let resume = self.read_kids(frame, &n, next)?;
+        // Above the prefix only the child on the prefix's path can
+        // qualify (a greater byte ends the walk); in a rolled-up subtree
+        // only its first key is wanted.
+        let one = pre == Pre::Before || rollup.is_some();
+        let resume = self.read_kids(frame, &n, next, one)?;
         self.stack.push(Level {
             frame,
             node: n,
@@ -601,15 +619,24 @@ impl Walker<'_, '_> {
 
     /// Appends the next chunk of `n`'s children from byte `from` to
     /// `kids` and prefetches the first few. Returns where to resume.
+    ///
+    /// With `one` the walk wants a single child at a time: on the way
+    /// down to the prefix (only the child on the prefix's path can
+    /// qualify), or in a rolled-up subtree, where it only looks for the
+    /// first key to emit the common prefix and drop the subtree (the next
+    /// child is read only if that one held no qualifying key). Reading or
+    /// prefetching more would be wasted.
     fn read_kids(
         &mut self,
         frame: usize,
         n: &node::Inner,
         from: usize,
+        one: bool,
     ) -> std::result::Result<usize, Abort> {
         let first = self.kids.len();
         let f = self.frames.frame(frame);
-        let resume = node::children_from(f, n, from, KIDS_CHUNK, &mut self.kids)
+        let chunk = if one { 1 } else { KIDS_CHUNK };
+        let resume = node::children_from(f, n, from, chunk, &mut self.kids)
             .map_err(|c| self.frames.fail(frame, c))?;
         for &(_, c) in self.kids[first..].iter().take(PREFETCH_AHEAD) {
             prefetch_node(f, c);
@@ -645,12 +672,13 @@ impl Walker<'_, '_> {
             };
             if top.next == top.end {
                 let (first, frame, node, resume) = (top.first, top.frame, top.node, top.resume);
+                let one = top.ctx.rollup.is_some() || top.ctx.pre == Pre::Before;
                 self.kids.truncate(first);
                 if resume >= 256 {
                     self.stack.pop();
                     continue;
                 }
-                let resume = self.read_kids(frame, &node, resume)?;
+                let resume = self.read_kids(frame, &node, resume, one)?;
                 let Some(top) = self.stack.last_mut() else {
                     return Ok(true);
                 };
@@ -685,12 +713,11 @@ impl Core {
             sc.path.reserve(256);
             sc.kids.reserve(4 * KIDS_CHUNK);
             sc.stack.reserve(16);
+            let mut held = sc.held;
+            held.clear();
             let mut w = Walker {
                 q,
-                frames: Frames {
-                    held: Vec::new(),
-                    shared,
-                },
+                frames: Frames { held, shared },
                 path: sc.path,
                 kids: sc.kids,
                 stack: sc.stack,
@@ -700,8 +727,15 @@ impl Core {
             };
             let res = w.run(self);
             let valid = w.frames.all_valid();
-            let (path, kids, stack) = (w.path, w.kids, w.stack);
-            out.scratch = Scratch { path, kids, stack };
+            let (path, kids, stack, mut held) = (w.path, w.kids, w.stack, w.frames.held);
+            // Unpin (and unlatch) now; keep the room.
+            held.clear();
+            out.scratch = Scratch {
+                path,
+                kids,
+                stack,
+                held,
+            };
             match res {
                 Ok(done) if valid => return Ok(done),
                 Err(Abort::Fail(e)) => return Err(e),

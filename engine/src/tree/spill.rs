@@ -181,6 +181,8 @@ pub(crate) fn spill(bm: &BufferManager, w: &FrameWrite, seq: u64) -> FResult<boo
         moved.push((slot, ptr));
     }
     child.set_u32(header::OFF_ROOT, fan_at as u32)?;
+    // The fan node, then each moved subtree in key order.
+    child.mark_ordered()?;
     // The link: from the tail, else in place of a moved node big enough.
     let (link_at, link_size, keep) = match alloc::alloc(f, LINK_SIZE)? {
         Some(at) => (at, LINK_SIZE, None),
