@@ -547,7 +547,7 @@ mod tests {
         let _ = subtree_bytes(f, header::root(f).unwrap_or(0));
         let _ = links(f);
         for k in ["dir1/sub1/file1", "dir4/", "", "zzz"] {
-            let _ = crate::tree::read::walk(f, k.as_bytes(), 0, true);
+            let _ = crate::tree::read::walk(f, k.as_bytes(), 0, Some(&mut Vec::new()));
         }
     }
 

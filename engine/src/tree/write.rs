@@ -24,7 +24,7 @@ impl Core {
         log: &mut dyn FnMut() -> Result<u64>,
     ) -> Result<Option<Vec<u8>>> {
         loop {
-            let loc = self.locate(key, false)?;
+            let loc = self.locate(key)?;
             let Some(w) = self.lock_live(loc.blob) else {
                 continue;
             };
@@ -62,8 +62,8 @@ impl Core {
         log: &mut dyn FnMut() -> Result<u64>,
     ) -> Result<Option<Vec<u8>>> {
         loop {
-            let loc = self.locate(key, false)?;
-            if !matches!(loc.step, Step::Found(_)) {
+            let loc = self.locate(key)?;
+            if !matches!(loc.step, Step::Found) {
                 return Ok(None);
             }
             let blob = Arc::clone(&loc.blob);
