@@ -16,7 +16,7 @@
 //! has the frame armed, those pages are copied into the round's image
 //! before their first change (`frame::capture`).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::arena::FrameWords;
 use super::capture::{CaptureSlot, MAX_PAGES};
@@ -37,59 +37,9 @@ pub(crate) struct Corrupt(pub(crate) &'static str);
 
 pub(crate) type FResult<T> = Result<T, Corrupt>;
 
-/// Words per frame (a power of two).
-const WORDS: usize = FRAME_SIZE / 8;
-/// Words per cache line: rotations are whole lines, so a node keeps its
-/// alignment to cache lines.
-const LINE_WORDS: usize = 8;
-const _: () = assert!(WORDS.is_power_of_two());
-
-/// Header words mirrored in [`AtomicFrame::head`]: bytes 0..72, through
-/// the depth field at 64.
-const HEAD_WORDS: usize = 9;
-const _: () = assert!(HEAD_WORDS * 8 >= super::header::OFF_DEPTH + 4);
-
-/// The rotation of the next frame made: successive frames take the line
-/// counts `k * ROT_STEP mod LINES`, an odd step, so any `LINES` frames in a
-/// row get distinct rotations.
-static NEXT_ROT: AtomicUsize = AtomicUsize::new(0);
-const LINES: usize = WORDS / LINE_WORDS;
-const ROT_STEP: usize = (0x9E37_79B1 % LINES) | 1;
-
-/// A fresh rotation, in words: frame byte `off` lives at word
-/// `(off / 8 + rot) % WORDS` of the frame's memory.
-///
-/// Why: frame memory is 512 KiB-aligned (`arena`), and a cache set is
-/// chosen by the low address bits, so unrotated the same offset of every
-/// frame (the header at 0, the fan node right after it) maps to the same
-/// few sets of L2 and L3. A lookup reads the header and the fan node of
-/// every frame it passes; with hundreds of frames those lines evicted each
-/// other and each frame hop cost a few memory round trips. Rotated by a
-/// different number of lines per frame, they spread over all sets.
-fn next_rotation() -> usize {
-    rotation(NEXT_ROT.fetch_add(1, Ordering::Relaxed))
-}
-
-/// The rotation of the `k`-th frame made, in words.
-const fn rotation(k: usize) -> usize {
-    (k.wrapping_mul(ROT_STEP) % LINES) * LINE_WORDS
-}
-
 /// 512 KiB of frame bytes, accessed through atomics.
-///
-/// The bytes are stored rotated by `rot` words (see [`next_rotation`]);
-/// every access maps its word index through [`AtomicFrame::at`], so the
-/// rotation is invisible outside this file.
 pub(crate) struct AtomicFrame {
     mem: FrameWords,
-    /// Word rotation, a multiple of `LINE_WORDS` below `WORDS`.
-    rot: usize,
-    /// A copy of the first [`HEAD_WORDS`] words (the header fields a
-    /// walker reads on entering a frame: flags, root, depth), kept beside
-    /// the frame's pointer so a frame hop does not miss on the header's
-    /// lines. Every store funnel updates both copies; every read of those
-    /// words is served from here.
-    head: [AtomicU64; HEAD_WORDS],
     /// The checkpoint capture pending for this frame, if any: armed at a
     /// round's cut; stores save the pages they change into it first
     /// (`frame::image`: page by page).
@@ -115,8 +65,6 @@ impl AtomicFrame {
     pub(crate) fn zeroed() -> Self {
         Self {
             mem: FrameWords::zeroed(),
-            rot: next_rotation(),
-            head: Default::default(),
             capture: CaptureSlot::default(),
         }
     }
@@ -126,31 +74,6 @@ impl AtomicFrame {
         self.mem.words()
     }
 
-    /// The word holding frame word `i` (`i < WORDS`; larger indices wrap,
-    /// so callers check bounds first).
-    #[inline]
-    fn at(&self, i: usize) -> &AtomicU64 {
-        let words = self.words();
-        // `words` has exactly WORDS entries, a power of two, so the
-        // masked index is in bounds (and the check folds away).
-        &words[(i + self.rot) & (words.len() - 1)]
-    }
-
-    /// The frame's words in frame order: the stored array split at the
-    /// rotation.
-    fn in_order(&self) -> impl Iterator<Item = &AtomicU64> {
-        let (wrapped, first) = self.words().split_at(self.rot);
-        first.iter().chain(wrapped)
-    }
-
-    /// An all-zero frame stored with rotation `rot` words (tests).
-    #[cfg(test)]
-    fn zeroed_rotated(rot: usize) -> Self {
-        let mut f = Self::zeroed();
-        f.rot = rot % WORDS;
-        f
-    }
-
     /// A frame holding a copy of `image` (exactly `FRAME_SIZE` bytes).
     pub(crate) fn from_image(image: &[u8]) -> FResult<Self> {
         if image.len() != FRAME_SIZE {
@@ -158,8 +81,6 @@ impl AtomicFrame {
         }
         let f = Self {
             mem: FrameWords::recycled(),
-            rot: next_rotation(),
-            head: Default::default(),
             capture: CaptureSlot::default(),
         };
         f.store_image(image);
@@ -168,7 +89,7 @@ impl AtomicFrame {
 
     /// Copies the whole frame into `dst` (exactly `FRAME_SIZE` bytes).
     pub(crate) fn copy_to(&self, dst: &mut [u8]) {
-        for (w, c) in self.in_order().zip(dst.chunks_exact_mut(8)) {
+        for (w, c) in self.words().iter().zip(dst.chunks_exact_mut(8)) {
             c.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
         }
     }
@@ -176,11 +97,12 @@ impl AtomicFrame {
     /// Copies page `page` into `dst` (its first `PAGE` bytes).
     pub(crate) fn read_page(&self, page: usize, dst: &mut [u8]) {
         let w0 = page * (PAGE / 8);
-        let Some(out) = dst.get_mut(..PAGE).filter(|_| page < PAGES) else {
+        let (Some(words), Some(out)) = (self.words().get(w0..w0 + PAGE / 8), dst.get_mut(..PAGE))
+        else {
             return;
         };
-        for (i, c) in out.chunks_exact_mut(8).enumerate() {
-            c.copy_from_slice(&self.at(w0 + i).load(Ordering::Relaxed).to_le_bytes());
+        for (w, c) in words.iter().zip(out.chunks_exact_mut(8)) {
+            c.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
         }
     }
 
@@ -201,26 +123,17 @@ impl AtomicFrame {
     /// Exclusive latch required.
     pub(crate) fn store_image(&self, src: &[u8]) {
         self.before_store(0, FRAME_SIZE);
-        for (w, c) in self.in_order().zip(src.chunks_exact(8)) {
+        for (w, c) in self.words().iter().zip(src.chunks_exact(8)) {
             let mut b = [0u8; 8];
             b.copy_from_slice(c);
             w.store(u64::from_le_bytes(b), Ordering::Relaxed);
-        }
-        for (i, h) in self.head.iter().enumerate() {
-            h.store(self.at(i).load(Ordering::Relaxed), Ordering::Relaxed);
         }
     }
 
     #[inline]
     fn word(&self, i: usize) -> u64 {
         // `i < WORDS` is established by every caller through `check`.
-        if let Some(h) = self.head.get(i) {
-            h.load(Ordering::Relaxed)
-        } else if i < WORDS {
-            self.at(i).load(Ordering::Relaxed)
-        } else {
-            0
-        }
+        self.words().get(i).map_or(0, |w| w.load(Ordering::Relaxed))
     }
 
     /// Reads `n <= 8` little-endian bytes at `off`.
@@ -264,8 +177,8 @@ impl AtomicFrame {
     /// will visit next overlaps their cache misses.
     #[inline]
     pub(crate) fn prefetch(&self, off: usize) {
-        if off < FRAME_SIZE {
-            super::simd::prefetch_line(self.at(off >> 3));
+        if let Some(w) = self.words().get(off >> 3) {
+            super::simd::prefetch_line(w);
         }
     }
 
@@ -342,15 +255,6 @@ impl AtomicFrame {
         Ok(n)
     }
 
-    /// Stores frame word `i` (`i < WORDS`), and its mirror if it has one.
-    #[inline]
-    fn store_word(&self, i: usize, v: u64) {
-        self.at(i).store(v, Ordering::Relaxed);
-        if let Some(h) = self.head.get(i) {
-            h.store(v, Ordering::Relaxed);
-        }
-    }
-
     #[inline]
     fn write_le(&self, off: usize, n: usize, v: u64) -> FResult<()> {
         check(off, n)?;
@@ -363,13 +267,15 @@ impl AtomicFrame {
             (1u64 << (n * 8)) - 1
         };
         let v = v & mask;
-        let old = self.word(wi);
-        self.store_word(wi, (old & !(mask << shift)) | (v << shift));
+        let w0 = &self.words()[wi];
+        let old = w0.load(Ordering::Relaxed);
+        w0.store((old & !(mask << shift)) | (v << shift), Ordering::Relaxed);
         if shift + n * 8 > 64 {
             let spill = 64 - shift;
-            let old = self.word(wi + 1);
+            let w1 = &self.words()[wi + 1];
+            let old = w1.load(Ordering::Relaxed);
             let m1 = mask >> spill;
-            self.store_word(wi + 1, (old & !m1) | (v >> spill));
+            w1.store((old & !m1) | (v >> spill), Ordering::Relaxed);
         }
         Ok(())
     }
@@ -401,7 +307,7 @@ impl AtomicFrame {
             if p & 7 == 0 && i + 8 <= src.len() {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(&src[i..i + 8]);
-                self.store_word(p >> 3, u64::from_le_bytes(b));
+                self.words()[p >> 3].store(u64::from_le_bytes(b), Ordering::Relaxed);
                 i += 8;
             } else {
                 self.write_le(p, 1, u64::from(src[i]))?;
@@ -489,72 +395,5 @@ mod tests {
         f.copy_to(&mut out);
         assert_eq!(out, img);
         assert!(AtomicFrame::from_image(&img[..100]).is_err());
-    }
-
-    /// Every store funnel and every bulk copy agrees with per-offset reads
-    /// whatever the rotation, including ones that wrap inside a page and
-    /// right at a word a field straddles. Deliberate bugs this catches: a
-    /// bulk copy (`copy_to`, `store_image`, `read_page`) that ignores the
-    /// rotation, and a store that skips the header mirror (a header read
-    /// then returns the old value).
-    #[test]
-    fn rotated_frames_and_the_header_mirror_agree_with_the_image() {
-        let last_line = WORDS - LINE_WORDS;
-        for rot in [0, LINE_WORDS, 40 * LINE_WORDS, last_line, WORDS / 2] {
-            let f = AtomicFrame::zeroed_rotated(rot);
-            // Header fields (mirrored) through each funnel.
-            f.set_u16(10, 0xBEEF).unwrap();
-            f.write(24, &[0xAB; 24]).unwrap(); // whole words
-            f.set_u32(40, 0x1234_5678).unwrap();
-            f.write(60, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).unwrap();
-            f.set_u64(68, u64::MAX).unwrap(); // straddles the mirror's end
-                                              // Fields around the wrap point of this rotation.
-            let wrap = (WORDS - rot) % WORDS * 8;
-            let probe = wrap.clamp(PAGE, FRAME_SIZE - 64);
-            f.set_u64(probe - 4, 0x0102_0304_0506_0708).unwrap();
-            assert_eq!(f.u64(probe - 4).unwrap(), 0x0102_0304_0506_0708);
-            f.write(probe - 13, b"across the wrap").unwrap();
-            let mut img = vec![0u8; FRAME_SIZE];
-            f.copy_to(&mut img);
-            for off in (0..128).chain(probe - 16..probe + 16) {
-                assert_eq!(f.u8(off).unwrap(), img[off], "rot {rot} off {off}");
-            }
-            assert_eq!(f.u16(10).unwrap(), 0xBEEF);
-            assert_eq!(f.u32(40).unwrap(), 0x1234_5678);
-            assert_eq!(f.u32(64).unwrap(), 0x0807_0605);
-            assert_eq!(f.u32(68).unwrap(), u32::MAX);
-            let page = probe / PAGE;
-            let mut p = vec![0u8; PAGE];
-            f.read_page(page, &mut p);
-            assert_eq!(p, img[page * PAGE..(page + 1) * PAGE], "rot {rot}");
-            // An image stored into a frame of another rotation reads back
-            // the same, header included.
-            let g = AtomicFrame::zeroed_rotated(rot + 3 * LINE_WORDS);
-            g.store_image(&img);
-            let mut back = vec![0u8; FRAME_SIZE];
-            g.copy_to(&mut back);
-            assert!(back == img, "rot {rot}: image round trip");
-            assert_eq!(g.u32(40).unwrap(), 0x1234_5678);
-            let mut across = [0u8; 15];
-            g.read_exact(probe - 13, &mut across).unwrap();
-            assert_eq!(&across, b"across the wrap", "rot {rot}");
-        }
-    }
-
-    /// Frames made one after another store byte 0 at different cache-set
-    /// positions (the point of the rotation). Deliberate bug this catches:
-    /// a rotation step that is zero or a multiple of the line count, which
-    /// stacks every header on the same sets again.
-    #[test]
-    fn successive_frames_take_distinct_rotations() {
-        let rots: Vec<usize> = (1000..1000 + LINES).map(rotation).collect();
-        let mut sorted = rots.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        assert_eq!(sorted.len(), LINES, "any LINES frames in a row differ");
-        assert!(rots.iter().all(|r| r % LINE_WORDS == 0 && *r < WORDS));
-        // Neighbours land far apart, not on adjacent lines.
-        assert!((rotation(1) + WORDS - rotation(0)) % WORDS >= 64 * LINE_WORDS);
-        assert!(next_rotation() % LINE_WORDS == 0);
     }
 }

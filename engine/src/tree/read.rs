@@ -43,10 +43,6 @@ pub(crate) fn walk(
             return Ok(Step::Absent);
         }
         let rest = key.get(depth..).ok_or(Corrupt("walk past key end"))?;
-        // The node's second cache line (the child slots of a Node16 with
-        // a prefix, a leaf's value) starts loading with its first instead
-        // of after it.
-        f.prefetch(r as usize + 64);
         match node::decode(f, r)? {
             Node::Leaf(l) => {
                 if l.suffix_len != rest.len()
@@ -106,12 +102,6 @@ pub(crate) fn fan_entry(f: &AtomicFrame, key: &[u8], depth: usize) -> FResult<Op
         .checked_sub(1)
         .and_then(|i| key.get(i))
         .ok_or(Corrupt("fan frame at depth 0"))?;
-    // A fan node has no prefix, so its body starts right after the head:
-    // start loading the slot for `b` (a Node256 child, or a Node48 index
-    // byte) together with the head.
-    let body = root as usize + node::BYTES_AT;
-    f.prefetch(body + 4 * usize::from(b));
-    f.prefetch(body + usize::from(b));
     let Node::Inner(fan) = node::decode(f, root)? else {
         return Err(Corrupt("fan frame root is not a fan node"));
     };
