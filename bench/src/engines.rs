@@ -239,14 +239,9 @@ impl Engine for HoltEngine {
 
     #[inline]
     fn get(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
-        match self.tree()?.get(key) {
-            Ok(Some(v)) => {
-                *out = v;
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
-            Err(e) => Err(holt_err("get", key, &e)),
-        }
+        self.tree()?
+            .get_into(key, out)
+            .map_err(|e| holt_err("get", key, &e))
     }
 
     #[inline]

@@ -195,13 +195,16 @@ impl BufferManager {
         self.map.guard()
     }
 
-    /// The cached frame `guid`, loading it on a miss (counted as a hit or
-    /// a miss). The reference is not a pin: the frame may be evicted while
+    /// The cached frame `guid`, loading it on a miss. The reference is not a pin: the frame may be evicted while
     /// the caller is inside it, which the caller notices by validation or
     /// by the obsolete mark (E1 in `frame_table`). `from` (the frame the
     /// caller stands in) is pinned while a miss loads, so the load's own
     /// eviction cannot take it: otherwise a pool smaller than a path would
     /// evict each frame of the path while loading the next, forever.
+    ///
+    /// A miss is counted here; a hit is not: the caller adds its hits to
+    /// `counters.hits` itself, once per descent rather than once per frame
+    /// hop (an atomic add per hop was a measurable share of a lookup).
     #[inline]
     pub(crate) fn lookup<'g>(
         &self,
@@ -211,7 +214,6 @@ impl BufferManager {
     ) -> Result<&'g Arc<CachedBlob>> {
         loop {
             if let Some(b) = self.map.get(guid, guard) {
-                self.counters.hits.add(1);
                 b.touch(self.tick());
                 return Ok(b);
             }

@@ -649,7 +649,7 @@ mod tests {
         let _ = subtree_bytes(f, header::root(f).unwrap_or(0));
         let _ = links(f);
         for k in ["dir1/sub1/file1", "dir4/", "", "zzz"] {
-            let _ = crate::tree::read::walk(f, k.as_bytes(), 0, true);
+            let _ = crate::tree::read::walk(f, k.as_bytes(), 0, Some(&mut Vec::new()));
         }
     }
 
@@ -792,9 +792,10 @@ mod tests {
             subtree_bytes(&f, header::root(&f).unwrap()).unwrap(),
             before
         );
+        let mut v = Vec::new();
         for k in &keys {
-            match crate::tree::read::walk(&f, k, 0, true).unwrap() {
-                crate::tree::read::Step::Found(v) => assert_eq!(&v, k),
+            match crate::tree::read::walk(&f, k, 0, Some(&mut v)).unwrap() {
+                crate::tree::read::Step::Found => assert_eq!(&v, k),
                 _ => panic!("{k:?} lost"),
             }
         }

@@ -12,20 +12,22 @@ use crate::store::BlobGuid;
 
 /// Where a walk inside one frame ended.
 pub(crate) enum Step {
-    Found(Vec<u8>),
+    /// The key is present (its value was copied out if asked for).
+    Found,
     Absent,
     /// The key continues in a child frame; `depth` key bytes are consumed.
     Link(BlobGuid, usize),
 }
 
-/// Walks `key` (from `depth`) inside one frame. With `copy_value` false a
-/// found key yields an empty `Found` (for locating only). Untrusted under
-/// an optimistic latch: validate before acting on the result.
+/// Walks `key` (from `depth`) inside one frame. A found key's value
+/// replaces the contents of `out` if given (`None`: locating only).
+/// Untrusted under an optimistic latch: validate before acting on the
+/// result (or on `out`).
 pub(crate) fn walk(
     f: &AtomicFrame,
     key: &[u8],
     mut depth: usize,
-    copy_value: bool,
+    mut out: Option<&mut Vec<u8>>,
 ) -> FResult<Step> {
     let mut r = match fan_entry(f, key, depth)? {
         Some(r) => r,
@@ -48,11 +50,11 @@ pub(crate) fn walk(
                 {
                     return Ok(Step::Absent);
                 }
-                let mut v = Vec::new();
-                if copy_value {
-                    f.read_into(l.value_at(), l.value_len, &mut v)?;
+                if let Some(out) = out.as_deref_mut() {
+                    out.clear();
+                    f.read_into(l.value_at(), l.value_len, out)?;
                 }
-                return Ok(Step::Found(v));
+                return Ok(Step::Found);
             }
             Node::Inner(n) => {
                 if n.prefix_len > rest.len()
@@ -66,11 +68,11 @@ pub(crate) fn walk(
                         return Ok(Step::Absent);
                     }
                     let l = node::decode_leaf(f, n.value)?;
-                    let mut v = Vec::new();
-                    if copy_value {
-                        f.read_into(l.value_at(), l.value_len, &mut v)?;
+                    if let Some(out) = out.as_deref_mut() {
+                        out.clear();
+                        f.read_into(l.value_at(), l.value_len, out)?;
                     }
-                    return Ok(Step::Found(v));
+                    return Ok(Step::Found);
                 };
                 match node::find_child(f, &n, b)? {
                     None => return Ok(Step::Absent),
@@ -96,13 +98,13 @@ pub(crate) fn fan_entry(f: &AtomicFrame, key: &[u8], depth: usize) -> FResult<Op
     if root == 0 {
         return Ok(None);
     }
-    let Node::Inner(fan) = node::decode(f, root)? else {
-        return Err(Corrupt("fan frame root is not a fan node"));
-    };
     let b = *depth
         .checked_sub(1)
         .and_then(|i| key.get(i))
         .ok_or(Corrupt("fan frame at depth 0"))?;
+    let Node::Inner(fan) = node::decode(f, root)? else {
+        return Err(Corrupt("fan frame root is not a fan node"));
+    };
     Ok(node::find_child(f, &fan, b)?.map(|(_, c)| c))
 }
 
@@ -146,9 +148,9 @@ impl Core {
     /// `key`, validating every frame it leaves. Frames are looked up under
     /// one table guard and not pinned (E1 in `buffer::frame_table`): the
     /// hops write no shared memory; only the result is pinned.
-    pub(crate) fn locate(&self, key: &[u8], copy_value: bool) -> Result<Located> {
+    pub(crate) fn locate(&self, key: &[u8]) -> Result<Located> {
         let guard = self.bm.guard();
-        let (blob, depth, parent, step) = self.descend(key, copy_value, &guard)?;
+        let (blob, depth, parent, step) = self.descend(key, None, &guard)?;
         Ok(Located {
             blob: Arc::clone(blob),
             depth,
@@ -158,13 +160,37 @@ impl Core {
     }
 
     /// [`Core::locate`] without pinning the result: the frames are valid
-    /// while `guard` lives (and only as of the validated walk).
+    /// while `guard` lives (and only as of the validated walk). A found
+    /// key's value is copied into `out` if given.
     #[allow(clippy::type_complexity)]
     fn descend<'g>(
         &'g self,
         key: &[u8],
-        copy_value: bool,
+        out: Option<&mut Vec<u8>>,
         guard: &'g Guard<'g>,
+    ) -> Result<(
+        &'g Arc<CachedBlob>,
+        usize,
+        Option<(&'g Arc<CachedBlob>, usize)>,
+        Step,
+    )> {
+        let mut hits = 0u64;
+        let r = self.descend_counting(key, out, guard, &mut hits);
+        if hits > 0 {
+            self.bm.counters.hits.add(hits);
+        }
+        r
+    }
+
+    /// [`Core::descend`], adding its frame-table hits to `hits` instead
+    /// of to the shared counter: one atomic add per descent, not per hop.
+    #[allow(clippy::type_complexity)]
+    fn descend_counting<'g>(
+        &'g self,
+        key: &[u8],
+        mut out: Option<&mut Vec<u8>>,
+        guard: &'g Guard<'g>,
+        hits: &mut u64,
     ) -> Result<(
         &'g Arc<CachedBlob>,
         usize,
@@ -182,7 +208,7 @@ impl Core {
                     self.bm.counters.restarts.add(1);
                     continue 'restart;
                 }
-                let step = walk(&blob.frame, key, depth, copy_value);
+                let step = walk(&blob.frame, key, depth, out.as_deref_mut());
                 let frame_depth = header::depth(&blob.frame);
                 let fan = header::is_fan(&blob.frame);
                 if blob.latch.validate(v).is_err() {
@@ -197,6 +223,7 @@ impl Core {
                 match step.map_err(|c| corrupt_in(blob, c))? {
                     Step::Link(g, d) => {
                         let child = self.bm.lookup(&g, guard, blob);
+                        *hits += u64::from(child.is_ok());
                         // The link must still stand once the child is in
                         // hand: a merge that retired the child (or a load
                         // of its stale image) changed this frame first.
@@ -215,10 +242,17 @@ impl Core {
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut v = Vec::new();
+        Ok(self.get_into(key, &mut v)?.then_some(v))
+    }
+
+    /// Replaces the contents of `out` with the value of `key`; false (and
+    /// `out` unspecified) if absent.
+    pub(crate) fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
         let guard = self.bm.guard();
-        Ok(match self.descend(key, true, &guard)?.3 {
-            Step::Found(v) => Some(v),
-            _ => None,
-        })
+        Ok(matches!(
+            self.descend(key, Some(out), &guard)?.3,
+            Step::Found
+        ))
     }
 }

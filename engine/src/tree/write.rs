@@ -45,7 +45,7 @@ impl Core {
             let (blob, depth) = match first.take() {
                 Some(at) => at,
                 None => {
-                    let loc = self.locate(key, false)?;
+                    let loc = self.locate(key)?;
                     (loc.blob, loc.depth)
                 }
             };
@@ -86,8 +86,8 @@ impl Core {
         log: &mut dyn FnMut() -> Result<u64>,
     ) -> Result<Option<Vec<u8>>> {
         loop {
-            let loc = self.locate(key, false)?;
-            if !matches!(loc.step, Step::Found(_)) {
+            let loc = self.locate(key)?;
+            if !matches!(loc.step, Step::Found) {
                 return Ok(None);
             }
             let blob = Arc::clone(&loc.blob);
