@@ -3,18 +3,15 @@
 //! pass found (`Core::put_from`), and those go stale as the batch's own
 //! earlier puts spill frames.
 
+mod common;
+
 use std::collections::BTreeMap;
 
-use holt::{RangeEntry, Tree, TreeConfig};
+use common::workload::dump_plain;
+use holt::{Tree, TreeConfig};
 
 fn all(t: &Tree) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    t.range()
-        .into_iter()
-        .map(|e| match e.unwrap() {
-            RangeEntry::Key { key, value } => (key, value),
-            other => panic!("{other:?}"),
-        })
-        .collect()
+    dump_plain(t).unwrap()
 }
 
 /// Path-shaped keys in a scrambled order, values of ~150 bytes: a few

@@ -10,6 +10,16 @@ use crate::frame::node::{self, Node};
 use crate::frame::{header, AtomicFrame, Corrupt, FResult};
 use crate::store::BlobGuid;
 
+/// Where a descent ended: the frame, the key bytes consumed above it,
+/// its parent frame (and that frame's depth) if it has one, and the walk
+/// inside it.
+type Descent<'g> = (
+    &'g Arc<CachedBlob>,
+    usize,
+    Option<(&'g Arc<CachedBlob>, usize)>,
+    Step,
+);
+
 /// Where a walk inside one frame ended.
 pub(crate) enum Step {
     /// The key is present (its value was copied out if asked for).
@@ -162,18 +172,12 @@ impl Core {
     /// [`Core::locate`] without pinning the result: the frames are valid
     /// while `guard` lives (and only as of the validated walk). A found
     /// key's value is copied into `out` if given.
-    #[allow(clippy::type_complexity)]
     fn descend<'g>(
         &'g self,
         key: &[u8],
         out: Option<&mut Vec<u8>>,
         guard: &'g Guard<'g>,
-    ) -> Result<(
-        &'g Arc<CachedBlob>,
-        usize,
-        Option<(&'g Arc<CachedBlob>, usize)>,
-        Step,
-    )> {
+    ) -> Result<Descent<'g>> {
         let mut hits = 0u64;
         let r = self.descend_counting(key, out, guard, &mut hits);
         if hits > 0 {
@@ -184,19 +188,13 @@ impl Core {
 
     /// [`Core::descend`], adding its frame-table hits to `hits` instead
     /// of to the shared counter: one atomic add per descent, not per hop.
-    #[allow(clippy::type_complexity)]
     fn descend_counting<'g>(
         &'g self,
         key: &[u8],
         mut out: Option<&mut Vec<u8>>,
         guard: &'g Guard<'g>,
         hits: &mut u64,
-    ) -> Result<(
-        &'g Arc<CachedBlob>,
-        usize,
-        Option<(&'g Arc<CachedBlob>, usize)>,
-        Step,
-    )> {
+    ) -> Result<Descent<'g>> {
         'restart: loop {
             let mut blob: &Arc<CachedBlob> = &self.root;
             let mut depth = 0usize;
