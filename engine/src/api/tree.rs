@@ -853,8 +853,11 @@ impl Tree {
     }
 }
 
+/// A key and what the batch leaves there (`None`: deleted).
+type ViewEntry<'a> = (&'a [u8], Option<Cow<'a, [u8]>>);
+
 /// A batch's net effect, sorted by key, the last op on a key winning.
-type BatchView<'a> = Vec<(&'a [u8], Option<Cow<'a, [u8]>>)>;
+type BatchView<'a> = Vec<ViewEntry<'a>>;
 
 /// [`BatchView`] of a batch of puts and deletes only: validated in op
 /// order (the first bad op's error), then a stable sort by key keeps the
@@ -863,23 +866,10 @@ type BatchView<'a> = Vec<(&'a [u8], Option<Cow<'a, [u8]>>)>;
 fn batch_view(batch: &TxnBatch) -> Result<BatchView<'_>> {
     let mut all: BatchView<'_> = Vec::with_capacity(batch.pending.len());
     for op in &batch.pending {
-        match *op {
-            BatchOp::Put { key, value } => {
-                let (k, v) = (batch.at(key), batch.at(value));
-                check_key(k)?;
-                check_value(v)?;
-                all.push((k, Some(Cow::Borrowed(v))));
-            }
-            BatchOp::Delete { key } => {
-                let k = batch.at(key);
-                if k.len() <= MAX_KEY {
-                    all.push((k, None));
-                }
-            }
-            BatchOp::Rename { .. } => {
-                return Err(Error::Internal("a rename in a batch without renames"))
-            }
+        if matches!(op, BatchOp::Rename { .. }) {
+            return Err(Error::Internal("a rename in a batch without renames"));
         }
+        all.extend(plain_entry(batch, op)?);
     }
     all.sort_by(|a, b| a.0.cmp(b.0));
     let mut view: BatchView<'_> = Vec::with_capacity(all.len());
@@ -890,6 +880,25 @@ fn batch_view(batch: &TxnBatch) -> Result<BatchView<'_>> {
         }
     }
     Ok(view)
+}
+
+/// The view entry of a put or a delete, validated (a put's key and
+/// value); `None` for a delete of an oversize key, which no tree holds,
+/// and for a rename (the caller's business).
+fn plain_entry<'a>(batch: &'a TxnBatch, op: &BatchOp) -> Result<Option<ViewEntry<'a>>> {
+    Ok(match *op {
+        BatchOp::Put { key, value } => {
+            let (k, v) = (batch.at(key), batch.at(value));
+            check_key(k)?;
+            check_value(v)?;
+            Some((k, Some(Cow::Borrowed(v))))
+        }
+        BatchOp::Delete { key } => {
+            let k = batch.at(key);
+            (k.len() <= MAX_KEY).then_some((k, None))
+        }
+        BatchOp::Rename { .. } => None,
+    })
 }
 
 /// [`BatchView`] of a batch with renames: each op is validated against
@@ -909,16 +918,9 @@ fn batch_view_renaming<'a>(core: &Core, batch: &'a TxnBatch) -> Result<BatchView
     };
     for op in &batch.pending {
         match *op {
-            BatchOp::Put { key, value } => {
-                let (k, v) = (batch.at(key), batch.at(value));
-                check_key(k)?;
-                check_value(v)?;
-                view.insert(k, Some(Cow::Borrowed(v)));
-            }
-            BatchOp::Delete { key } => {
-                let k = batch.at(key);
-                if k.len() <= MAX_KEY {
-                    view.insert(k, None);
+            BatchOp::Put { .. } | BatchOp::Delete { .. } => {
+                if let Some((k, v)) = plain_entry(batch, op)? {
+                    view.insert(k, v);
                 }
             }
             BatchOp::Rename { src, dst, force } => {

@@ -181,6 +181,16 @@ struct Ctx {
     rollup: Option<usize>,
 }
 
+impl Ctx {
+    /// Whether the walk reads this node's children one at a time: above
+    /// the prefix only the child on the prefix's path can qualify (a
+    /// greater byte ends the walk), and in a rolled-up subtree only its
+    /// first key is wanted.
+    fn one_child(&self) -> bool {
+        self.pre == Pre::Before || self.rollup.is_some()
+    }
+}
+
 /// An inner node whose children the walk is going through.
 #[derive(Debug)]
 struct Level {
@@ -572,11 +582,8 @@ impl Walker<'_, '_> {
             }
         }
         let first = self.kids.len();
-        // Above the prefix only the child on the prefix's path can
-        // qualify (a greater byte ends the walk); in a rolled-up subtree
-        // only its first key is wanted.
-        let one = pre == Pre::Before || rollup.is_some();
-        let resume = self.read_kids(frame, &n, next, one)?;
+        let ctx = Ctx { lo, pre, rollup };
+        let resume = self.read_kids(frame, &n, next, ctx.one_child())?;
         self.stack.push(Level {
             frame,
             node: n,
@@ -585,7 +592,7 @@ impl Walker<'_, '_> {
             first,
             next: first,
             end: self.kids.len(),
-            ctx: Ctx { lo, pre, rollup },
+            ctx,
         });
         Ok(Step::Go)
     }
@@ -672,7 +679,7 @@ impl Walker<'_, '_> {
             };
             if top.next == top.end {
                 let (first, frame, node, resume) = (top.first, top.frame, top.node, top.resume);
-                let one = top.ctx.rollup.is_some() || top.ctx.pre == Pre::Before;
+                let one = top.ctx.one_child();
                 self.kids.truncate(first);
                 if resume >= 256 {
                     self.stack.pop();

@@ -29,11 +29,11 @@ impl Core {
 
     /// [`Core::put`] starting at `first`, the frame (and its depth) where
     /// an earlier `locate` of `key` ended (a batch's pin pass), instead of
-    /// descending from the root again. A stale location is harmless: it is exactly what a
-    /// concurrent change between `locate` and the latch produces, and
-    /// the insert reports it (an obsolete frame, or the key's path now
-    /// crossing a link after a spill), which falls back to a fresh
-    /// descent.
+    /// descending from the root again. A stale location is harmless: it
+    /// is exactly what a concurrent change between `locate` and the latch
+    /// produces, and the insert reports it (an obsolete frame, or the
+    /// key's path now crossing a link after a spill), which falls back to
+    /// a fresh descent.
     pub(crate) fn put_from(
         &self,
         mut first: Option<(Arc<CachedBlob>, usize)>,
