@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{herr, Config, FRAME};
+use super::{herr, put_err, Config, FRAME};
 use crate::error::{BenchError, Result};
 use crate::shapes::{permutation, Rng, ValuePool};
 
@@ -66,7 +66,7 @@ pub(super) fn load_to(
             cfg.shape.write_key(cfg.seed, i as u64, &mut key);
             let old = tree
                 .put(&key, vals.value(i, 0))
-                .map_err(herr(format!("put({})", String::from_utf8_lossy(&key))))?;
+                .map_err(|e| put_err(&key, e))?;
             if old.is_some() {
                 return Err(BenchError::Engine {
                     engine: "holt",
@@ -107,8 +107,7 @@ pub(super) fn dirty_all(
         key.clear();
         cfg.shape.write_key(cfg.seed, i as u64, &mut key);
         overwrite(vals, i, 1 << (pass % 7), &mut value);
-        tree.put(&key, &value)
-            .map_err(herr(format!("put({})", String::from_utf8_lossy(&key))))?;
+        tree.put(&key, &value).map_err(|e| put_err(&key, e))?;
         if j + 1 == next {
             let st = stats(tree)?;
             let dirty = st.bm_dirty_count;

@@ -223,6 +223,14 @@ fn herr(what: impl Into<String>) -> impl FnOnce(holt::Error) -> BenchError {
     }
 }
 
+/// A failed put of `key`. The message is built only on failure: the
+/// put loops must not allocate per op (the writer-latency phase measures
+/// puts, and an allocation per put once made it wait on malloc's lock
+/// while the round thread allocated).
+fn put_err(key: &[u8], e: holt::Error) -> BenchError {
+    herr(format!("put({})", String::from_utf8_lossy(key)))(e)
+}
+
 /// `write_bytes` of `/proc/self/io`: bytes this process (all its threads,
 /// io_uring workers included) caused to be sent to the block layer.
 fn proc_write_bytes() -> Option<u64> {
