@@ -75,7 +75,13 @@ enum Wait {
 ///   [`UringFile::buffer_registration`].
 /// * [`IoFile::read_at`], [`IoFile::write_at`], [`IoFile::sync_data`]
 ///   (`IORING_OP_FSYNC` + `DATASYNC`) and [`IoFile::sync_all`] are one SQE
-///   each, with the same checking.
+///   each, with the same checking — except a single write to a file
+///   opened *without* `O_DIRECT` (the WAL's appends), which is a plain
+///   `pwrite`. A buffered write cannot run asynchronously here (ext4
+///   hands it to an io-wq worker), so through the ring it cost the caller
+///   a sleep and a wake-up for a copy into the page cache; a writer that
+///   drained the WAL that way was put to sleep on every drain, and during
+///   a checkpoint round, with both cores busy, it woke late.
 /// * `len`, `set_len`, `allocate` are plain syscalls (as in
 ///   [`SyncFile`]).
 ///
@@ -238,6 +244,11 @@ impl IoFile for UringFile {
             return Ok(());
         }
         self.check(buf, offset)?;
+        // A buffered write is a copy into the page cache: `pwrite` does it
+        // without a worker thread (see the type's docs).
+        if !self.sync.is_direct() {
+            return self.sync.write_at(buf, offset);
+        }
         match self.ring(Wait::OrFallBack) {
             Some(mut ring) => ring.run(&mut [Op::write(buf, offset)]),
             None => self.sync.write_at(buf, offset),

@@ -476,3 +476,34 @@ fn concurrent_reads_and_writes_during_a_batch() {
     }
     eprintln!("concurrent: {:?}", file.stats());
 }
+
+/// A single write to a buffered file (the WAL's appends) is a `pwrite`,
+/// not an SQE: through the ring, ext4 runs it on an io-wq worker and the
+/// caller sleeps until that worker is scheduled. A direct file's single
+/// write still goes through the ring. Fails if `UringFile::write_at`
+/// sends buffered writes to the ring (the SQE count moves and the
+/// injected completion error is returned).
+#[test]
+fn a_buffered_single_write_bypasses_the_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults {
+        fail_nth_completion: Some((1, libc::EIO)),
+        fail_repeat: usize::MAX,
+        ..Faults::default()
+    };
+    let d = driver().with_faults(faults);
+    let log = open(&d, &dir.path().join("log"), BUFFERED);
+    log.write_at(b"record", 0).unwrap();
+    log.write_at(b"more", 6).unwrap();
+    assert_eq!(log.stats().sqes, 0, "{:?}", log.stats());
+    let mut back = [0u8; 10];
+    log.read_at(&mut back, 0).unwrap_err(); // reads still use the ring
+    log.set_faults(Faults::none());
+    log.read_at(&mut back, 0).unwrap();
+    assert_eq!(&back, b"recordmore");
+
+    let data = open(&d, &dir.path().join("data"), DIRECT);
+    let err = data.write_at(&pattern(1, FRAME), 0).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    assert!(data.stats().sqes > 0);
+}
