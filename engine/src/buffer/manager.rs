@@ -600,6 +600,7 @@ impl BufferManager {
             r.images.push((b.guid, buf));
             if r.images.len() >= CAPTURE_BATCH {
                 self.write_images(r)?;
+                self.page_pool.top_up();
             }
         }
         Ok(())

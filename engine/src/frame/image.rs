@@ -33,17 +33,46 @@ pub(crate) type Page = Box<[u8; PAGE]>;
 /// thread of a page a writer allocated is exactly the churn P2 avoids).
 /// [`PagePool::trim`], after the round, frees all but `keep` pages, in
 /// the round's thread.
+///
+/// The reserve is a guess: a round that lasts longer, or meets busier
+/// writers, than the last one would drain it, and from then on every
+/// save would allocate in the writer (a fresh heap page: a page fault in
+/// the writer, which is what raised its p99 during 2048-frame rounds).
+/// So the round also calls [`PagePool::top_up`] between its batches,
+/// which keeps at least twice the pages taken since the last call in
+/// the pool.
 #[derive(Debug)]
 pub(crate) struct PagePool {
     free: Mutex<Vec<Page>>,
     /// Pages kept between rounds.
     keep: usize,
-    /// Most pages held now: `keep`, or what the running round reserved.
+    /// Most pages held: `keep` between rounds; while a round runs, its
+    /// bound on pages held and out (`most`), so nothing is freed mid-round.
     limit: AtomicUsize,
     /// Pages taken and not given back.
     out: AtomicUsize,
     /// The most pages out at once since the last reserve.
     peak: AtomicUsize,
+    /// Pages taken since the last [`PagePool::top_up`].
+    taken: AtomicUsize,
+}
+
+/// Pages [`PagePool::top_up`] keeps pooled at least, while a round runs.
+const MIN_SPARE_PAGES: usize = 64;
+
+/// A page buffer with both of its memory pages touched, so that the
+/// first write into it does not fault: a zeroed allocation from fresh
+/// heap memory is not written by the allocator (`calloc` knows it is
+/// zero), and the fault would otherwise be taken by the writer that
+/// saves into it.
+fn fresh_page() -> Page {
+    let mut p = Box::new([0u8; PAGE]);
+    p[0] = 1;
+    p[PAGE - 1] = 1;
+    std::hint::black_box(&mut p);
+    p[0] = 0;
+    p[PAGE - 1] = 0;
+    p
 }
 
 impl PagePool {
@@ -55,6 +84,7 @@ impl PagePool {
             limit: AtomicUsize::new(keep),
             out: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
+            taken: AtomicUsize::new(0),
         }
     }
 
@@ -72,15 +102,36 @@ impl PagePool {
             .peak
             .swap(self.out.load(Ordering::Relaxed), Ordering::Relaxed);
         let target = want.max(peak).min(most);
-        let limit = target.max(self.keep);
-        self.limit.store(limit, Ordering::Relaxed);
+        self.limit.store(most.max(self.keep), Ordering::Relaxed);
+        self.taken.store(0, Ordering::Relaxed);
+        self.fill_to(target);
+    }
+
+    /// While a round runs, between its batches (in the round's thread):
+    /// tops the pool up to twice the pages taken since the last call, at
+    /// least [`MIN_SPARE_PAGES`], within the round's bound on pages held
+    /// and out; the pool keeps what it adds until [`PagePool::trim`].
+    pub(crate) fn top_up(&self) {
+        let taken = self.taken.swap(0, Ordering::Relaxed);
+        let out = self.out.load(Ordering::Relaxed);
+        let room = self.limit.load(Ordering::Relaxed).saturating_sub(out);
+        let target = taken.saturating_mul(2).max(MIN_SPARE_PAGES).min(room);
+        self.fill_to(target);
+    }
+
+    /// Allocates (outside the pool's mutex) and pools pages until it holds
+    /// `target`, within its limit.
+    fn fill_to(&self, target: usize) {
         let missing = target.saturating_sub(self.lock().len());
         if missing == 0 {
             return;
         }
-        let fresh: Vec<Page> = (0..missing).map(|_| Box::new([0u8; PAGE])).collect();
+        let fresh: Vec<Page> = (0..missing).map(|_| fresh_page()).collect();
         let mut free = self.lock();
-        let room = limit.saturating_sub(free.len());
+        let room = self
+            .limit
+            .load(Ordering::Relaxed)
+            .saturating_sub(free.len());
         free.extend(fresh.into_iter().take(room));
     }
 
@@ -99,6 +150,7 @@ impl PagePool {
     fn take(&self) -> Page {
         let out = self.out.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak.fetch_max(out, Ordering::Relaxed);
+        self.taken.fetch_add(1, Ordering::Relaxed);
         self.lock().pop().unwrap_or_else(|| Box::new([0u8; PAGE]))
     }
 
@@ -278,6 +330,35 @@ mod tests {
         }
         assert!(img.into_whole().is_none());
         assert_eq!(pool.pooled(), 2, "between rounds the bound is keep");
+    }
+
+    /// Mid-round, `top_up` refills the pool to twice the pages taken
+    /// since its last call (at least `MIN_SPARE_PAGES`), within the
+    /// round's bound on pages held and out, so writers keep finding
+    /// pooled pages when the reserve was too small. Fails if `top_up`
+    /// ignores the pages taken, or overshoots the bound.
+    #[test]
+    fn top_up_refills_what_writers_took() {
+        let pool = Arc::new(PagePool::new(0));
+        pool.reserve(8, 1000);
+        let mut img = CaptureImage::empty(&pool);
+        for p in 0..100 {
+            img.fill(p, |d| d.fill(1));
+        }
+        assert_eq!(pool.pooled(), 0, "the reserve ran dry");
+        pool.top_up();
+        assert_eq!(pool.pooled(), 200, "twice what was taken");
+        pool.top_up();
+        assert_eq!(pool.pooled(), 200, "nothing taken since: no more");
+        let pool = Arc::new(PagePool::new(0));
+        pool.reserve(0, 120);
+        let mut img2 = CaptureImage::empty(&pool);
+        for p in 0..100 {
+            img2.fill(p, |d| d.fill(1));
+        }
+        pool.top_up();
+        assert_eq!(pool.pooled(), 20, "held + out stays within the bound");
+        drop((img, img2));
     }
 
     /// The next reserve covers the last round's peak of pages out at once
