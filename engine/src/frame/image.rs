@@ -7,9 +7,9 @@
 //!
 //! **P2 (writers do not allocate page buffers).** The page buffers come
 //! from the tree's [`PagePool`], which the round fills before its cut
-//! ([`PagePool::reserve`]) and to which the round returns every page it
-//! moved. A writer allocates only when a round needs more pages than the
-//! pool holds. Allocating in the writer and freeing in the round thread
+//! ([`PagePool::reserve`]) and refills between its capture batches
+//! ([`PagePool::top_up`]), and to which the round returns every page it
+//! moved. A writer allocates only when its saves outrun a refill. Allocating in the writer and freeing in the round thread
 //! made the writer's malloc arena grow and shrink all round long (heap
 //! `mprotect`s, fresh zero-filled pages), which raised a concurrent
 //! writer's p99 during a round to 12-23x its idle value; with pooled
