@@ -376,6 +376,7 @@ fn validate_nodes(f: &AtomicFrame, bump: usize, root: u32, s: &mut Scratch) -> F
         s.stack.push(root);
     }
     let mut seen = 0usize;
+    let mut links = 0usize;
     let visit = |seen: &mut usize| -> FResult<()> {
         *seen += 1;
         if *seen > MAX_NODES {
@@ -386,8 +387,11 @@ fn validate_nodes(f: &AtomicFrame, bump: usize, root: u32, s: &mut Scratch) -> F
     while let Some(r) = s.stack.pop() {
         visit(&mut seen)?;
         let n = node::decode(f, r)?;
-        if matches!(n, Node::Link(_)) && !s.first_link(r as usize) {
-            continue;
+        if matches!(n, Node::Link(_)) {
+            if !s.first_link(r as usize) {
+                continue;
+            }
+            links += 1;
         }
         s.claim(bump, node::node_off(&n), node::needed_size(&n))?;
         let Node::Inner(i) = n else {
@@ -405,6 +409,11 @@ fn validate_nodes(f: &AtomicFrame, bump: usize, root: u32, s: &mut Scratch) -> F
             )?;
         }
         check_children(f, &i, &mut s.stack)?;
+    }
+    // A range walk takes a frame that counts no links for one whose
+    // subtrees all hold keys (`header::links`).
+    if links > 0 && header::links(f)? == 0 {
+        return Err(Corrupt("frame has links but counts none"));
     }
     Ok(())
 }
@@ -978,6 +987,7 @@ mod tests {
         node::write_inner(&f, root, size, N256, &[], 0).unwrap();
         let link = alloc::alloc(&f, node::LINK_SIZE).unwrap().unwrap();
         node::write_link(&f, link, node::LINK_SIZE, &[9; 16]).unwrap();
+        header::add(&f, OFF_LINKS, 1).unwrap();
         let mut n = match node::decode(&f, root as u32).unwrap() {
             Node::Inner(i) => i,
             _ => unreachable!(),
@@ -988,6 +998,14 @@ mod tests {
         f.set_u32(header::OFF_ROOT, root as u32).unwrap();
         validate(&f, &[3; 16]).unwrap();
         validate_reference(&f, &[3; 16]).unwrap();
+        // A range walk trusts a frame that counts no links to have none
+        // (`header::links`).
+        f.set_u32(OFF_LINKS, 0).unwrap();
+        assert_eq!(
+            validate(&f, &[3; 16]),
+            Err(Corrupt("frame has links but counts none"))
+        );
+        f.set_u32(OFF_LINKS, 1).unwrap();
         // A leaf shared by two slots is an overlap, unlike a link.
         let leaf = alloc::alloc(&f, node::leaf_size(1, 1)).unwrap().unwrap();
         node::write_leaf(&f, leaf, node::leaf_size(1, 1), b"k", b"v").unwrap();

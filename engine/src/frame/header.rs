@@ -81,6 +81,12 @@ pub(crate) fn gap(f: &AtomicFrame) -> FResult<u32> {
 pub(crate) fn depth(f: &AtomicFrame) -> FResult<u32> {
     f.u32(OFF_DEPTH)
 }
+/// Link nodes in the frame. Validation rejects a frame that has a link
+/// but counts none, so a count of 0 means every node reached inside the
+/// frame has all its keys inside it too.
+pub(crate) fn links(f: &AtomicFrame) -> FResult<u32> {
+    f.u32(OFF_LINKS)
+}
 pub(crate) fn max_seq(f: &AtomicFrame) -> FResult<u64> {
     f.u64(OFF_MAX_SEQ)
 }

@@ -128,6 +128,43 @@ impl Batch {
         });
     }
 
+    /// Appends the key `head` + the suffix of leaf `l` in `f`, and its
+    /// value, with one copy from the frame (the suffix and the value lie
+    /// back to back). With `delim`, a key that holds it at or after
+    /// `from` becomes the common prefix up to it instead.
+    fn push_leaf(
+        &mut self,
+        head: &[u8],
+        from: usize,
+        f: &AtomicFrame,
+        l: node::Leaf,
+        delim: Option<u8>,
+    ) -> FResult<()> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(head);
+        f.read_into(l.suffix_at(), l.suffix_len + l.value_len, &mut self.bytes)?;
+        let key_len = head.len() + l.suffix_len;
+        if let Some(d) = delim {
+            let key = &self.bytes[start..start + key_len];
+            if let Some(i) = key.get(from..).and_then(|k| k.iter().position(|&x| x == d)) {
+                let n = from + i + 1;
+                self.bytes.truncate(start + n);
+                self.slots.push(Slot {
+                    start,
+                    key_len: n,
+                    value_len: None,
+                });
+                return Ok(());
+            }
+        }
+        self.slots.push(Slot {
+            start,
+            key_len,
+            value_len: Some(l.value_len),
+        });
+        Ok(())
+    }
+
     /// Appends `key` and the `len` value bytes at `at` in `f`.
     fn push_key(&mut self, key: &[u8], f: &AtomicFrame, at: usize, len: usize) -> FResult<()> {
         let start = self.bytes.len();
@@ -406,6 +443,19 @@ impl Walker<'_, '_> {
         (Verdict::Go(lo, pre), rollup)
     }
 
+    /// Whether a rolled-up node in `frame` (every key below it qualifies:
+    /// `lo` is [`Lo::Free`]) can be emitted as its common prefix without
+    /// looking for a key below it. Erase removes an inner node the moment
+    /// it has no child and no value left, so inside one frame every node
+    /// has a key below it. Only a link may lead to nothing: a fan frame
+    /// keeps no subtree for a byte whose keys were all deleted while its
+    /// parent's slot still names the link, and unlinking an emptied frame
+    /// is best effort. A frame that counts no links (validation holds that
+    /// count to the truth) has none of those.
+    fn rollup_now(&self, frame: usize, lo: Lo) -> bool {
+        lo == Lo::Free && matches!(header::links(self.frames.frame(frame)), Ok(0))
+    }
+
     /// Does the key equal to the current path qualify?
     fn own_key_qualifies(&self, lo: Lo, pre: Pre) -> bool {
         pre == Pre::Within
@@ -447,6 +497,34 @@ impl Walker<'_, '_> {
             }
             (None, None) => return Ok(Step::Go),
         }
+        Ok(if self.out.len() >= self.q.limit {
+            Step::Full
+        } else {
+            Step::Go
+        })
+    }
+
+    /// Emits the leaf `l` of `frame` below the current path when its key
+    /// surely qualifies (the path is past the lower bound and within the
+    /// prefix): the key's tail and the value lie back to back in the leaf
+    /// and go into the batch in one copy, not through the path. With a
+    /// delimiter the key is then searched for it from `from` on, the
+    /// parent's path length (the path holds none before that past the
+    /// prefix, or `rollup` would be set).
+    fn emit_leaf(
+        &mut self,
+        frame: usize,
+        l: node::Leaf,
+        from: usize,
+        rollup: Option<usize>,
+    ) -> std::result::Result<Step, Abort> {
+        if rollup.is_some() {
+            return self.emit(frame, rollup, None);
+        }
+        let f = self.frames.frame(frame);
+        self.out
+            .push_leaf(&self.path, from, f, l, self.q.delimiter)
+            .map_err(|c| self.frames.fail(frame, c))?;
         Ok(if self.out.len() >= self.q.limit {
             Step::Full
         } else {
@@ -517,6 +595,9 @@ impl Walker<'_, '_> {
                         None => return Ok(Step::Go),
                     }
                 }
+                Node::Leaf(l) if ctx.lo == Lo::Free && ctx.pre == Pre::Within => {
+                    return self.emit_leaf(frame, l, base, ctx.rollup);
+                }
                 Node::Leaf(l) => {
                     f.read_into(l.suffix_at(), l.suffix_len, &mut self.path)
                         .map_err(|c| self.frames.fail(frame, c))?;
@@ -553,6 +634,9 @@ impl Walker<'_, '_> {
             Verdict::Stop => return Ok(Step::Done),
             Verdict::Go(lo, pre) => (lo, pre),
         };
+        if rollup.is_some() && (n.count > 0 || n.value != 0) && self.rollup_now(frame, lo) {
+            return self.emit(frame, rollup, None);
+        }
         if n.value != 0 && self.own_key_qualifies(lo, pre) {
             let leaf = match rollup {
                 Some(_) => None,
@@ -698,6 +782,19 @@ impl Walker<'_, '_> {
             let (frame, at, ctx) = (top.frame, top.at, top.ctx);
             if ahead < top.end {
                 prefetch_node(self.frames.frame(frame), self.kids[ahead].1);
+            }
+            // The branch byte is the delimiter: the child rolls up whole,
+            // without reading it, if it surely holds a key.
+            if ctx.rollup.is_none()
+                && ctx.pre == Pre::Within
+                && self.q.delimiter == Some(b)
+                && self.rollup_now(frame, ctx.lo)
+            {
+                self.tick()?;
+                self.path.truncate(at);
+                self.path.push(b);
+                step = self.emit(frame, Some(at + 1), None)?;
+                continue;
             }
             step = self.visit(core, frame, c, at, Some(b), ctx)?;
         }
