@@ -38,7 +38,7 @@ struct Choice {
 }
 
 /// Sizes of every subtree, then the best run of siblings.
-fn choose(f: &AtomicFrame) -> FResult<Option<Choice>> {
+fn choose(f: &AtomicFrame, prefer_root: bool) -> FResult<Option<Choice>> {
     let root = header::root(f)?;
     if root == 0 {
         return Ok(None);
@@ -91,6 +91,8 @@ fn choose(f: &AtomicFrame) -> FResult<Option<Choice>> {
     }
     let target = header::used(f)? as usize / 2;
     let mut best: Option<(usize, Choice)> = None;
+    // The best run of the root's own children, when it is preferred.
+    let mut best_root: Option<(usize, Choice)> = None;
     for (idx, it) in items.iter().enumerate() {
         if it.kids.is_empty() {
             continue;
@@ -119,9 +121,14 @@ fn choose(f: &AtomicFrame) -> FResult<Option<Choice>> {
             let whole_root = idx == 0 && start == 0 && end == kids.len();
             if sum >= MIN_SPILL && !whole_root {
                 let score = sum.abs_diff(target);
-                if best.as_ref().is_none_or(|(s, _)| score < *s) {
+                let slot = if idx == 0 && prefer_root && sum >= target / 2 {
+                    &mut best_root
+                } else {
+                    &mut best
+                };
+                if slot.as_ref().is_none_or(|(s, _)| score < *s) {
                     let bytes = kids[start..end].iter().map(|k| k.0).collect();
-                    best = Some((
+                    *slot = Some((
                         score,
                         Choice {
                             y: it.ptr,
@@ -135,7 +142,7 @@ fn choose(f: &AtomicFrame) -> FResult<Option<Choice>> {
             start += 1;
         }
     }
-    Ok(best.map(|(_, c)| c))
+    Ok(best_root.or(best).map(|(_, c)| c))
 }
 
 /// The parent frame of a spilling fan frame, latched exclusively by the
@@ -163,9 +170,10 @@ pub(crate) enum Spilled {
 }
 
 /// In the latched parent, the node `Y` whose slots for every byte of
-/// `bytes` point to the link to `child`, and room for one more link;
-/// `None` if the parent does not look like that (a sideways spill is then
-/// not possible, and the spill chains below instead).
+/// `bytes` point to the link to `child`, with room for one more link
+/// (repacking the parent if that makes room; the caller marks it dirty
+/// whenever this returns `Some`); `None` if the parent does not look like
+/// that (a sideways spill is then not possible).
 fn beside_in(p: &Parent<'_>, child: &BlobGuid, bytes: &[u8]) -> FResult<Option<node::Inner>> {
     let Some(y) = crate::tree::merge::node_at(p.frame, p.path, p.depth)? else {
         return Ok(None);
@@ -185,10 +193,21 @@ fn beside_in(p: &Parent<'_>, child: &BlobGuid, bytes: &[u8]) -> FResult<Option<n
             return Ok(None);
         }
     }
-    if alloc::tail_room(p.frame)? < LINK_SIZE {
+    if alloc::tail_room(p.frame)? >= LINK_SIZE {
+        return Ok(Some(y));
+    }
+    if alloc::reclaimable(p.frame)? < LINK_SIZE {
         return Ok(None);
     }
-    Ok(Some(y))
+    // The parent qualifies but its tail is short: repack it (nodes move,
+    // so find `Y` again) and use it.
+    repack(p.frame)?;
+    if alloc::tail_room(p.frame)? < LINK_SIZE {
+        return Err(Corrupt("repack made no room"));
+    }
+    crate::tree::merge::node_at(p.frame, p.path, p.depth)?
+        .map(Some)
+        .ok_or(Corrupt("spill parent node vanished in repack"))
 }
 
 /// Moves a run of siblings out of the latched frame `w` into a new fan
@@ -212,17 +231,30 @@ pub(crate) fn spill(
     if alloc::tail_room(f)? < LINK_SIZE {
         repack(f)?;
     }
-    let Some(c) = choose(f)? else {
+    // A fan frame that can spill sideways prefers a run of its fan
+    // node's children (at least a quarter of its bytes): such a run goes
+    // beside it, where a deeper run would add a frame level below it.
+    let fan_root = match header::is_fan(f)? {
+        true => header::root(f)?,
+        false => 0,
+    };
+    let mut c = choose(f, parent.is_some() && fan_root != 0)?;
+    let mut beside = None;
+    if let (Some(p), Some(ch)) = (parent, &c) {
+        if ch.y == fan_root {
+            beside = beside_in(p, &w.blob().guid, &ch.bytes)?.map(|py| (p, py));
+            if beside.is_none() {
+                // The preferred run cannot go beside: take the run closest
+                // to half the frame, as without a parent.
+                c = choose(f, false)?;
+            }
+        }
+    }
+    let Some(c) = c else {
         return Ok(Spilled::Nothing);
     };
     let Node::Inner(y) = node::decode(f, c.y)? else {
         return Err(Corrupt("spill parent is not an inner node"));
-    };
-    let beside = match parent {
-        Some(p) if header::is_fan(f)? && c.y == header::root(f)? => {
-            beside_in(p, &w.blob().guid, &c.bytes)?.map(|py| (p, py))
-        }
-        _ => None,
     };
     let guid = bm.new_guid();
     let child = AtomicFrame::zeroed();
