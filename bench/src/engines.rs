@@ -113,6 +113,11 @@ pub trait Engine: Sync {
     /// Makes everything written so far durable (or written through).
     fn checkpoint(&mut self) -> Result<()>;
 
+    /// Frames a point get of each stored key visits (holt only).
+    fn frame_hops(&self) -> Option<holt::FrameHops> {
+        None
+    }
+
     /// Engine-specific figures (frames, fill, cache hits, restarts);
     /// engines that report none keep the default.
     fn stats(&self) -> Result<EngineStats> {
@@ -367,6 +372,10 @@ impl Engine for HoltEngine {
         self.tree()?
             .checkpoint()
             .map_err(|e| holt_err("checkpoint", b"", &e))
+    }
+
+    fn frame_hops(&self) -> Option<holt::FrameHops> {
+        self.tree().ok()?.frame_hops().ok()
     }
 
     fn stats(&self) -> Result<EngineStats> {

@@ -864,6 +864,18 @@ fn after_load<E: Engine>(
         Err(err) => return col.error(e.name(), shape, "stats", err.to_string()),
     };
     sum.frames = stats.frames;
+    if let Some(h) = e.frame_hops() {
+        eprintln!(
+            "holt-bench: {} {shape}: frames per get mean {:.3} max {}; same-depth hops mean {:.3} max {}; keys by frames {:?}; by same-depth hops {:?}",
+            e.name(),
+            h.mean_frames(),
+            h.max_frames(),
+            h.mean_same_depth(),
+            h.max_same_depth(),
+            h.by_frames,
+            h.by_same_depth
+        );
+    }
     if let (Some(f), Some(used)) = (stats.frames, stats.space_used) {
         if f > 0 {
             sum.mean_fill = Some(used as f64 / (f as f64 * f64::from(holt::Tree::page_size())));

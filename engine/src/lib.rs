@@ -58,7 +58,7 @@ pub use api::builder::TreeBuilder;
 pub use api::config::{CheckpointConfig, Storage, TreeConfig};
 pub use api::errors::{Error, Result};
 pub use api::range::{RangeBuilder, RangeEntry, RangeEntryRef, RangeIter};
-pub use api::stats::{BlobStats, CacheStats, CheckpointerStats, TreeStats, WalStats};
+pub use api::stats::{BlobStats, CacheStats, CheckpointerStats, FrameHops, TreeStats, WalStats};
 pub use api::tree::{IoStats, Tree};
 pub use api::txn::TxnBatch;
 pub use store::{AlignedBlobBuf, Backend, BlobGuid, MemoryBackend, PersistentBackend};

@@ -131,3 +131,55 @@ pub struct CacheStats {
     /// Writes that waited for such a round.
     pub pressure_waits: u64,
 }
+
+/// How many frames a point lookup of each stored key visits, from the
+/// tree's current shape (see [`crate::Tree::frame_hops`]). A diagnostic
+/// for tuning spills; not part of the stable API.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FrameHops {
+    /// Keys stored (leaves, value leaves included).
+    pub keys: u64,
+    /// `by_frames[i]`: keys whose lookup visits `i` frames (the root
+    /// frame counts as one).
+    pub by_frames: Vec<u64>,
+    /// `by_same_depth[i]`: keys whose lookup crosses `i` links that
+    /// consume no key byte (a fan frame linked from another fan frame's
+    /// fan node, at the same depth).
+    pub by_same_depth: Vec<u64>,
+}
+
+impl FrameHops {
+    /// Mean frames visited per lookup of a stored key (0 when empty).
+    #[must_use]
+    pub fn mean_frames(&self) -> f64 {
+        Self::mean(&self.by_frames, self.keys)
+    }
+
+    /// Mean same-depth hops per lookup of a stored key.
+    #[must_use]
+    pub fn mean_same_depth(&self) -> f64 {
+        Self::mean(&self.by_same_depth, self.keys)
+    }
+
+    /// Most frames any stored key's lookup visits.
+    #[must_use]
+    pub fn max_frames(&self) -> usize {
+        self.by_frames.iter().rposition(|&n| n > 0).unwrap_or(0)
+    }
+
+    /// Most same-depth hops on any stored key's path.
+    #[must_use]
+    pub fn max_same_depth(&self) -> usize {
+        self.by_same_depth.iter().rposition(|&n| n > 0).unwrap_or(0)
+    }
+
+    fn mean(hist: &[u64], keys: u64) -> f64 {
+        if keys == 0 {
+            return 0.0;
+        }
+        let sum: u64 = hist.iter().enumerate().map(|(i, &n)| i as u64 * n).sum();
+        sum as f64 / keys as f64
+    }
+}

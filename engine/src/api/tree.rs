@@ -753,6 +753,17 @@ impl Tree {
         Ok(st)
     }
 
+    /// Frames visited by a point lookup of each stored key, from the
+    /// tree's shape (a walk of every frame, like [`Tree::stats`]). A
+    /// diagnostic for the bench and tests; not part of the stable API.
+    ///
+    /// # Errors
+    /// Backend or corruption errors loading an uncached frame.
+    #[doc(hidden)]
+    pub fn frame_hops(&self) -> Result<crate::api::stats::FrameHops> {
+        self.inner.core.frame_hops()
+    }
+
     /// Buffer-pool figures (resident, peak and dirty frames, pooled image
     /// buffers, pressure rounds), read without touching any frame.
     ///

@@ -70,6 +70,14 @@ impl FrameWrite {
         Self { blob, version }
     }
 
+    /// [`FrameWrite::lock`] without waiting: `None` while anyone holds
+    /// the latch in any mode. For a writer that already holds a frame
+    /// below this one and must not wait against the top-down order.
+    pub(crate) fn try_lock(blob: Arc<CachedBlob>) -> Option<Self> {
+        let version = blob.latch.try_lock_exclusive()?;
+        Some(Self { blob, version })
+    }
+
     pub(crate) fn blob(&self) -> &Arc<CachedBlob> {
         &self.blob
     }

@@ -25,6 +25,11 @@ pub(crate) enum Outcome {
     Absent,
     /// The key continues in a child frame.
     Link,
+    /// A fan frame without the key's branch byte (or an empty one): the
+    /// key is not here, but a sideways spill may have moved that byte to
+    /// a sibling frame since the caller's descent, so absence is only
+    /// known after a fresh one.
+    Unrouted,
 }
 
 /// How the removed node hangs from its parent.
@@ -56,7 +61,7 @@ pub(crate) fn erase(
         // Start at the fan node's child for the link's branch byte.
         let r = f.u32(slot)?;
         if r == 0 {
-            return Ok(Outcome::Absent);
+            return Ok(Outcome::Unrouted);
         }
         let Node::Inner(n) = node::decode(f, r)? else {
             return Err(Corrupt("fan frame root is not a fan node"));
@@ -66,7 +71,7 @@ pub(crate) fn erase(
             .and_then(|i| key.get(i))
             .ok_or(Corrupt("fan frame at depth 0"))?;
         let Some((s, _)) = node::find_child(f, &n, b)? else {
-            return Ok(Outcome::Absent);
+            return Ok(Outcome::Unrouted);
         };
         path.push(Hop {
             slot,

@@ -44,6 +44,12 @@ pub(crate) enum Outcome {
     Link,
     /// The frame cannot hold the edit even after repacking.
     NoRoom,
+    /// A fan frame whose fan node lacks the key's branch byte: the edit
+    /// would add it, which is right only while the parent frame routes
+    /// that byte here (a sideways spill may have relinked it to a sibling
+    /// frame since the caller's descent). The caller checks the parent
+    /// and retries with `routed`, or starts over.
+    Unrouted,
 }
 
 fn plan(f: &AtomicFrame, key: &[u8], mut depth: usize) -> FResult<Plan> {
@@ -338,11 +344,39 @@ fn attach(f: &AtomicFrame, n: &mut Inner, byte: Option<u8>, child: u32) -> FResu
     }
 }
 
+/// Whether `p` adds a branch byte to a fan frame's fan node (or creates
+/// the fan node of an empty fan frame).
+fn adds_fan_byte(f: &AtomicFrame, p: &Plan) -> FResult<bool> {
+    Ok(match p {
+        Plan::NewFan { .. } => true,
+        Plan::AddChild { slot, .. } => *slot == header::OFF_ROOT && header::is_fan(f)?,
+        _ => false,
+    })
+}
+
 /// Inserts `key -> value` into frame `f`, whose root sits at key `depth`.
+/// An edit that would add a branch byte to a fan frame's fan node returns
+/// [`Outcome::Unrouted`]; see [`insert_routed`].
 pub(crate) fn insert(f: &AtomicFrame, key: &[u8], depth: usize, value: &[u8]) -> FResult<Outcome> {
+    insert_routed(f, key, depth, value, false)
+}
+
+/// [`insert`]; `routed`: the caller has checked that the parent frame
+/// routes the key's branch byte to `f`, so a missing fan byte may be
+/// added.
+pub(crate) fn insert_routed(
+    f: &AtomicFrame,
+    key: &[u8],
+    depth: usize,
+    value: &[u8],
+    routed: bool,
+) -> FResult<Outcome> {
     let mut p = plan(f, key, depth)?;
     if matches!(p, Plan::Link) {
         return Ok(Outcome::Link);
+    }
+    if !routed && adds_fan_byte(f, &p)? {
+        return Ok(Outcome::Unrouted);
     }
     let bytes = need(&p, key, value.len());
     if bytes > alloc::tail_room(f)? {

@@ -98,7 +98,7 @@ impl Core {
                 #[cfg(feature = "tracing")]
                 tracing::debug!(guid = ?&guid[..4], "empty frame unlinked");
             }
-            erase::Outcome::Absent | erase::Outcome::Link => {}
+            erase::Outcome::Absent | erase::Outcome::Link | erase::Outcome::Unrouted => {}
         }
         Ok(())
     }
@@ -240,7 +240,9 @@ impl Core {
         if croot == 0 {
             match erase::erase(pf, key, depth, Target::Link(*guid)).map_err(cp)? {
                 erase::Outcome::Done(_) => {}
-                erase::Outcome::Absent | erase::Outcome::Link => return Ok(false),
+                erase::Outcome::Absent | erase::Outcome::Link | erase::Outcome::Unrouted => {
+                    return Ok(false)
+                }
             }
         } else {
             let Node::Inner(fan) = node::decode(cw.frame(), croot).map_err(cc)? else {
@@ -298,7 +300,7 @@ impl Core {
 /// The inner node where `path` ends exactly (after its prefix), walking
 /// from the frame's start; in a fan frame, a path one byte shorter than
 /// the frame's depth names the fan node itself.
-fn node_at(f: &AtomicFrame, path: &[u8], depth: usize) -> FResult<Option<node::Inner>> {
+pub(crate) fn node_at(f: &AtomicFrame, path: &[u8], depth: usize) -> FResult<Option<node::Inner>> {
     let root = header::root(f)?;
     if root == 0 {
         return Ok(None);

@@ -199,6 +199,9 @@ impl Core {
             let mut blob: &Arc<CachedBlob> = &self.root;
             let mut depth = 0usize;
             let mut parent: Option<(&Arc<CachedBlob>, usize)> = None;
+            // The parent's latch version as validated when its link was
+            // followed.
+            let mut parent_v = 0u64;
             let mut hops = 0usize;
             loop {
                 let v = blob.latch.optimistic();
@@ -230,8 +233,20 @@ impl Core {
                             continue 'restart;
                         }
                         parent = Some((blob, depth));
+                        parent_v = v;
                         blob = child?;
                         depth = d;
+                    }
+                    Step::Absent
+                        if parent.is_some_and(|(p, _)| p.latch.validate(parent_v).is_err()) =>
+                    {
+                        // A sideways spill (`spill`) moves branch bytes out
+                        // of a fan frame and relinks them from the parent:
+                        // a reader that followed the parent's old link finds
+                        // them missing here. The parent changed meanwhile,
+                        // so an absence is only trusted while it has not.
+                        self.bm.counters.restarts.add(1);
+                        continue 'restart;
                     }
                     step => return Ok((blob, depth, parent, step)),
                 }

@@ -19,7 +19,7 @@ use crate::buffer::{BufferManager, FrameWrite};
 use crate::frame::copy::{copy_subtree, free_below, free_subtree, repack};
 use crate::frame::node::{self, Node, LINK_SIZE};
 use crate::frame::{alloc, header, AtomicFrame, Corrupt, FResult};
-use crate::store::FRAME_SIZE;
+use crate::store::{BlobGuid, FRAME_SIZE};
 
 /// A run smaller than this is not worth a frame of its own.
 const MIN_SPILL: usize = 256;
@@ -38,7 +38,7 @@ struct Choice {
 }
 
 /// Sizes of every subtree, then the best run of siblings.
-fn choose(f: &AtomicFrame) -> FResult<Option<Choice>> {
+fn choose(f: &AtomicFrame, prefer_root: bool) -> FResult<Option<Choice>> {
     let root = header::root(f)?;
     if root == 0 {
         return Ok(None);
@@ -91,6 +91,8 @@ fn choose(f: &AtomicFrame) -> FResult<Option<Choice>> {
     }
     let target = header::used(f)? as usize / 2;
     let mut best: Option<(usize, Choice)> = None;
+    // The best run of the root's own children, when it is preferred.
+    let mut best_root: Option<(usize, Choice)> = None;
     for (idx, it) in items.iter().enumerate() {
         if it.kids.is_empty() {
             continue;
@@ -119,9 +121,14 @@ fn choose(f: &AtomicFrame) -> FResult<Option<Choice>> {
             let whole_root = idx == 0 && start == 0 && end == kids.len();
             if sum >= MIN_SPILL && !whole_root {
                 let score = sum.abs_diff(target);
-                if best.as_ref().is_none_or(|(s, _)| score < *s) {
+                let slot = if idx == 0 && prefer_root && sum >= target / 2 {
+                    &mut best_root
+                } else {
+                    &mut best
+                };
+                if slot.as_ref().is_none_or(|(s, _)| score < *s) {
                     let bytes = kids[start..end].iter().map(|k| k.0).collect();
-                    best = Some((
+                    *slot = Some((
                         score,
                         Choice {
                             y: it.ptr,
@@ -135,18 +142,116 @@ fn choose(f: &AtomicFrame) -> FResult<Option<Choice>> {
             start += 1;
         }
     }
-    Ok(best.map(|(_, c)| c))
+    Ok(best_root.or(best).map(|(_, c)| c))
+}
+
+/// The parent frame of a spilling fan frame, latched exclusively by the
+/// caller (after the fan frame: see [`spill`] for why that cannot
+/// deadlock), for a sideways spill.
+pub(crate) struct Parent<'a> {
+    pub(crate) frame: &'a AtomicFrame,
+    /// Key bytes from the tree root to the node `Y` whose link leads to
+    /// the spilling frame (the link's branch byte excluded).
+    pub(crate) path: &'a [u8],
+    /// Key bytes consumed above the parent frame's root.
+    pub(crate) depth: usize,
+}
+
+/// What [`spill`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spilled {
+    /// Nothing could move.
+    Nothing,
+    /// The new frame hangs below the spilling one.
+    Below,
+    /// The new frame hangs beside the spilling one, linked from the
+    /// parent frame (which changed and must be marked dirty).
+    Beside,
+}
+
+/// In the latched parent, the node `Y` whose slots for every byte of
+/// `bytes` point to the link to `child`, with room for one more link
+/// (repacking the parent if that makes room; the caller marks it dirty
+/// whenever this returns `Some`); `None` if the parent does not look like
+/// that (a sideways spill is then not possible).
+fn beside_in(p: &Parent<'_>, child: &BlobGuid, bytes: &[u8]) -> FResult<Option<node::Inner>> {
+    let Some(y) = crate::tree::merge::node_at(p.frame, p.path, p.depth)? else {
+        return Ok(None);
+    };
+    let Some(&first) = bytes.first() else {
+        return Ok(None);
+    };
+    let Some((_, link)) = node::find_child(p.frame, &y, first)? else {
+        return Ok(None);
+    };
+    match node::decode(p.frame, link)? {
+        Node::Link(l) if l.guid == *child => {}
+        _ => return Ok(None),
+    }
+    for &b in bytes {
+        if node::find_child(p.frame, &y, b)?.map(|(_, c)| c) != Some(link) {
+            return Ok(None);
+        }
+    }
+    if alloc::tail_room(p.frame)? >= LINK_SIZE {
+        return Ok(Some(y));
+    }
+    if alloc::reclaimable(p.frame)? < LINK_SIZE {
+        return Ok(None);
+    }
+    // The parent qualifies but its tail is short: repack it (nodes move,
+    // so find `Y` again) and use it.
+    repack(p.frame)?;
+    if alloc::tail_room(p.frame)? < LINK_SIZE {
+        return Err(Corrupt("repack made no room"));
+    }
+    crate::tree::merge::node_at(p.frame, p.path, p.depth)?
+        .map(Some)
+        .ok_or(Corrupt("spill parent node vanished in repack"))
 }
 
 /// Moves a run of siblings out of the latched frame `w` into a new fan
-/// frame. Returns false when nothing can move.
-pub(crate) fn spill(bm: &BufferManager, w: &FrameWrite, seq: u64) -> FResult<bool> {
+/// frame.
+///
+/// When `w` is a fan frame and the run is children of its own fan node,
+/// the new frame would sit at the same key depth as `w`; chained below
+/// `w`, a lookup would cross both frames without consuming a key byte.
+/// With `parent` given (latched by the caller) the run's bytes are
+/// instead relinked from the parent's node `Y` to the new frame, so both
+/// halves are one hop from the parent (*sideways*). The caller takes the
+/// parent's latch with `try_lock` while holding `w`'s: it never waits
+/// against the top-down order, so there is no deadlock.
+pub(crate) fn spill(
+    bm: &BufferManager,
+    w: &FrameWrite,
+    parent: Option<&Parent<'_>>,
+    seq: u64,
+) -> FResult<Spilled> {
     let f = w.frame();
     if alloc::tail_room(f)? < LINK_SIZE {
         repack(f)?;
     }
-    let Some(c) = choose(f)? else {
-        return Ok(false);
+    // A fan frame that can spill sideways prefers a run of its fan
+    // node's children (at least a quarter of its bytes): such a run goes
+    // beside it, where a deeper run would add a frame level below it.
+    let fan_root = match header::is_fan(f)? {
+        true => header::root(f)?,
+        false => 0,
+    };
+    let mut c = choose(f, parent.is_some() && fan_root != 0)?;
+    let mut beside = None;
+    if let (Some(p), Some(ch)) = (parent, &c) {
+        if ch.y == fan_root {
+            beside = beside_in(p, &w.blob().guid, &ch.bytes)?.map(|py| (p, py));
+            if beside.is_none() {
+                // The preferred run cannot go beside: take the run closest
+                // to half the frame, as without a parent.
+                c = choose(f, false)?;
+            }
+        }
+    }
+    let Some(c) = c else {
+        return Ok(Spilled::Nothing);
     };
     let Node::Inner(y) = node::decode(f, c.y)? else {
         return Err(Corrupt("spill parent is not an inner node"));
@@ -183,6 +288,33 @@ pub(crate) fn spill(bm: &BufferManager, w: &FrameWrite, seq: u64) -> FResult<boo
     child.set_u32(header::OFF_ROOT, fan_at as u32)?;
     // The fan node, then each moved subtree in key order.
     child.mark_ordered()?;
+    if let Some((p, py)) = beside {
+        // Relink the run's bytes in the parent, then drop them from this
+        // frame's fan node (not all of them: `choose` never takes every
+        // child of the root, so this frame keeps at least one).
+        let link_at = alloc::alloc_reserved(p.frame, LINK_SIZE)?;
+        node::write_link(p.frame, link_at, LINK_SIZE, &guid)?;
+        header::add(p.frame, header::OFF_LINKS, 1)?;
+        for &b in &c.bytes {
+            let (slot, _) =
+                node::find_child(p.frame, &py, b)?.ok_or(Corrupt("sideways slot vanished"))?;
+            p.frame.set_u32(slot, link_at as u32)?;
+        }
+        let mut fan_node = y;
+        for (&b, &(_, ptr)) in c.bytes.iter().zip(&moved) {
+            node::remove_child(f, &mut fan_node, b)?;
+            free_subtree(f, ptr)?;
+        }
+        bm.insert_new(guid, child, seq);
+        #[cfg(feature = "tracing")]
+        tracing::debug!(
+            bytes = c.size,
+            children = c.bytes.len(),
+            depth,
+            "sideways spillover to a new frame"
+        );
+        return Ok(Spilled::Beside);
+    }
     // The link: from the tail, else in place of a moved node big enough.
     let (link_at, link_size, keep) = match alloc::alloc(f, LINK_SIZE)? {
         Some(at) => (at, LINK_SIZE, None),
@@ -220,5 +352,5 @@ pub(crate) fn spill(bm: &BufferManager, w: &FrameWrite, seq: u64) -> FResult<boo
         depth,
         "spillover to a new frame"
     );
-    Ok(true)
+    Ok(Spilled::Below)
 }

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use super::{corrupt_in, Core};
 use crate::api::errors::Result;
-use crate::api::stats::{BlobStats, TreeStats};
+use crate::api::stats::{BlobStats, FrameHops, TreeStats};
 use crate::buffer::cached_blob::FrameRead;
 use crate::frame::copy;
+use crate::frame::header;
+use crate::frame::node::Node;
 
 impl Core {
     pub(crate) fn stats(&self) -> Result<TreeStats> {
@@ -59,5 +61,59 @@ impl Core {
             bm_optimistic_restarts: self.bm.counters.restarts.get(),
             checkpointer: None,
         })
+    }
+
+    /// The frames a lookup of each stored key visits: a breadth-first
+    /// walk like [`Core::stats`], tracking per frame how many frames lie
+    /// on the path to it and how many of the links on that path consume
+    /// no key byte (child frame at its parent's depth), and counting each
+    /// frame's leaves.
+    pub(crate) fn frame_hops(&self) -> Result<FrameHops> {
+        let mut out = FrameHops::default();
+        let mut queue = VecDeque::new();
+        // (frame, frames on the path including it, same-depth links)
+        queue.push_back((Arc::clone(&self.root), 1usize, 0usize));
+        let mut visited = std::collections::HashSet::new();
+        while let Some((blob, frames, same)) = queue.pop_front() {
+            if !visited.insert(blob.guid) {
+                return Err(corrupt_in(
+                    &blob,
+                    crate::frame::Corrupt("frame links form a cycle"),
+                ));
+            }
+            let (depth, leaves, links) = {
+                let r = FrameRead::lock(Arc::clone(&blob));
+                let f = &r.blob().frame;
+                let c = |e| corrupt_in(r.blob(), e);
+                let mut leaves = 0u64;
+                copy::for_each_node(f, header::root(f).map_err(c)?, |n| {
+                    leaves += u64::from(matches!(n, Node::Leaf(_)));
+                    Ok(())
+                })
+                .map_err(c)?;
+                (
+                    header::depth(f).map_err(c)?,
+                    leaves,
+                    copy::links(f).map_err(c)?,
+                )
+            };
+            let _batch = self.bm.prefetch(&links);
+            for g in &links {
+                let child = self.bm.pin_silent(g)?;
+                let d = {
+                    let r = FrameRead::lock(Arc::clone(&child));
+                    header::depth(&r.blob().frame).map_err(|e| corrupt_in(r.blob(), e))?
+                };
+                queue.push_back((child, frames + 1, same + usize::from(d == depth)));
+            }
+            for (hist, i) in [(&mut out.by_frames, frames), (&mut out.by_same_depth, same)] {
+                if hist.len() <= i {
+                    hist.resize(i + 1, 0);
+                }
+                hist[i] += leaves;
+            }
+            out.keys += leaves;
+        }
+        Ok(out)
     }
 }

@@ -8,11 +8,14 @@ use std::sync::Arc;
 use super::erase::{self, Target};
 use super::insert::{self, Outcome};
 use super::read::Step;
+use super::read::{walk, MAX_SAME_DEPTH_HOPS};
+use super::spill::Spilled;
 use super::{corrupt_in, spill, Core};
 use crate::api::errors::{Error, Result};
 use crate::buffer::manager::ROOT_GUID;
-use crate::buffer::CachedBlob;
+use crate::buffer::{CachedBlob, FrameWrite};
 use crate::frame::header;
+use crate::store::BlobGuid;
 
 impl Core {
     /// Inserts or overwrites `key`. `log` runs after the edit, still under
@@ -52,25 +55,61 @@ impl Core {
             let Some(w) = self.lock_live(blob) else {
                 continue;
             };
-            match insert::insert(w.frame(), key, depth, value)
-                .map_err(|c| corrupt_in(w.blob(), c))?
-            {
+            let mut outcome = insert::insert(w.frame(), key, depth, value)
+                .map_err(|c| corrupt_in(w.blob(), c))?;
+            if matches!(outcome, Outcome::Unrouted) {
+                // Adding a byte to the fan node is right only while the
+                // parent routes it here; while this frame is latched, no
+                // sideways spill, merge or unlink can change that.
+                if self.parent_of(key, &w.blob().guid, depth)?.is_none() {
+                    continue;
+                }
+                outcome = insert::insert_routed(w.frame(), key, depth, value, true)
+                    .map_err(|c| corrupt_in(w.blob(), c))?;
+            }
+            match outcome {
                 Outcome::Done(old) => {
                     let seq = log()?;
                     self.bm.mark_dirty(w.blob().guid, seq);
                     return Ok(old);
                 }
-                Outcome::Link => {}
+                Outcome::Link | Outcome::Unrouted => {}
                 Outcome::NoRoom => {
                     // A spill changes no key, so no record covers it; its
                     // frames are dirty with seq 0 ("since the last cut").
                     // WAL files are released per checkpoint cut, not by
                     // the dirty minimum, so the value only orders marks.
                     let seq = 0;
-                    if !spill::spill(&self.bm, &w, seq).map_err(|c| corrupt_in(w.blob(), c))? {
-                        return Err(Error::Internal("a frame cannot hold one entry"));
+                    let f = w.frame();
+                    let fan = header::is_fan(f).map_err(|c| corrupt_in(w.blob(), c))?;
+                    // A fan frame may spill sideways: latch its parent
+                    // too, without waiting (see `spill::spill`).
+                    let pw = match fan {
+                        true => self.try_lock_parent(key, &w, depth)?,
+                        false => None,
+                    };
+                    let parent = pw.as_ref().and_then(|(pw, pd)| {
+                        Some(spill::Parent {
+                            frame: pw.frame(),
+                            path: key.get(..depth.checked_sub(1)?)?,
+                            depth: *pd,
+                        })
+                    });
+                    match spill::spill(&self.bm, &w, parent.as_ref(), seq)
+                        .map_err(|c| corrupt_in(w.blob(), c))?
+                    {
+                        Spilled::Nothing => {
+                            return Err(Error::Internal("a frame cannot hold one entry"))
+                        }
+                        Spilled::Below => {}
+                        Spilled::Beside => {
+                            if let Some((pw, _)) = &pw {
+                                self.bm.mark_dirty(pw.blob().guid, seq);
+                            }
+                        }
                     }
                     self.bm.mark_dirty(w.blob().guid, seq);
+                    drop(pw);
                     drop(w);
                     self.bm.evict_over_capacity();
                 }
@@ -111,8 +150,70 @@ impl Core {
                     return Ok(Some(old));
                 }
                 erase::Outcome::Absent => return Ok(None),
-                erase::Outcome::Link => {}
+                // The frame changed since `locate` (a spill moved the key
+                // below or beside it): look again.
+                erase::Outcome::Link | erase::Outcome::Unrouted => {}
             }
         }
+    }
+
+    /// The frame holding the link through which `key` reaches frame
+    /// `child` at key depth `depth`, and that frame's depth, by an
+    /// optimistic descent that never waits for a latch (the caller may
+    /// hold `child`'s exclusively, and a merge may hold the parent while
+    /// it waits for `child`). `None` if the descent ends elsewhere or
+    /// meets a latched or changing frame.
+    pub(crate) fn parent_of(
+        &self,
+        key: &[u8],
+        child: &BlobGuid,
+        depth: usize,
+    ) -> Result<Option<(Arc<CachedBlob>, usize)>> {
+        let guard = self.bm.guard();
+        let mut blob: &Arc<CachedBlob> = &self.root;
+        let mut at = 0usize;
+        for _ in 0..key.len() + MAX_SAME_DEPTH_HOPS {
+            let Ok(v) = blob.latch.try_optimistic() else {
+                return Ok(None);
+            };
+            if blob.is_obsolete() {
+                return Ok(None);
+            }
+            let step = walk(&blob.frame, key, at, None);
+            if blob.latch.validate(v).is_err() {
+                return Ok(None);
+            }
+            let Ok(Step::Link(g, d)) = step else {
+                return Ok(None);
+            };
+            if g == *child {
+                return Ok((d == depth).then(|| (Arc::clone(blob), at)));
+            }
+            let next = self.bm.lookup(&g, &guard, blob)?;
+            if blob.latch.validate(v).is_err() || blob.is_obsolete() {
+                return Ok(None);
+            }
+            blob = next;
+            at = d;
+        }
+        Ok(None)
+    }
+
+    /// The parent frame of the latched fan frame `w` (reached by `key` at
+    /// `depth`), latched exclusively if that is possible without waiting,
+    /// with its depth.
+    fn try_lock_parent(
+        &self,
+        key: &[u8],
+        w: &FrameWrite,
+        depth: usize,
+    ) -> Result<Option<(FrameWrite, usize)>> {
+        let Some((parent, pd)) = self.parent_of(key, &w.blob().guid, depth)? else {
+            return Ok(None);
+        };
+        let Some(pw) = FrameWrite::try_lock(parent) else {
+            return Ok(None);
+        };
+        Ok((!pw.blob().is_obsolete()).then_some((pw, pd)))
     }
 }
