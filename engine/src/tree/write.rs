@@ -61,7 +61,7 @@ impl Core {
                 // Adding a byte to the fan node is right only while the
                 // parent routes it here; while this frame is latched, no
                 // sideways spill, merge or unlink can change that.
-                if self.parent_of(key, &w.blob().guid, depth)?.is_none() {
+                if self.parent_of(key, &w.blob().guid, depth).is_none() {
                     continue;
                 }
                 outcome = insert::insert_routed(w.frame(), key, depth, value, true)
@@ -85,7 +85,7 @@ impl Core {
                     // A fan frame may spill sideways: latch its parent
                     // too, without waiting (see `spill::spill`).
                     let pw = match fan {
-                        true => self.try_lock_parent(key, &w, depth)?,
+                        true => self.try_lock_parent(key, &w, depth),
                         false => None,
                     };
                     let parent = pw.as_ref().and_then(|(pw, pd)| {
@@ -161,42 +161,47 @@ impl Core {
     /// `child` at key depth `depth`, and that frame's depth, by an
     /// optimistic descent that never waits for a latch (the caller may
     /// hold `child`'s exclusively, and a merge may hold the parent while
-    /// it waits for `child`). `None` if the descent ends elsewhere or
-    /// meets a latched or changing frame.
+    /// it waits for `child`). `None` if the descent ends elsewhere, meets
+    /// a latched or changing frame, or cannot load a frame on the way:
+    /// the sideways spill it serves is an optimisation, and a spill that
+    /// cannot have it chains below the full frame instead of failing the
+    /// put.
     pub(crate) fn parent_of(
         &self,
         key: &[u8],
         child: &BlobGuid,
         depth: usize,
-    ) -> Result<Option<(Arc<CachedBlob>, usize)>> {
+    ) -> Option<(Arc<CachedBlob>, usize)> {
         let guard = self.bm.guard();
         let mut blob: &Arc<CachedBlob> = &self.root;
         let mut at = 0usize;
         for _ in 0..key.len() + MAX_SAME_DEPTH_HOPS {
             let Ok(v) = blob.latch.try_optimistic() else {
-                return Ok(None);
+                return None;
             };
             if blob.is_obsolete() {
-                return Ok(None);
+                return None;
             }
             let step = walk(&blob.frame, key, at, None);
             if blob.latch.validate(v).is_err() {
-                return Ok(None);
+                return None;
             }
             let Ok(Step::Link(g, d)) = step else {
-                return Ok(None);
+                return None;
             };
             if g == *child {
-                return Ok((d == depth).then(|| (Arc::clone(blob), at)));
+                return (d == depth).then(|| (Arc::clone(blob), at));
             }
-            let next = self.bm.lookup(&g, &guard, blob)?;
+            let Ok(next) = self.bm.lookup(&g, &guard, blob) else {
+                return None;
+            };
             if blob.latch.validate(v).is_err() || blob.is_obsolete() {
-                return Ok(None);
+                return None;
             }
             blob = next;
             at = d;
         }
-        Ok(None)
+        None
     }
 
     /// The parent frame of the latched fan frame `w` (reached by `key` at
@@ -207,13 +212,9 @@ impl Core {
         key: &[u8],
         w: &FrameWrite,
         depth: usize,
-    ) -> Result<Option<(FrameWrite, usize)>> {
-        let Some((parent, pd)) = self.parent_of(key, &w.blob().guid, depth)? else {
-            return Ok(None);
-        };
-        let Some(pw) = FrameWrite::try_lock(parent) else {
-            return Ok(None);
-        };
-        Ok((!pw.blob().is_obsolete()).then_some((pw, pd)))
+    ) -> Option<(FrameWrite, usize)> {
+        let (parent, pd) = self.parent_of(key, &w.blob().guid, depth)?;
+        let pw = FrameWrite::try_lock(parent)?;
+        (!pw.blob().is_obsolete()).then_some((pw, pd))
     }
 }
