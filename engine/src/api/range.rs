@@ -579,22 +579,7 @@ mod tests {
         ];
         for (prefix, after) in cases {
             for limit in [None, Some(1), Some(129), Some(1000)] {
-                let mut b = tree.range().prefix(prefix).delimiter(b'/');
-                if !after.is_empty() {
-                    b = b.start_after(after);
-                }
-                if let Some(n) = limit {
-                    b = b.limit(n);
-                }
-                let mut got = Vec::new();
-                b.for_each(|e| {
-                    got.push(match e {
-                        RangeEntryRef::Key { key, .. } => key.to_vec(),
-                        RangeEntryRef::CommonPrefix(p) => p.to_vec(),
-                    });
-                    ControlFlow::Continue(())
-                })
-                .unwrap();
+                let got = list(&tree, prefix, after, limit);
                 let mut want = model(&m, prefix, after);
                 want.truncate(limit.unwrap_or(usize::MAX));
                 assert_eq!(
