@@ -234,9 +234,10 @@ pub(crate) fn spill(
     // A fan frame that can spill sideways prefers a run of its fan
     // node's children (at least a quarter of its bytes): such a run goes
     // beside it, where a deeper run would add a frame level below it.
-    let fan_root = match header::is_fan(f)? {
-        true => header::root(f)?,
-        false => 0,
+    let fan_root = if header::is_fan(f)? {
+        header::root(f)?
+    } else {
+        0
     };
     let mut c = choose(f, parent.is_some() && fan_root != 0)?;
     let mut beside = None;
@@ -288,39 +289,65 @@ pub(crate) fn spill(
     child.set_u32(header::OFF_ROOT, fan_at as u32)?;
     // The fan node, then each moved subtree in key order.
     child.mark_ordered()?;
-    if let Some((p, py)) = beside {
-        // Relink the run's bytes in the parent, then drop them from this
-        // frame's fan node (not all of them: `choose` never takes every
-        // child of the root, so this frame keeps at least one).
-        let link_at = alloc::alloc_reserved(p.frame, LINK_SIZE)?;
-        node::write_link(p.frame, link_at, LINK_SIZE, &guid)?;
-        header::add(p.frame, header::OFF_LINKS, 1)?;
-        for &b in &c.bytes {
-            let (slot, _) =
-                node::find_child(p.frame, &py, b)?.ok_or(Corrupt("sideways slot vanished"))?;
-            p.frame.set_u32(slot, link_at as u32)?;
+    let spilled = match beside {
+        Some((p, py)) => {
+            link_beside(f, y, p, &py, &c.bytes, &moved, &guid)?;
+            Spilled::Beside
         }
-        let mut fan_node = y;
-        for (&b, &(_, ptr)) in c.bytes.iter().zip(&moved) {
-            node::remove_child(f, &mut fan_node, b)?;
-            free_subtree(f, ptr)?;
+        None => {
+            link_below(f, &moved, &guid)?;
+            Spilled::Below
         }
-        bm.insert_new(guid, child, seq);
-        #[cfg(feature = "tracing")]
-        tracing::debug!(
-            bytes = c.size,
-            children = c.bytes.len(),
-            depth,
-            "sideways spillover to a new frame"
-        );
-        return Ok(Spilled::Beside);
+    };
+    bm.insert_new(guid, child, seq);
+    #[cfg(feature = "tracing")]
+    tracing::debug!(
+        bytes = c.size,
+        children = c.bytes.len(),
+        depth,
+        beside = spilled == Spilled::Beside,
+        "spillover to a new frame"
+    );
+    Ok(spilled)
+}
+
+/// Sideways: relinks the run's bytes in the parent's node `py` to the new
+/// frame `guid`, then drops them from `f`'s fan node `fan_node` (not all
+/// of them: `choose` never takes every child of the root, so `f` keeps at
+/// least one). `moved` holds each moved child's (slot, node) in `f`.
+fn link_beside(
+    f: &AtomicFrame,
+    mut fan_node: node::Inner,
+    p: &Parent<'_>,
+    py: &node::Inner,
+    bytes: &[u8],
+    moved: &[(usize, u32)],
+    guid: &BlobGuid,
+) -> FResult<()> {
+    let link_at = alloc::alloc_reserved(p.frame, LINK_SIZE)?;
+    node::write_link(p.frame, link_at, LINK_SIZE, guid)?;
+    header::add(p.frame, header::OFF_LINKS, 1)?;
+    for &b in bytes {
+        let (slot, _) =
+            node::find_child(p.frame, py, b)?.ok_or(Corrupt("sideways slot vanished"))?;
+        p.frame.set_u32(slot, link_at as u32)?;
     }
-    // The link: from the tail, else in place of a moved node big enough.
+    for (&b, &(_, ptr)) in bytes.iter().zip(moved) {
+        node::remove_child(f, &mut fan_node, b)?;
+        free_subtree(f, ptr)?;
+    }
+    Ok(())
+}
+
+/// Below: one link node in `f` to the new frame `guid`, from the tail,
+/// else in place of a moved node big enough, shared by every moved
+/// child's slot; the moved subtrees are freed.
+fn link_below(f: &AtomicFrame, moved: &[(usize, u32)], guid: &BlobGuid) -> FResult<()> {
     let (link_at, link_size, keep) = match alloc::alloc(f, LINK_SIZE)? {
         Some(at) => (at, LINK_SIZE, None),
         None => {
             let mut spot = None;
-            for &(_, ptr) in &moved {
+            for &(_, ptr) in moved {
                 let n = node::decode(f, ptr)?;
                 if node::node_size(&n) >= LINK_SIZE {
                     spot = Some((ptr as usize, node::node_size(&n), ptr));
@@ -331,7 +358,7 @@ pub(crate) fn spill(
             (at, size, Some(ptr))
         }
     };
-    for &(_, ptr) in &moved {
+    for &(_, ptr) in moved {
         if Some(ptr) == keep {
             // Free what hangs below the node whose bytes become the link.
             free_below(f, ptr)?;
@@ -339,18 +366,10 @@ pub(crate) fn spill(
             free_subtree(f, ptr)?;
         }
     }
-    node::write_link(f, link_at, link_size, &guid)?;
+    node::write_link(f, link_at, link_size, guid)?;
     header::add(f, header::OFF_LINKS, 1)?;
-    for &(slot, _) in &moved {
+    for &(slot, _) in moved {
         f.set_u32(slot, link_at as u32)?;
     }
-    bm.insert_new(guid, child, seq);
-    #[cfg(feature = "tracing")]
-    tracing::debug!(
-        bytes = c.size,
-        children = c.bytes.len(),
-        depth,
-        "spillover to a new frame"
-    );
-    Ok(Spilled::Below)
+    Ok(())
 }

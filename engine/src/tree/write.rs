@@ -84,9 +84,10 @@ impl Core {
                     let fan = header::is_fan(f).map_err(|c| corrupt_in(w.blob(), c))?;
                     // A fan frame may spill sideways: latch its parent
                     // too, without waiting (see `spill::spill`).
-                    let pw = match fan {
-                        true => self.try_lock_parent(key, &w, depth),
-                        false => None,
+                    let pw = if fan {
+                        self.try_lock_parent(key, &w, depth)
+                    } else {
+                        None
                     };
                     let parent = pw.as_ref().and_then(|(pw, pd)| {
                         Some(spill::Parent {
