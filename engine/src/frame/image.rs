@@ -57,6 +57,9 @@ pub(crate) struct PagePool {
     taken: AtomicUsize,
 }
 
+/// Pages [`PagePool::fill_to`] allocates before it hands them over.
+const FILL_STEP: usize = 32;
+
 /// Pages [`PagePool::top_up`] keeps pooled at least, while a round runs.
 const MIN_SPARE_PAGES: usize = 64;
 
@@ -129,19 +132,27 @@ impl PagePool {
     }
 
     /// Allocates (outside the pool's mutex) and pools pages until it holds
-    /// `target`, within its limit.
+    /// `target`, within its limit. Pages are handed over [`FILL_STEP`] at
+    /// a time: a refill of thousands of pages takes milliseconds, and a
+    /// writer saving meanwhile should find the first ones instead of
+    /// allocating its own while the pool is empty.
     fn fill_to(&self, target: usize) {
-        let missing = target.saturating_sub(self.lock().len());
-        if missing == 0 {
-            return;
+        let mut missing = target.saturating_sub(self.lock().len());
+        while missing > 0 {
+            let n = missing.min(FILL_STEP);
+            let fresh: Vec<Page> = (0..n).map(|_| fresh_page()).collect();
+            let mut free = self.lock();
+            let room = self
+                .limit
+                .load(Ordering::Relaxed)
+                .saturating_sub(free.len());
+            if room < n {
+                free.extend(fresh.into_iter().take(room));
+                return;
+            }
+            free.extend(fresh);
+            missing = target.saturating_sub(free.len());
         }
-        let fresh: Vec<Page> = (0..missing).map(|_| fresh_page()).collect();
-        let mut free = self.lock();
-        let room = self
-            .limit
-            .load(Ordering::Relaxed)
-            .saturating_sub(free.len());
-        free.extend(fresh.into_iter().take(room));
     }
 
     /// After a round: frees all but `keep` pooled pages.
