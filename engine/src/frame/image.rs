@@ -38,9 +38,10 @@ pub(crate) type Page = Box<[u8; PAGE]>;
 /// writers, than the last one would drain it, and from then on every
 /// save would allocate in the writer (a fresh heap page: a page fault in
 /// the writer, which is what raised its p99 during 2048-frame rounds).
-/// So the round also calls [`PagePool::top_up`] between its batches,
-/// which keeps at least twice the pages taken since the last call in
-/// the pool.
+/// So the round also calls [`PagePool::top_up`] before and after each
+/// batch's write, which keeps at least twice the pages taken since the
+/// last call in the pool. The reserve is never below `keep` either: a
+/// round after quiet rounds has a peak of 0.
 #[derive(Debug)]
 pub(crate) struct PagePool {
     free: Mutex<Vec<Page>>,
