@@ -511,9 +511,14 @@ impl Wal {
             }
             want
         };
-        let mut fresh = Vec::with_capacity(want);
-        // Writing every byte faults the pages in now, not in a writer.
-        fresh.resize(want, 0);
+        // Writing every byte faults the pages in now, not in a writer;
+        // `vec![0; want]` would not: calloc skips fresh, known-zero pages.
+        #[allow(clippy::slow_vector_initialization)]
+        let mut fresh = {
+            let mut v = Vec::with_capacity(want);
+            v.resize(want, 0);
+            v
+        };
         fresh.truncate(record::MARKER_LEN);
         let mut st = self.lock();
         if st.spare.capacity() < fresh.capacity() {
