@@ -187,7 +187,7 @@ impl TreeInner {
         let images = bm.prepare_images();
         let (cut, mut round) = {
             let _g = write_gate(&self.gate);
-            let cut = d.wal.last_seq();
+            let cut = d.wal.cut();
             (cut, bm.begin_round(Some(cut), images))
         };
         let res = bm

@@ -599,6 +599,11 @@ impl BufferManager {
             header::seal_image(buf.as_mut_slice());
             r.images.push((b.guid, buf));
             if r.images.len() >= CAPTURE_BATCH {
+                // Before the batch's write too: frames not captured yet
+                // stay armed while it runs (at 64 dirty frames, half of
+                // them for the whole first write), and their saves should
+                // find pooled pages then, not only after it.
+                self.page_pool.top_up();
                 self.write_images(r)?;
                 self.page_pool.top_up();
             }
