@@ -222,4 +222,23 @@ mod tests {
             assert!(decode(&buf[..cut]).is_none());
         }
     }
+
+    /// Zero-filled space (the writer's preallocated tail) never decodes:
+    /// not as a whole, and not with a plausible length written over the
+    /// zeros (a torn write that kept only its first sector), since the
+    /// CRC32C of zero bytes is never the zero stored in the CRC field.
+    /// Fails if `decode` skipped the CRC check when the stored CRC is 0.
+    #[test]
+    fn zero_filled_space_never_decodes() {
+        let zeros = vec![0u8; 4096];
+        assert!(decode(&zeros).is_none());
+        for total in (HEADER..=1024).step_by(8) {
+            let mut b = zeros.clone();
+            b[..4].copy_from_slice(&(total as u32).to_le_bytes());
+            assert!(decode(&b).is_none(), "zeros with length {total} decoded");
+            // The same with a marker's shape (seq 0, body 8).
+            b[20..24].copy_from_slice(&8u32.to_le_bytes());
+            assert!(decode(&b).is_none(), "zero marker with length {total}");
+        }
+    }
 }
