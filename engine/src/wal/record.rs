@@ -19,6 +19,13 @@
 //! vouches for bytes past a damaged record proves the damage hit synced
 //! data (corruption); otherwise the damage lies in writes no sync ever
 //! covered, which a power loss may tear in any order (a torn tail).
+//!
+//! The durable length a marker carries is the log's *logical* end: with
+//! `wal_sync_on_commit(true)` the writer keeps zero-filled space past it
+//! (see `writer`), so the file's size is larger. Before that change the
+//! two were equal; nothing else in the format changed. Zero-filled space
+//! never decodes: a zero length is below [`HEADER`], and a length torn
+//! over zeros still fails the CRC (CRC32C of zero bytes is not 0).
 
 pub(crate) const HEADER: usize = 24;
 const OP_HEAD: usize = 12;
