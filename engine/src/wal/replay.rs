@@ -311,7 +311,7 @@ mod tests {
         crate::wal::record::encode_marker(logical as u64, &mut b[start..]);
         encode(99, &[OpRef::Put(b"torn", b"x")], &mut b);
         b[start + crate::wal::record::MARKER_LEN - 2] ^= 0x40;
-        b.extend((0..3000u32).map(|i| (i * 2_654_435_761u32 >> 24) as u8));
+        b.extend((0..3000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
         b.resize(b.len() + 8192, 0);
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(crate::wal::writer::ACTIVE), &b).unwrap();
