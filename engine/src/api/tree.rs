@@ -454,6 +454,11 @@ impl Tree {
             driver,
             scanned.active_file.clone(),
             scanned.active_len,
+            if scanned.zero_tail {
+                scanned.active_file_len
+            } else {
+                scanned.active_len
+            },
             max_seen + 1,
             retired,
         )?;

@@ -19,6 +19,13 @@
 //! vouches for bytes past a damaged record proves the damage hit synced
 //! data (corruption); otherwise the damage lies in writes no sync ever
 //! covered, which a power loss may tear in any order (a torn tail).
+//!
+//! The durable length a marker carries is the log's *logical* end: with
+//! `wal_sync_on_commit(true)` the writer keeps zero-filled space past it
+//! (see `writer`), so the file's size is larger. Before that change the
+//! two were equal; nothing else in the format changed. Zero-filled space
+//! never decodes: a zero length is below [`HEADER`], and a length torn
+//! over zeros still fails the CRC (CRC32C of zero bytes is not 0).
 
 pub(crate) const HEADER: usize = 24;
 const OP_HEAD: usize = 12;
@@ -220,6 +227,25 @@ mod tests {
         }
         for cut in 0..buf.len() {
             assert!(decode(&buf[..cut]).is_none());
+        }
+    }
+
+    /// Zero-filled space (the writer's preallocated tail) never decodes:
+    /// not as a whole, and not with a plausible length written over the
+    /// zeros (a torn write that kept only its first sector), since the
+    /// CRC32C of zero bytes is never the zero stored in the CRC field.
+    /// Fails if `decode` skipped the CRC check when the stored CRC is 0.
+    #[test]
+    fn zero_filled_space_never_decodes() {
+        let zeros = vec![0u8; 4096];
+        assert!(decode(&zeros).is_none());
+        for total in (HEADER..=1024).step_by(8) {
+            let mut b = zeros.clone();
+            b[..4].copy_from_slice(&(total as u32).to_le_bytes());
+            assert!(decode(&b).is_none(), "zeros with length {total} decoded");
+            // The same with a marker's shape (seq 0, body 8).
+            b[20..24].copy_from_slice(&8u32.to_le_bytes());
+            assert!(decode(&b).is_none(), "zero marker with length {total}");
         }
     }
 }

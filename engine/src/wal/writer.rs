@@ -19,6 +19,20 @@
 //! A lone committer has a crowd of one and never waits; a crowd that
 //! stops coming back shrinks at the next sync.
 //!
+//! Preallocation (sync mode): a sync that changes the file's size or
+//! starts a new block makes the filesystem commit metadata (block
+//! allocation, `i_size`) inside the fdatasync, which costs about half as
+//! much again as syncing the data alone. So a leader about to sync a write
+//! that ends past the zero-filled part of the file also writes zeros from
+//! the end of its records up to the next [`PREALLOC`] boundary, covered by
+//! the same sync: the next megabyte of commits then overwrites allocated,
+//! written blocks inside the file's size, and their syncs are pure data.
+//! The logical end of the log (`State::file_len`, where the next write
+//! goes, and what batch markers vouch for) thus lies below the file's size;
+//! recovery finds it as the first record that does not decode (see
+//! `replay`). Only commits' syncs extend: buffered writes are not synced
+//! one by one, and the sync at close is the last.
+//!
 //! After a failed write or sync the WAL is *poisoned*: an fsync that
 //! failed may have dropped dirty pages for good, so nothing more is
 //! appended until the tree is reopened.
@@ -39,6 +53,10 @@ pub(crate) const DRAIN_AT: usize = 64 * 1024;
 
 pub(crate) const ACTIVE: &str = "journal.wal";
 
+/// A syncing write that ends past the zero-filled part of the active file
+/// zero-fills it up to the next multiple of this (see the module docs).
+pub(crate) const PREALLOC: u64 = 1 << 20;
+
 /// Upper bound of a leader's wait for the crowd (see the module docs).
 pub(crate) const MAX_GATHER: Duration = Duration::from_millis(2);
 
@@ -57,8 +75,12 @@ pub(crate) fn retired_seq(name: &str) -> Option<u64> {
 
 struct State {
     file: Arc<dyn IoFile>,
-    /// Bytes of the active file written so far.
+    /// The logical end of the log in the active file: bytes of records
+    /// written so far, where the next write goes.
     file_len: u64,
+    /// The file's size as written: `file_len` plus the zero-filled space
+    /// past it (see the module docs). Never below `file_len`.
+    alloc_end: u64,
     /// Encoded records not yet handed to the OS.
     buf: Vec<u8>,
     /// An empty buffer for appends while a leader writes `buf` out (the
@@ -139,6 +161,21 @@ fn io(e: std::io::Error) -> Error {
     Error::BackendIo(e)
 }
 
+/// Writes zeros over `[from, to)` of `file` (past the log's logical end).
+/// `Ok(false)` if the disk is full: the extension is only an optimisation,
+/// the records before `from` are written and their sync goes ahead (a
+/// partial extension leaves zeros past the logical end, which recovery
+/// reads as the end of the log).
+fn extend_with_zeros(file: &dyn IoFile, from: u64, to: u64) -> std::io::Result<bool> {
+    let len = usize::try_from(to - from).unwrap_or(usize::MAX);
+    let zeros = vec![0u8; len];
+    match file.write_at(&zeros, from) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::StorageFull => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Records appended and not yet covered by a sync.
 fn pending(st: &State) -> usize {
     usize::try_from(st.next_seq - 1 - st.synced).unwrap_or(usize::MAX)
@@ -196,7 +233,9 @@ fn recycle(st: &mut State, mut buf: Vec<u8>) {
 impl Wal {
     /// Opens the active file for appending at `len` (after recovery cut
     /// any torn tail), continuing at `next_seq`. `existing` is the active
-    /// file as recovery opened it, if there was one.
+    /// file as recovery opened it, if there was one; `file_size` is its
+    /// size, more than `len` when a zero-filled tail was kept (appends
+    /// still go to `len`, the logical end).
     ///
     /// Records an earlier process left may sit in the page cache only:
     /// they are synced now, so the batch markers written from now on can
@@ -211,6 +250,7 @@ impl Wal {
         driver: Arc<dyn IoDriver>,
         existing: Option<Arc<dyn IoFile>>,
         len: u64,
+        file_size: u64,
         next_seq: u64,
         retired: Vec<(u64, PathBuf)>,
     ) -> Result<Self> {
@@ -238,6 +278,7 @@ impl Wal {
             state: Mutex::new(State {
                 file,
                 file_len: len,
+                alloc_end: file_size.max(len),
                 buf: fresh_buf(),
                 spare: Vec::new(),
                 next_seq,
@@ -319,11 +360,18 @@ impl Wal {
     /// writer waiting at the same time.
     pub(crate) fn drain(&self, seq: u64, sync: bool) -> Result<()> {
         if !sync {
-            return self.drain_inner(seq, false);
+            return self.drain_inner(seq, false, false);
         }
+        self.synced_drain(seq, true)
+    }
+
+    /// `drain` with sync; `prealloc`: a leader may zero-fill ahead (only
+    /// for commits, whose syncs come one after another; see the module
+    /// docs).
+    fn synced_drain(&self, seq: u64, prealloc: bool) -> Result<()> {
         self.counters.sync_commits.fetch_add(1, Ordering::Relaxed);
         self.sync_waiters.fetch_add(1, Ordering::Relaxed);
-        let res = self.drain_inner(seq, true);
+        let res = self.drain_inner(seq, true, prealloc);
         self.sync_waiters.fetch_sub(1, Ordering::Relaxed);
         res
     }
@@ -385,7 +433,7 @@ impl Wal {
         st
     }
 
-    fn drain_inner(&self, seq: u64, sync: bool) -> Result<()> {
+    fn drain_inner(&self, seq: u64, sync: bool, prealloc: bool) -> Result<()> {
         let mut st = self.lock();
         loop {
             if st.poisoned {
@@ -411,6 +459,10 @@ impl Wal {
             record::encode_marker(st.synced_len, &mut buf);
             let upto = st.next_seq - 1;
             let off = st.file_len;
+            let end = off + buf.len() as u64;
+            // Zero-fill ahead (module docs): [end, next PREALLOC boundary).
+            let extend = (prealloc && has_records && end > st.alloc_end)
+                .then(|| (end, (end / PREALLOC + 1) * PREALLOC));
             let file = Arc::clone(&st.file);
             let sync_dir = sync && !st.dir_synced;
             drop(st);
@@ -418,6 +470,7 @@ impl Wal {
             // changed nothing durable and can be retried once space
             // returns; a failed sync may have lost pages for good.
             let mut wrote = true;
+            let mut extended = false;
             let mut synced_in = Duration::ZERO;
             let res = (|| -> std::io::Result<()> {
                 if has_records {
@@ -425,6 +478,9 @@ impl Wal {
                         wrote = false;
                         return Err(e);
                     }
+                }
+                if let Some((from, to)) = extend {
+                    extended = extend_with_zeros(&*file, from, to)?;
                 }
                 if sync {
                     let t = Instant::now();
@@ -440,7 +496,11 @@ impl Wal {
             match res {
                 Ok(()) => {
                     if has_records {
-                        st.file_len = off + buf.len() as u64;
+                        st.file_len = end;
+                        st.alloc_end = st.alloc_end.max(end);
+                    }
+                    if let (true, Some((_, to))) = (extended, extend) {
+                        st.alloc_end = st.alloc_end.max(to);
                     }
                     st.written = st.written.max(upto);
                     if sync {
@@ -480,10 +540,11 @@ impl Wal {
         &self.counters
     }
 
-    /// Drains and syncs everything appended so far.
+    /// Drains and syncs everything appended so far (at close: no
+    /// zero-filling ahead, no more commits follow).
     pub(crate) fn sync_all(&self) -> Result<()> {
         let last = self.last_seq();
-        self.drain(last, true)
+        self.synced_drain(last, false)
     }
 
     /// Before a rotation takes the buffer: makes the spare, which appends
@@ -601,6 +662,7 @@ impl Wal {
                 if let Some(f) = fresh {
                     st.file = f;
                     st.file_len = 0;
+                    st.alloc_end = 0;
                     st.synced_len = 0;
                     st.dir_synced = true;
                     st.retired.push((upto, retired));
