@@ -732,7 +732,7 @@ mod tests {
     fn rotation_readies_a_spare_for_the_appends_meanwhile() {
         let dir = tempfile::tempdir().unwrap();
         let driver: Arc<dyn IoDriver> = Arc::new(crate::io::SyncDriver::new());
-        let wal = Wal::open(dir.path(), driver, None, 0, 1, Vec::new()).unwrap();
+        let wal = Wal::open(dir.path(), driver, None, 0, 0, 1, Vec::new()).unwrap();
         let value = [7u8; 200];
         for k in 0u32..100 {
             wal.append(&[OpRef::Put(&k.to_le_bytes(), &value)], true)
