@@ -259,8 +259,9 @@ peers; skipped with a note elsewhere)
   reopen_wal     n/10 fresh keys with the buffered WAL and no checkpoint,
                  close, open replaying the WAL tail + first get; the keys
                  are then checked and deleted again (untimed)
-  fdatasync      200 appends of 4 KiB + fdatasync to a scratch file in the
-                 data directory: the disk's floor for a sync per commit
+  fdatasync      200 overwrites of 4 KiB + fdatasync in a scratch file in
+                 the data directory, written and synced beforehand: the
+                 disk's floor for a sync per commit
   sync_commit_tN fresh-key puts with an fsync per commit on N threads
                  (holt: wal_sync_on_commit(true); peers: see PEERS)
   checkpoint     runs once, after the groups above, on trees of its own

@@ -290,8 +290,9 @@ fn run(args: &Args) -> Result<bool> {
         println!("\n### Sync per commit (persistent mode)\n");
         println!("{t}");
         println!(
-            "fdatasync: {} appends of 4 KiB to a scratch file in the data directory, each followed by \
-             fdatasync (after one untimed): the disk's floor for one sync per commit. sync_commit_tN: \
+            "fdatasync: {} overwrites of 4 KiB in a scratch file in the data directory (its blocks \
+             written and synced beforehand, so no sync changes metadata), each followed by fdatasync \
+             (after one untimed): the disk's floor for one sync per commit. sync_commit_tN: \
              the engine reopened with an fsync per commit (holt: wal_sync_on_commit(true); peers: see \
              --help, PEERS) and its cache warmed by a full scan (untimed), then fresh-key puts on N \
              threads sharing the engine. x fdatasync rate = ops/s / \

@@ -42,7 +42,7 @@ pub enum OpKind {
     Reopen,
     /// Unflushed inserts, close, reopen replaying the WAL tail.
     ReopenWal,
-    /// Baseline: 4 KiB append + `fdatasync` of a scratch file.
+    /// Baseline: 4 KiB overwrite + `fdatasync` of a pre-written scratch file.
     Fsync,
     /// Puts with a WAL sync per commit on this many threads; 0 means "the
     /// sync thread counts".
