@@ -161,19 +161,22 @@ thread_local! {
     static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// (worker, bytes) of every WAL write made by a worker thread.
+type Writes = Arc<std::sync::Mutex<Vec<(usize, Vec<u8>)>>>;
+
 /// Wraps the slow-sync driver and records, for every write to a WAL file
 /// by a worker thread, the worker and the bytes written.
 #[derive(Debug)]
 struct WatchWrites {
     inner: SlowSync,
-    writes: Arc<std::sync::Mutex<Vec<(usize, Vec<u8>)>>>,
+    writes: Writes,
 }
 
 #[derive(Debug)]
 struct WatchFile {
     inner: Arc<dyn IoFile>,
     wal: bool,
-    writes: Arc<std::sync::Mutex<Vec<(usize, Vec<u8>)>>>,
+    writes: Writes,
 }
 
 impl IoDriver for WatchWrites {
