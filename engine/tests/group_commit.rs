@@ -155,3 +155,162 @@ fn a_lone_committer_syncs_each_commit() {
     assert_eq!(after.syncs - before.syncs, N);
     assert_eq!(after.sync_commits - before.sync_commits, N);
 }
+
+thread_local! {
+    /// Which worker thread this is (1-based; 0 for every other thread).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// (worker, bytes) of every WAL write made by a worker thread.
+type Writes = Arc<std::sync::Mutex<Vec<(usize, Vec<u8>)>>>;
+
+/// Wraps the slow-sync driver and records, for every write to a WAL file
+/// by a worker thread, the worker and the bytes written.
+#[derive(Debug)]
+struct WatchWrites {
+    inner: SlowSync,
+    writes: Writes,
+}
+
+#[derive(Debug)]
+struct WatchFile {
+    inner: Arc<dyn IoFile>,
+    wal: bool,
+    writes: Writes,
+}
+
+impl IoDriver for WatchWrites {
+    fn open(&self, path: &Path, opts: OpenOptions) -> io::Result<Arc<dyn IoFile>> {
+        let wal = path.extension().is_some_and(|e| e == "wal");
+        Ok(Arc::new(WatchFile {
+            inner: self.inner.open(path, opts)?,
+            wal,
+            writes: Arc::clone(&self.writes),
+        }))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        self.inner.list_dir(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn name(&self) -> &'static str {
+        "watch-writes"
+    }
+    fn alloc_buffer(&self, len: usize) -> io::Result<AlignedBuf> {
+        self.inner.alloc_buffer(len)
+    }
+}
+
+impl IoFile for WatchFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let worker = WORKER.with(std::cell::Cell::get);
+        if self.wal && worker > 0 {
+            self.writes.lock().unwrap().push((worker, buf.to_vec()));
+        }
+        self.inner.write_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn sync_all(&self) -> io::Result<()> {
+        self.inner.sync_all()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.allocate(offset, len)
+    }
+    fn is_direct(&self) -> bool {
+        self.inner.is_direct()
+    }
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+}
+
+/// Where the last record of worker `w` starts in `buf`, if it has one
+/// (each worker's keys carry the tag `<w{w}>`).
+fn last_record_of(buf: &[u8], w: usize) -> Option<usize> {
+    let tag = format!("<w{w}>");
+    buf.windows(tag.len()).rposition(|x| x == tag.as_bytes())
+}
+
+/// Taking over from the gatherer: when a sync covers several committers,
+/// it is issued by the one whose record completed the crowd, i.e. the
+/// thread that writes a batch holding other threads' records owns the
+/// batch's *last* record (the gatherer, whose record comes first, stays
+/// parked). Checked on the bytes each worker thread writes to the WAL:
+/// in most multi-thread batches the writer's own record is the last one
+/// (a gatherer timing out on a busy machine may issue a few itself).
+/// Deliberate bug that makes it fail: the gatherer leads every round, the
+/// completing committer parking instead of taking over (the writer's
+/// record then comes first in nearly every such batch).
+#[test]
+fn the_committer_completing_the_crowd_issues_the_sync() {
+    const THREADS: usize = 4;
+    const PER: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tree = TreeBuilder::new(dir.path())
+        .wal_sync_on_commit(true)
+        .io_driver(Arc::new(WatchWrites {
+            inner: SlowSync(SyncDriver::new()),
+            writes: Arc::clone(&writes),
+        }))
+        .open()
+        .unwrap();
+    std::thread::scope(|s| {
+        for t in 1..=THREADS {
+            let tree = tree.clone();
+            s.spawn(move || {
+                WORKER.with(|w| w.set(t));
+                for j in 0..PER {
+                    let key = format!("<w{t}>/k{j:04}");
+                    tree.put(key.as_bytes(), b"v").unwrap();
+                }
+            });
+        }
+    });
+    drop(tree);
+    let writes = writes.lock().unwrap();
+    let (mut shared, mut by_last) = (0, 0);
+    for (writer, buf) in writes.iter() {
+        let starts: Vec<(usize, usize)> = (1..=THREADS)
+            .filter_map(|w| last_record_of(buf, w).map(|at| (at, w)))
+            .collect();
+        if starts.len() < 2 {
+            continue;
+        }
+        shared += 1;
+        if starts.iter().max().map(|&(_, w)| w) == Some(*writer) {
+            by_last += 1;
+        }
+    }
+    assert!(
+        shared >= 10,
+        "only {shared} WAL writes held several threads' records"
+    );
+    assert!(
+        by_last * 2 > shared,
+        "of {shared} writes holding several threads' records, only {by_last} were issued by \
+         the thread owning the last record: the gatherer leads instead of the committer \
+         completing the crowd"
+    );
+}

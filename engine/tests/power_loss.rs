@@ -1367,7 +1367,10 @@ fn crash_during_recovery_recovers_the_same_prefix(d: Driver) {
 /// point, in every crash mode, reopen must succeed and, per thread, the
 /// recovered keys must be exactly that thread's acknowledged puts plus
 /// possibly its one put in flight. Fails if a follower were acknowledged
-/// before the leader's sync covering its record returned, or if a torn
+/// before the leader's sync covering its record returned, if the
+/// committer taking a round over from the gatherer returned after only
+/// writing (tried: `write_round(st, false)` on that path fails both
+/// drivers), or if a torn
 /// multi-record write in the unsynced tail of `journal.wal` (later
 /// records' sectors kept, an earlier one's lost) made open fail with
 /// `ReplaySanityFailed` instead of cutting the unacknowledged tail.

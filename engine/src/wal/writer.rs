@@ -16,8 +16,12 @@
 //! waits, before taking the buffer, until as many records are pending as
 //! there were committers around the previous sync (the *crowd*), or for
 //! at most half the previous sync's duration ([`MAX_GATHER`] at most).
-//! A lone committer has a crowd of one and never waits; a crowd that
-//! stops coming back shrinks at the next sync.
+//! The committer whose record completes the crowd does not wake the
+//! gathering leader: it takes the round over and writes and syncs itself,
+//! while the gatherer stays parked as an ordinary follower (a wake-up
+//! less on the path from one sync to the next). A lone committer has a
+//! crowd of one and never waits; a crowd that stops coming back shrinks
+//! at the next sync.
 //!
 //! Preallocation (sync mode): a sync that changes the file's size or
 //! starts a new block makes the filesystem commit metadata (block
@@ -39,7 +43,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -107,7 +111,8 @@ struct State {
     crowd: usize,
     /// Duration of the last sync; bounds the gathering wait.
     last_sync: Duration,
-    /// A leader waits on `gather` for the pending count to reach `crowd`.
+    /// A leader is parked waiting for the pending count to reach `crowd`;
+    /// the committer that completes it clears this and leads instead.
     gathering: bool,
     poisoned: bool,
     /// Retired files not yet covered by a durable checkpoint: (last seq, path).
@@ -125,8 +130,6 @@ pub(crate) struct Wal {
     dir: PathBuf,
     driver: Arc<dyn IoDriver>,
     state: Mutex<State>,
-    /// Wakes a gathering leader when an append completes the crowd.
-    gather: Condvar,
     /// Rounds ended so far; changed only under `state`, read by parked
     /// threads without it.
     epoch: AtomicU64,
@@ -297,7 +300,6 @@ impl Wal {
                 cut_mark: None,
                 last_rotation: (Duration::ZERO, 0),
             }),
-            gather: Condvar::new(),
             epoch: AtomicU64::new(0),
             synced: AtomicU64::new(last),
             sync_waiters: AtomicUsize::new(0),
@@ -343,9 +345,6 @@ impl Wal {
             let len = st.buf.len();
             record::encode(seq, ops, &mut st.buf);
             st.appended += (st.buf.len() - len) as u64;
-            if st.gathering && pending(&st) >= st.crowd {
-                self.gather.notify_one();
-            }
             (seq, buffered && st.buf.len() >= DRAIN_AT && !st.leader)
         };
         self.counters.records.fetch_add(1, Ordering::Relaxed);
@@ -410,27 +409,51 @@ impl Wal {
         self.poisoned.store(true, Ordering::Release);
     }
 
-    /// Before a sync: waits until the crowd's records are pending (see the
-    /// module docs), for at most half the last sync's duration.
-    fn gather_crowd<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    /// Before a sync, called as the new leader: waits until the crowd's
+    /// records are pending (see the module docs), for at most half the
+    /// last sync's duration. Returns the mutex if the caller is still to
+    /// write and sync, or `None` if a committer completed the crowd and
+    /// took the round over; that round's end has then covered the caller's
+    /// record (it was appended before the wait) or failed.
+    fn gather_crowd<'a>(&'a self, mut st: MutexGuard<'a, State>) -> Option<MutexGuard<'a, State>> {
         if st.crowd <= 1 || pending(&st) >= st.crowd {
-            return st;
+            return Some(st);
         }
         let deadline = Instant::now() + (st.last_sync / 2).min(MAX_GATHER);
         st.gathering = true;
-        while pending(&st) < st.crowd && !st.poisoned {
+        // Parked like a follower, so the round's end wakes the caller
+        // whoever leads it; `leader` stays set throughout.
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        let me = std::thread::current();
+        st.parked.push(me.clone());
+        drop(st);
+        loop {
             let now = Instant::now();
             if now >= deadline {
-                break;
+                let mut st = self.lock();
+                if self.epoch.load(Ordering::Relaxed) != epoch {
+                    // Taken over, and that round is over: `gathering`
+                    // may be another leader's by now.
+                    return None;
+                }
+                if !st.gathering {
+                    // Taken over, the round still running: wait for its end.
+                    drop(st);
+                    break;
+                }
+                st.gathering = false;
+                st.parked.retain(|t| t.id() != me.id());
+                return Some(st);
             }
-            st = self
-                .gather
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
+            if self.epoch.load(Ordering::Acquire) != epoch {
+                return None;
+            }
+            std::thread::park_timeout(deadline - now);
         }
-        st.gathering = false;
-        st
+        while self.epoch.load(Ordering::Acquire) == epoch {
+            std::thread::park();
+        }
+        None
     }
 
     fn drain_inner(&self, seq: u64, sync: bool, prealloc: bool) -> Result<()> {
@@ -443,6 +466,13 @@ impl Wal {
                 return Ok(());
             }
             if st.leader {
+                if sync && st.gathering && pending(&st) >= st.crowd {
+                    // Completes the crowd: lead in the gatherer's place.
+                    st.gathering = false;
+                    st = self.write_round(st, true, prealloc)?;
+                    self.end_round(st);
+                    return Ok(());
+                }
                 self.park_until_round_ends(st);
                 if sync && self.synced.load(Ordering::Acquire) >= seq {
                     return Ok(());
@@ -452,87 +482,108 @@ impl Wal {
             }
             st.leader = true;
             if sync {
-                st = self.gather_crowd(st);
-            }
-            let mut buf = swap_out(&mut st);
-            let has_records = buf.len() > record::MARKER_LEN;
-            record::encode_marker(st.synced_len, &mut buf);
-            let upto = st.next_seq - 1;
-            let off = st.file_len;
-            let end = off + buf.len() as u64;
-            // Zero-fill ahead (module docs): [end, next PREALLOC boundary).
-            let extend = (prealloc && has_records && end > st.alloc_end)
-                .then(|| (end, (end / PREALLOC + 1) * PREALLOC));
-            let file = Arc::clone(&st.file);
-            let sync_dir = sync && !st.dir_synced;
-            drop(st);
-            // Which stage failed matters: a write refused for lack of space
-            // changed nothing durable and can be retried once space
-            // returns; a failed sync may have lost pages for good.
-            let mut wrote = true;
-            let mut extended = false;
-            let mut synced_in = Duration::ZERO;
-            let res = (|| -> std::io::Result<()> {
-                if has_records {
-                    if let Err(e) = file.write_at(&buf, off) {
-                        wrote = false;
-                        return Err(e);
+                match self.gather_crowd(st) {
+                    Some(g) => st = g,
+                    None => {
+                        st = self.lock();
+                        continue;
                     }
-                }
-                if let Some((from, to)) = extend {
-                    extended = extend_with_zeros(&*file, from, to)?;
-                }
-                if sync {
-                    let t = Instant::now();
-                    file.sync_data()?;
-                    synced_in = t.elapsed();
-                }
-                if sync_dir {
-                    self.driver.sync_dir(&self.dir)?;
-                }
-                Ok(())
-            })();
-            st = self.lock();
-            match res {
-                Ok(()) => {
-                    if has_records {
-                        st.file_len = end;
-                        st.alloc_end = st.alloc_end.max(end);
-                    }
-                    if let (true, Some((_, to))) = (extended, extend) {
-                        st.alloc_end = st.alloc_end.max(to);
-                    }
-                    st.written = st.written.max(upto);
-                    if sync {
-                        st.dir_synced |= sync_dir;
-                        st.synced = st.synced.max(upto);
-                        st.synced_len = st.file_len;
-                        st.last_sync = synced_in;
-                        st.crowd = self.sync_waiters.load(Ordering::Relaxed);
-                        self.counters.syncs.fetch_add(1, Ordering::Relaxed);
-                    }
-                    recycle(&mut st, buf);
-                }
-                Err(e) if !wrote && e.kind() == std::io::ErrorKind::StorageFull => {
-                    // Disk full: put the records back in front of what was
-                    // appended meanwhile; the next leader writes them at the
-                    // same offset (nothing past `file_len` counts).
-                    let newer = st.buf.split_off(record::MARKER_LEN);
-                    buf.extend_from_slice(&newer);
-                    st.buf = buf;
-                    self.end_round(st);
-                    return Err(io(e));
-                }
-                Err(e) => {
-                    self.poison(&mut st);
-                    self.end_round(st);
-                    return Err(io(e));
                 }
             }
+            st = self.write_round(st, sync, prealloc)?;
             // The leader's own record was in the buffer it took.
             self.end_round(st);
             return Ok(());
         }
+    }
+
+    /// The leader's round: takes the buffer, writes it at the end of the
+    /// file and, with `sync`, fdatasyncs, all outside the mutex. Returns
+    /// the mutex with `written` / `synced` advanced over everything the
+    /// buffer held, for the caller to end the round; on failure the round
+    /// is ended here. `prealloc`: zero-fill ahead (module docs).
+    fn write_round<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        sync: bool,
+        prealloc: bool,
+    ) -> Result<MutexGuard<'a, State>> {
+        let mut buf = swap_out(&mut st);
+        let has_records = buf.len() > record::MARKER_LEN;
+        record::encode_marker(st.synced_len, &mut buf);
+        let upto = st.next_seq - 1;
+        let off = st.file_len;
+        let end = off + buf.len() as u64;
+        // Zero-fill ahead (module docs): [end, next PREALLOC boundary).
+        let extend = (prealloc && has_records && end > st.alloc_end)
+            .then(|| (end, (end / PREALLOC + 1) * PREALLOC));
+        let file = Arc::clone(&st.file);
+        let sync_dir = sync && !st.dir_synced;
+        drop(st);
+        // Which stage failed matters: a write refused for lack of space
+        // changed nothing durable and can be retried once space
+        // returns; a failed sync may have lost pages for good.
+        let mut wrote = true;
+        let mut extended = false;
+        let mut synced_in = Duration::ZERO;
+        let res = (|| -> std::io::Result<()> {
+            if has_records {
+                if let Err(e) = file.write_at(&buf, off) {
+                    wrote = false;
+                    return Err(e);
+                }
+            }
+            if let Some((from, to)) = extend {
+                extended = extend_with_zeros(&*file, from, to)?;
+            }
+            if sync {
+                let t = Instant::now();
+                file.sync_data()?;
+                synced_in = t.elapsed();
+            }
+            if sync_dir {
+                self.driver.sync_dir(&self.dir)?;
+            }
+            Ok(())
+        })();
+        st = self.lock();
+        match res {
+            Ok(()) => {
+                if has_records {
+                    st.file_len = end;
+                    st.alloc_end = st.alloc_end.max(end);
+                }
+                if let (true, Some((_, to))) = (extended, extend) {
+                    st.alloc_end = st.alloc_end.max(to);
+                }
+                st.written = st.written.max(upto);
+                if sync {
+                    st.dir_synced |= sync_dir;
+                    st.synced = st.synced.max(upto);
+                    st.synced_len = st.file_len;
+                    st.last_sync = synced_in;
+                    st.crowd = self.sync_waiters.load(Ordering::Relaxed);
+                    self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+                }
+                recycle(&mut st, buf);
+            }
+            Err(e) if !wrote && e.kind() == std::io::ErrorKind::StorageFull => {
+                // Disk full: put the records back in front of what was
+                // appended meanwhile; the next leader writes them at the
+                // same offset (nothing past `file_len` counts).
+                let newer = st.buf.split_off(record::MARKER_LEN);
+                buf.extend_from_slice(&newer);
+                st.buf = buf;
+                self.end_round(st);
+                return Err(io(e));
+            }
+            Err(e) => {
+                self.poison(&mut st);
+                self.end_round(st);
+                return Err(io(e));
+            }
+        }
+        Ok(st)
     }
 
     /// The cumulative counters.
