@@ -478,11 +478,12 @@ fn concurrent_reads_and_writes_during_a_batch() {
 }
 
 /// A single write to a buffered file (the WAL's appends) is a `pwrite`,
-/// not an SQE: through the ring, ext4 runs it on an io-wq worker and the
+/// and its syncs (the WAL's commits) are plain `fdatasync` / `fsync`, not
+/// SQEs: through the ring, ext4 runs them on an io-wq worker and the
 /// caller sleeps until that worker is scheduled. A direct file's single
-/// write still goes through the ring. Fails if `UringFile::write_at`
-/// sends buffered writes to the ring (the SQE count moves and the
-/// injected completion error is returned).
+/// write still goes through the ring. Fails if `UringFile::write_at`,
+/// `sync_data` or `sync_all` sends a buffered file's call to the ring
+/// (the SQE count moves and the injected completion error is returned).
 #[test]
 fn a_buffered_single_write_bypasses_the_ring() {
     let dir = tempfile::tempdir().unwrap();
@@ -495,6 +496,8 @@ fn a_buffered_single_write_bypasses_the_ring() {
     let log = open(&d, &dir.path().join("log"), BUFFERED);
     log.write_at(b"record", 0).unwrap();
     log.write_at(b"more", 6).unwrap();
+    log.sync_data().unwrap();
+    log.sync_all().unwrap();
     assert_eq!(log.stats().sqes, 0, "{:?}", log.stats());
     let mut back = [0u8; 10];
     log.read_at(&mut back, 0).unwrap_err(); // reads still use the ring
