@@ -12,7 +12,7 @@ mod common;
 
 use std::io;
 
-use common::fault::{FaultDriver, Kind, Plan};
+use common::fault::{Injector, Kind, Plan};
 use common::{builder, per_driver, Driver};
 
 /// Writes and preallocation refused with `StorageFull`, nothing written:
@@ -30,7 +30,7 @@ fn disk_full() -> Plan {
 /// refused records were dropped instead of retried (see the module docs).
 fn wal_disk_full_fails_cleanly_and_writes_resume_when_space_returns(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
-    let (driver, full) = FaultDriver::new(d.io());
+    let (driver, full) = Injector::wrap(d.io());
     {
         let t = builder(dir.path(), d)
             .wal_sync_on_commit(true)

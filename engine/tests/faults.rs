@@ -2,9 +2,10 @@
 //! Fault injection through the I/O driver seam (DESIGN.md §8, §11; API.md
 //! §8 `Poisoned`).
 //!
-//! `FaultDriver` (tests/common/fault.rs) wraps a real driver — every
-//! scenario runs once on the sync driver and once on io_uring
-//! (`<test>::sync`, `<test>::uring`) — and every file it opens, counts
+//! `Injector::wrap` (tests/common/fault.rs, on the shared
+//! tests/common/hooked.rs wrapper) wraps a real driver — every scenario
+//! runs once on the sync driver and once on io_uring (`<test>::sync`,
+//! `<test>::uring`) — and every file it opens, counts
 //! each call by `Kind` (read, write, sync, rename, remove, sync_dir,
 //! set_len/allocate, open) and fails the N-th call of a chosen kind with
 //! an injected `io::Error` (EIO-like `ErrorKind::Other`, or
@@ -31,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::fault::{FaultDriver, Injector, Kind, Plan};
+use common::fault::{Injector, Kind, Plan};
 use common::workload::{apply, diff, dump, get, run, short, Model, Op};
 use common::{per_driver, Driver};
 use holt::{Error, Tree, TreeBuilder};
@@ -230,7 +231,7 @@ fn fault_run(plan: &Plan, d: Driver) -> RunReport {
     let dir = tempfile::tempdir().unwrap();
     let base = build_base(dir.path(), d);
     let ops = fault_ops();
-    let (driver, inj) = FaultDriver::new(d.io());
+    let (driver, inj) = Injector::wrap(d.io());
     inj.arm(plan.clone());
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(ops.len());
     let repro = |outcomes: &[Outcome], inj: &Injector| -> String {
@@ -531,7 +532,7 @@ fn sweep_open_eio(d: Driver) {
 // ------------------------------------------------------------ targeted
 
 fn injector_tree(dir: &Path, d: Driver) -> (Tree, Arc<Injector>) {
-    let (driver, inj) = FaultDriver::new(d.io());
+    let (driver, inj) = Injector::wrap(d.io());
     (builder(dir, d).io_driver(driver).open().unwrap(), inj)
 }
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::fault::{FaultDriver, Injector, Kind, Plan};
+use common::fault::{Injector, Kind, Plan};
 use common::{per_driver, Driver};
 use holt::{AlignedBlobBuf, Backend, BlobGuid, Error, PersistentBackend};
 use tempfile::TempDir;
@@ -425,9 +425,9 @@ fn stale_manifest_tmp_is_ignored(d: Driver) {
 // ---------------------------------------------------------------------------
 // Fault injection through the driver seam.
 
-/// The backend on driver `d` wrapped in a [`FaultDriver`], disarmed.
+/// The backend on driver `d` wrapped in a fault injector, disarmed.
 fn open_faulty(dir: &TempDir, d: Driver) -> (PersistentBackend, Arc<Injector>) {
-    let (driver, faults) = FaultDriver::new(d.io());
+    let (driver, faults) = Injector::wrap(d.io());
     let b = PersistentBackend::open_with_driver(dir.path(), driver).unwrap();
     assert_eq!(b.driver().name(), "fault");
     (b, faults)

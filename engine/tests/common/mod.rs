@@ -1,6 +1,7 @@
 //! Shared by the persistence suites (`mod common;` in each test file):
 //! the I/O drivers every scenario runs over ([`Driver`], [`per_driver!`]),
-//! a fault-injecting wrapper around any driver ([`fault`]), and the op
+//! the one wrapper that watches or disturbs a driver's calls
+//! ([`hooked`]), fault injection through it ([`fault`]), and the op
 //! workload with its model ([`workload`]).
 //!
 //! Each test binary uses a different part of it.
@@ -8,6 +9,7 @@
 
 pub mod drivers;
 pub mod fault;
+pub mod hooked;
 pub mod workload;
 
 pub use drivers::{builder, Driver};
