@@ -11,80 +11,52 @@
 //! the committers the last sync released (two halves of the crowd
 //! alternate: syncs/commit = 1/2).
 
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+mod common;
+
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use holt::io::{AlignedBuf, IoDriver, IoFile, OpenOptions, SyncDriver};
+use common::hooked::{Call, Hook, HookedDriver, Kind, Verdict};
+use holt::io::{IoDriver, SyncDriver};
 use holt::TreeBuilder;
-
-/// Forwards to the sync driver; `sync_data` sleeps first.
-#[derive(Debug)]
-struct SlowSync(SyncDriver);
-
-#[derive(Debug)]
-struct SlowFile(Arc<dyn IoFile>);
 
 const SYNC_DELAY: Duration = Duration::from_millis(4);
 
-impl IoDriver for SlowSync {
-    fn open(&self, path: &Path, opts: OpenOptions) -> io::Result<Arc<dyn IoFile>> {
-        Ok(Arc::new(SlowFile(self.0.open(path, opts)?)))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.0.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.0.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.0.sync_dir(dir)
-    }
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        self.0.list_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.0.create_dir_all(dir)
-    }
-    fn name(&self) -> &'static str {
-        "slow-sync"
-    }
-    fn alloc_buffer(&self, len: usize) -> io::Result<AlignedBuf> {
-        self.0.alloc_buffer(len)
+/// Slows every `sync_data` by [`SYNC_DELAY`]; with `writes`, also records
+/// every write to a WAL file made by a worker thread.
+#[derive(Debug, Default)]
+struct SlowSync {
+    writes: Option<Writes>,
+}
+
+impl Hook for SlowSync {
+    fn before(&self, call: &Call<'_>) -> Verdict {
+        if call.method == "sync_data" {
+            std::thread::sleep(SYNC_DELAY);
+        }
+        if let Some(writes) = &self.writes {
+            let worker = WORKER.with(std::cell::Cell::get);
+            let wal = call.path.extension().is_some_and(|e| e == "wal");
+            if call.kind == Kind::Write && wal && worker > 0 {
+                writes.lock().unwrap().push((worker, call.data.to_vec()));
+            }
+        }
+        Verdict::Forward
     }
 }
 
-impl IoFile for SlowFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.0.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.0.write_at(buf, offset)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        std::thread::sleep(SYNC_DELAY);
-        self.0.sync_data()
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.0.sync_all()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.0.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
-    }
-    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.0.allocate(offset, len)
-    }
-    fn is_direct(&self) -> bool {
-        self.0.is_direct()
-    }
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
+/// The sync driver under `hook`.
+fn slow(hook: SlowSync) -> Arc<dyn IoDriver> {
+    HookedDriver::new(Arc::new(SyncDriver::new()), Arc::new(hook))
 }
+
+thread_local! {
+    /// Which worker thread this is (1-based; 0 for every other thread).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// (worker, bytes) of every WAL write made by a worker thread.
+type Writes = Arc<Mutex<Vec<(usize, Vec<u8>)>>>;
 
 /// Four threads committing at once share each fdatasync: well under one
 /// sync per three commits (ideal: one per four; without gathering about
@@ -97,7 +69,7 @@ fn concurrent_committers_share_fsyncs() {
     let dir = tempfile::tempdir().unwrap();
     let tree = TreeBuilder::new(dir.path())
         .wal_sync_on_commit(true)
-        .io_driver(Arc::new(SlowSync(SyncDriver::new())))
+        .io_driver(slow(SlowSync::default()))
         .open()
         .unwrap();
     let before = tree.wal_stats().unwrap();
@@ -144,7 +116,7 @@ fn a_lone_committer_syncs_each_commit() {
     let dir = tempfile::tempdir().unwrap();
     let tree = TreeBuilder::new(dir.path())
         .wal_sync_on_commit(true)
-        .io_driver(Arc::new(SlowSync(SyncDriver::new())))
+        .io_driver(slow(SlowSync::default()))
         .open()
         .unwrap();
     let before = tree.wal_stats().unwrap();
@@ -154,95 +126,6 @@ fn a_lone_committer_syncs_each_commit() {
     let after = tree.wal_stats().unwrap();
     assert_eq!(after.syncs - before.syncs, N);
     assert_eq!(after.sync_commits - before.sync_commits, N);
-}
-
-thread_local! {
-    /// Which worker thread this is (1-based; 0 for every other thread).
-    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// (worker, bytes) of every WAL write made by a worker thread.
-type Writes = Arc<std::sync::Mutex<Vec<(usize, Vec<u8>)>>>;
-
-/// Wraps the slow-sync driver and records, for every write to a WAL file
-/// by a worker thread, the worker and the bytes written.
-#[derive(Debug)]
-struct WatchWrites {
-    inner: SlowSync,
-    writes: Writes,
-}
-
-#[derive(Debug)]
-struct WatchFile {
-    inner: Arc<dyn IoFile>,
-    wal: bool,
-    writes: Writes,
-}
-
-impl IoDriver for WatchWrites {
-    fn open(&self, path: &Path, opts: OpenOptions) -> io::Result<Arc<dyn IoFile>> {
-        let wal = path.extension().is_some_and(|e| e == "wal");
-        Ok(Arc::new(WatchFile {
-            inner: self.inner.open(path, opts)?,
-            wal,
-            writes: Arc::clone(&self.writes),
-        }))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        self.inner.list_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn name(&self) -> &'static str {
-        "watch-writes"
-    }
-    fn alloc_buffer(&self, len: usize) -> io::Result<AlignedBuf> {
-        self.inner.alloc_buffer(len)
-    }
-}
-
-impl IoFile for WatchFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        let worker = WORKER.with(std::cell::Cell::get);
-        if self.wal && worker > 0 {
-            self.writes.lock().unwrap().push((worker, buf.to_vec()));
-        }
-        self.inner.write_at(buf, offset)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.inner.sync_all()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.inner.allocate(offset, len)
-    }
-    fn is_direct(&self) -> bool {
-        self.inner.is_direct()
-    }
-    fn path(&self) -> &Path {
-        self.inner.path()
-    }
 }
 
 /// Where the last record of worker `w` starts in `buf`, if it has one
@@ -267,12 +150,11 @@ fn the_committer_completing_the_crowd_issues_the_sync() {
     const THREADS: usize = 4;
     const PER: usize = 40;
     let dir = tempfile::tempdir().unwrap();
-    let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writes = Writes::default();
     let tree = TreeBuilder::new(dir.path())
         .wal_sync_on_commit(true)
-        .io_driver(Arc::new(WatchWrites {
-            inner: SlowSync(SyncDriver::new()),
-            writes: Arc::clone(&writes),
+        .io_driver(slow(SlowSync {
+            writes: Some(Arc::clone(&writes)),
         }))
         .open()
         .unwrap();

@@ -11,12 +11,14 @@
 //! sync (the first commit's assertion), and skipping the open-time sync of
 //! a non-empty WAL left by an earlier process (the last assertion).
 
+mod common;
+
 use std::collections::HashMap;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use holt::io::{AlignedBuf, IoDriver, IoFile, OpenOptions, SyncDriver};
+use common::hooked::{Call, Hook, HookedDriver, Kind, Verdict};
+use holt::io::{IoDriver, SyncDriver};
 use holt::TreeBuilder;
 
 /// Counts calls by kind ("open journal.wal", "sync_data", "sync_dir", ...).
@@ -24,9 +26,6 @@ use holt::TreeBuilder;
 struct Calls(Mutex<HashMap<String, u64>>);
 
 impl Calls {
-    fn add(&self, what: String) {
-        *self.0.lock().unwrap().entry(what).or_default() += 1;
-    }
     fn get(&self, what: &str) -> u64 {
         self.0.lock().unwrap().get(what).copied().unwrap_or(0)
     }
@@ -35,102 +34,25 @@ impl Calls {
     }
 }
 
-#[derive(Debug)]
-struct Counting {
-    inner: SyncDriver,
-    calls: Arc<Calls>,
-}
-
-#[derive(Debug)]
-struct CountingFile {
-    inner: Arc<dyn IoFile>,
-    calls: Arc<Calls>,
-}
-
-fn name(p: &Path) -> String {
-    p.file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-}
-
-impl IoDriver for Counting {
-    fn open(&self, path: &Path, opts: OpenOptions) -> io::Result<Arc<dyn IoFile>> {
-        self.calls.add(format!("open {}", name(path)));
-        Ok(Arc::new(CountingFile {
-            inner: self.inner.open(path, opts)?,
-            calls: Arc::clone(&self.calls),
-        }))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.calls.add("sync_dir".into());
-        self.inner.sync_dir(dir)
-    }
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        self.inner.list_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn name(&self) -> &'static str {
-        "counting"
-    }
-    fn alloc_buffer(&self, len: usize) -> io::Result<AlignedBuf> {
-        self.inner.alloc_buffer(len)
-    }
-    fn reserve_buffers(&self, len: usize, count: usize) -> usize {
-        self.inner.reserve_buffers(len, count)
+impl Hook for Calls {
+    fn before(&self, call: &Call<'_>) -> Verdict {
+        let what = match call.kind {
+            Kind::Open => {
+                let name = call.path.file_name().unwrap_or_default();
+                format!("open {}", name.to_string_lossy())
+            }
+            Kind::Sync | Kind::SyncDir => call.method.to_owned(),
+            _ => return Verdict::Forward,
+        };
+        *self.0.lock().unwrap().entry(what).or_default() += 1;
+        Verdict::Forward
     }
 }
 
-impl IoFile for CountingFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_at(buf, offset)
-    }
-    fn write_batch(&self, writes: &[(u64, &[u8])]) -> io::Result<()> {
-        self.inner.write_batch(writes)
-    }
-    fn read_batch(&self, reads: &mut [(u64, &mut [u8])]) -> io::Result<()> {
-        self.inner.read_batch(reads)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.calls.add("sync_data".into());
-        self.inner.sync_data()
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.calls.add("sync_all".into());
-        self.inner.sync_all()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.inner.allocate(offset, len)
-    }
-    fn is_direct(&self) -> bool {
-        self.inner.is_direct()
-    }
-    fn path(&self) -> &Path {
-        self.inner.path()
-    }
-}
-
-fn counting() -> (Arc<Counting>, Arc<Calls>) {
+/// The sync driver, counting its calls into the returned [`Calls`].
+fn counting() -> (Arc<dyn IoDriver>, Arc<Calls>) {
     let calls = Arc::new(Calls::default());
-    let d = Arc::new(Counting {
-        inner: SyncDriver::new(),
-        calls: Arc::clone(&calls),
-    });
+    let d = HookedDriver::new(Arc::new(SyncDriver::new()), calls.clone());
     (d, calls)
 }
 

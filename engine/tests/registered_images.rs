@@ -9,11 +9,13 @@
 //! child process of its own: the test binary re-executes itself with
 //! `HOLT_IMAGES_CHILD=<test name>` (see [`in_child`]).
 
-use std::fmt;
+mod common;
+
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use common::hooked::{Hook, HookedDriver};
 use holt::io::{IoDriver, IoFile, OpenOptions, SyncDriver};
 use holt::{Tree, TreeBuilder};
 use holt_backend_uring::{BufferRegistration, Faults, UringDriver, UringFile, UringStats};
@@ -66,25 +68,22 @@ fn uring() -> Option<UringDriver> {
     }
 }
 
-/// An io_uring driver that keeps the data file (`frames.dat`) it opened,
-/// so a test can read that file's ring counters.
+/// Opens files with its io_uring driver and keeps the data file
+/// (`frames.dat`), so a test can read that file's ring counters.
+#[derive(Debug)]
 struct Watch {
-    inner: UringDriver,
+    uring: UringDriver,
     data: Mutex<Option<Arc<UringFile>>>,
 }
 
-impl fmt::Debug for Watch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Watch")
-    }
-}
-
 impl Watch {
-    fn new(inner: UringDriver) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
+    /// `uring` wrapped so that the returned watch sees its data file.
+    fn new(uring: UringDriver) -> (Arc<HookedDriver>, Arc<Self>) {
+        let w = Arc::new(Self {
+            uring,
             data: Mutex::new(None),
-        })
+        });
+        (HookedDriver::new(Arc::new(uring), w.clone()), w)
     }
 
     fn data(&self) -> Arc<UringFile> {
@@ -100,37 +99,18 @@ impl Watch {
     }
 }
 
-impl IoDriver for Watch {
-    fn open(&self, path: &Path, opts: OpenOptions) -> io::Result<Arc<dyn IoFile>> {
-        let file = Arc::new(self.inner.open_file(path, opts)?);
+impl Hook for Watch {
+    fn open(
+        &self,
+        _: &dyn IoDriver,
+        path: &Path,
+        opts: OpenOptions,
+    ) -> io::Result<Arc<dyn IoFile>> {
+        let file = Arc::new(self.uring.open_file(path, opts)?);
         if path.file_name().is_some_and(|n| n == "frames.dat") {
             *self.data.lock().unwrap() = Some(Arc::clone(&file));
         }
         Ok(file)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        self.inner.list_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn name(&self) -> &'static str {
-        "io_uring"
-    }
-    fn alloc_buffer(&self, len: usize) -> io::Result<holt::io::AlignedBuf> {
-        self.inner.alloc_buffer(len)
-    }
-    fn reserve_buffers(&self, len: usize, count: usize) -> usize {
-        self.inner.reserve_buffers(len, count)
     }
 }
 
@@ -206,8 +186,8 @@ fn checkpoint_images_go_out_as_fixed_writes() {
         t.checkpoint().unwrap();
     }
     assert!(!arena_created());
-    let w = Watch::new(d);
-    let t = builder(dir.path(), w.clone()).open().unwrap();
+    let (io, w) = Watch::new(d);
+    let t = builder(dir.path(), io).open().unwrap();
     check_all(&t, 1); // cold loads
     assert!(
         !arena_created(),
@@ -275,8 +255,8 @@ fn refused_registration_falls_back_to_plain_writes() {
         ..Faults::default()
     });
     let dir = tempfile::tempdir().unwrap();
-    let w = Watch::new(refuse);
-    let t = builder(dir.path(), w.clone()).open().unwrap();
+    let (io, w) = Watch::new(refuse);
+    let t = builder(dir.path(), io.clone()).open().unwrap();
     let (_, delta) = round(&t, &w, 1);
     assert_eq!(delta.fixed_sqes, 0, "{delta:?}");
     let info = UringDriver::arena_info();
@@ -289,14 +269,14 @@ fn refused_registration_falls_back_to_plain_writes() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(info.refused.is_some(), "{info:?}");
-    assert_eq!(w.reserve_buffers(FRAME, 8), 0, "the refusal is remembered");
-    assert!(!w.alloc_buffer(FRAME).unwrap().is_from_arena());
+    assert_eq!(io.reserve_buffers(FRAME, 8), 0, "the refusal is remembered");
+    assert!(!io.alloc_buffer(FRAME).unwrap().is_from_arena());
     let (_, delta) = round(&t, &w, 2);
     assert_eq!(delta.fixed_sqes, 0, "{delta:?}");
     drop(t);
     // A new tree (new ring, no injected faults) does not try again.
-    let w2 = Watch::new(d);
-    let t = builder(dir.path(), w2.clone()).open().unwrap();
+    let (io2, w2) = Watch::new(d);
+    let t = builder(dir.path(), io2).open().unwrap();
     check_all(&t, 2);
     let (_, delta) = round(&t, &w2, 3);
     assert_eq!(delta.fixed_sqes, 0, "{delta:?}");
@@ -329,8 +309,8 @@ fn tiny_memlock_limit_gives_plain_images() {
     let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
     assert_eq!(ret, 0, "{}", io::Error::last_os_error());
     let dir = tempfile::tempdir().unwrap();
-    let w = Watch::new(d);
-    let t = builder(dir.path(), w.clone()).open().unwrap();
+    let (io, w) = Watch::new(d);
+    let t = builder(dir.path(), io).open().unwrap();
     let (_, delta) = round(&t, &w, 1);
     let info = UringDriver::arena_info();
     if info.budget.contains("CAP_IPC_LOCK") {

@@ -10,12 +10,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use common::hooked::{Call, Hook, HookedDriver, Kind};
 use common::{builder, per_driver, Driver};
-use holt::io::{AlignedBuf, IoDriver, IoFile, OpenOptions};
 
 /// The zero-filling granule (`wal::writer::PREALLOC`).
 const MIB: u64 = 1 << 20;
@@ -68,102 +67,27 @@ fn clean_reopen_appends_at_the_logical_end(d: Driver) {
 }
 
 /// What a power loss leaves: per file, the bytes as of its last sync.
+/// As a hook, every successful `sync_data`/`sync_all` records the file's
+/// whole contents as its durable image.
 #[derive(Debug, Default)]
 struct Durable {
     files: Mutex<HashMap<PathBuf, Vec<u8>>>,
 }
 
-/// Forwards to a real driver; every `sync_data`/`sync_all` records the
-/// file's whole contents as its durable image.
-#[derive(Debug)]
-struct Recording {
-    inner: Arc<dyn IoDriver>,
-    durable: Arc<Durable>,
-}
-
-#[derive(Debug)]
-struct RecFile {
-    inner: Arc<dyn IoFile>,
-    path: PathBuf,
-    durable: Arc<Durable>,
-}
-
-impl RecFile {
-    fn record(&self) -> io::Result<()> {
-        let len = usize::try_from(self.inner.len()?).unwrap();
+impl Hook for Durable {
+    fn after(&self, call: &Call<'_>) {
+        let (Kind::Sync, Some(file)) = (call.kind, call.file) else {
+            return;
+        };
+        let len = usize::try_from(file.len().unwrap()).unwrap();
         let mut bytes = vec![0u8; len];
-        if len > 0 && !self.inner.is_direct() {
-            self.inner.read_at(&mut bytes, 0)?;
+        if len > 0 && !file.is_direct() {
+            file.read_at(&mut bytes, 0).unwrap();
         }
-        self.durable
-            .files
+        self.files
             .lock()
             .unwrap()
-            .insert(self.path.clone(), bytes);
-        Ok(())
-    }
-}
-
-impl IoDriver for Recording {
-    fn open(&self, path: &Path, opts: OpenOptions) -> io::Result<Arc<dyn IoFile>> {
-        Ok(Arc::new(RecFile {
-            inner: self.inner.open(path, opts)?,
-            path: path.to_path_buf(),
-            durable: Arc::clone(&self.durable),
-        }))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        self.inner.list_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-    fn alloc_buffer(&self, len: usize) -> io::Result<AlignedBuf> {
-        self.inner.alloc_buffer(len)
-    }
-}
-
-impl IoFile for RecFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_at(buf, offset)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()?;
-        self.record()
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.inner.sync_all()?;
-        self.record()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.inner.allocate(offset, len)
-    }
-    fn is_direct(&self) -> bool {
-        self.inner.is_direct()
-    }
-    fn path(&self) -> &Path {
-        self.inner.path()
+            .insert(call.path.to_path_buf(), bytes);
     }
 }
 
@@ -179,10 +103,7 @@ impl IoFile for RecFile {
 fn acknowledged_commits_survive_power_loss(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
     let durable = Arc::new(Durable::default());
-    let io = Arc::new(Recording {
-        inner: d.io(),
-        durable: Arc::clone(&durable),
-    });
+    let io = HookedDriver::new(d.io(), durable.clone());
     let t = holt::TreeBuilder::new(dir.path())
         .io_driver(io)
         .wal_sync_on_commit(true)

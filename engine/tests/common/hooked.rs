@@ -265,7 +265,10 @@ impl IoFile for HookedFile {
         // The entries before one the hook stops are written, as one
         // batch; that one is then refused (or torn).
         for (i, &(offset, buf)) in writes.iter().enumerate() {
-            let (e, torn) = match self.hook.before(&self.call(Kind::Write, "write_batch", buf)) {
+            let (e, torn) = match self
+                .hook
+                .before(&self.call(Kind::Write, "write_batch", buf))
+            {
                 Verdict::Forward => continue,
                 Verdict::Fail(e) => (e, false),
                 Verdict::Tear(e) => (e, true),
