@@ -122,12 +122,27 @@ impl HookedDriver {
         Arc::new(Self { inner, hook })
     }
 
-    /// `before`, the call `f` unless the hook stopped it, then `after`.
-    fn hooked<T>(&self, call: Call<'_>, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    /// A driver call on `path`, through [`hooked`].
+    fn hooked<T>(
+        &self,
+        kind: Kind,
+        method: &'static str,
+        path: &Path,
+        f: impl FnOnce() -> io::Result<T>,
+    ) -> io::Result<T> {
+        let call = Call {
+            kind,
+            method,
+            path,
+            data: &[],
+            file: None,
+        };
         hooked(&*self.hook, call, f)
     }
 }
 
+/// `hook.before`, then the call `f` unless the hook stopped it, then
+/// `hook.after` if `f` succeeded.
 fn hooked<T>(hook: &dyn Hook, call: Call<'_>, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     hook.before(&call).into_result()?;
     let out = f()?;
@@ -135,20 +150,9 @@ fn hooked<T>(hook: &dyn Hook, call: Call<'_>, f: impl FnOnce() -> io::Result<T>)
     Ok(out)
 }
 
-/// A driver call on `path`.
-fn driver_call<'a>(kind: Kind, method: &'static str, path: &'a Path) -> Call<'a> {
-    Call {
-        kind,
-        method,
-        path,
-        data: &[],
-        file: None,
-    }
-}
-
 impl IoDriver for HookedDriver {
     fn open(&self, path: &Path, opts: OpenOptions) -> io::Result<Arc<dyn IoFile>> {
-        let inner = self.hooked(driver_call(Kind::Open, "open", path), || {
+        let inner = self.hooked(Kind::Open, "open", path, || {
             self.hook.open(&*self.inner, path, opts)
         })?;
         Ok(Arc::new(HookedFile {
@@ -157,19 +161,13 @@ impl IoDriver for HookedDriver {
         }))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.hooked(driver_call(Kind::Rename, "rename", to), || {
-            self.inner.rename(from, to)
-        })
+        self.hooked(Kind::Rename, "rename", to, || self.inner.rename(from, to))
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
-        self.hooked(driver_call(Kind::Remove, "remove", path), || {
-            self.inner.remove(path)
-        })
+        self.hooked(Kind::Remove, "remove", path, || self.inner.remove(path))
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.hooked(driver_call(Kind::SyncDir, "sync_dir", dir), || {
-            self.inner.sync_dir(dir)
-        })
+        self.hooked(Kind::SyncDir, "sync_dir", dir, || self.inner.sync_dir(dir))
     }
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         self.inner.list_dir(dir)
@@ -265,10 +263,8 @@ impl IoFile for HookedFile {
         // The entries before one the hook stops are written, as one
         // batch; that one is then refused (or torn).
         for (i, &(offset, buf)) in writes.iter().enumerate() {
-            let (e, torn) = match self
-                .hook
-                .before(&self.call(Kind::Write, "write_batch", buf))
-            {
+            let call = self.call(Kind::Write, "write_batch", buf);
+            let (e, torn) = match self.hook.before(&call) {
                 Verdict::Forward => continue,
                 Verdict::Fail(e) => (e, false),
                 Verdict::Tear(e) => (e, true),
