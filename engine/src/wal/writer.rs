@@ -23,6 +23,20 @@
 //! crowd of one and never waits; a crowd that stops coming back shrinks
 //! at the next sync.
 //!
+//! Spinning: a crowd is complete only once every member has appended
+//! again, so every member's wake-up after a round lies on the path to the
+//! next sync. Waking a parked thread costs tens of microseconds (a futex
+//! wake, then an idle CPU leaving its sleep state; on a virtual machine a
+//! VM exit too): with four committers the gap from one sync's end to the
+//! next one's start measured about 75 µs, against about 12 µs for a lone
+//! committer whose sync returns to a running thread. So a waiter (a
+//! follower, or a gatherer) first spins, calling `yield_now` in a loop,
+//! for at most 1.5 times the last sync's duration ([`MAX_SPIN`] at most),
+//! and only then parks. Yielding hands the CPU to any runnable thread,
+//! the leader whose sync has just completed included. At most two
+//! waiters per CPU spin at once ([`spin_slots`]); before any sync has
+//! been timed (`last_sync` zero, e.g. buffered writes only) nobody spins.
+//!
 //! Preallocation (sync mode): a sync that changes the file's size or
 //! starts a new block makes the filesystem commit metadata (block
 //! allocation, `i_size`) inside the fdatasync, which costs about half as
@@ -63,6 +77,9 @@ pub(crate) const PREALLOC: u64 = 1 << 20;
 
 /// Upper bound of a leader's wait for the crowd (see the module docs).
 pub(crate) const MAX_GATHER: Duration = Duration::from_millis(2);
+
+/// Upper bound of a waiter's spinning phase (see the module docs).
+const MAX_SPIN: Duration = Duration::from_millis(1);
 
 /// Name of a retired WAL file whose last record has seq `last`.
 pub(crate) fn retired_name(last: u64) -> String {
@@ -114,6 +131,10 @@ struct State {
     /// A leader is parked waiting for the pending count to reach `crowd`;
     /// the committer that completes it clears this and leads instead.
     gathering: bool,
+    /// A rotation waits for the current round to end and leads next:
+    /// would-be leaders wait for it instead (its write and sync cover
+    /// their records), so a stream of commits cannot keep it out.
+    rotation_waiting: bool,
     poisoned: bool,
     /// Retired files not yet covered by a durable checkpoint: (last seq, path).
     retired: Vec<(u64, PathBuf)>,
@@ -139,6 +160,8 @@ pub(crate) struct Wal {
     synced: AtomicU64,
     /// Callers inside `drain` with `sync` (waiting or leading).
     sync_waiters: AtomicUsize,
+    /// Waiters that may spin at once (see the module docs).
+    spin_slots: AtomicUsize,
     /// Mirror of `State::poisoned` for the writers' lock-free check.
     poisoned: AtomicBool,
     counters: Counters,
@@ -150,6 +173,8 @@ pub(crate) struct Counters {
     pub(crate) records: AtomicU64,
     pub(crate) syncs: AtomicU64,
     pub(crate) sync_commits: AtomicU64,
+    /// Waits that spun before parking (see the module docs).
+    pub(crate) spins: AtomicU64,
 }
 
 impl std::fmt::Debug for Wal {
@@ -176,6 +201,22 @@ fn extend_with_zeros(file: &dyn IoFile, from: u64, to: u64) -> std::io::Result<b
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::StorageFull => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// How many waiters may spin at once (see the module docs): enough for a
+/// crowd of two per CPU. Spinners yield, so the thread whose sync
+/// completes still gets a CPU at once.
+fn spin_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| 2 * n.get())
+}
+
+/// A taken spin slot, given back on drop.
+struct SpinSlot<'a>(&'a AtomicUsize);
+
+impl Drop for SpinSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -294,6 +335,7 @@ impl Wal {
                 crowd: 0,
                 last_sync: Duration::ZERO,
                 gathering: false,
+                rotation_waiting: false,
                 poisoned: false,
                 retired,
                 appended: 0,
@@ -303,6 +345,7 @@ impl Wal {
             epoch: AtomicU64::new(0),
             synced: AtomicU64::new(last),
             sync_waiters: AtomicUsize::new(0),
+            spin_slots: AtomicUsize::new(spin_slots()),
             poisoned: AtomicBool::new(false),
             counters: Counters::default(),
         })
@@ -382,10 +425,33 @@ impl Wal {
     fn park_until_round_ends(&self, mut st: MutexGuard<'_, State>) {
         let epoch = self.epoch.load(Ordering::Relaxed);
         st.parked.push(std::thread::current());
+        let spin = (st.last_sync * 3 / 2).min(MAX_SPIN);
         drop(st);
+        self.wait_for_epoch(epoch, spin);
+    }
+
+    /// Waits until `epoch` moves: yielding for at most `spin` while a spin
+    /// slot is free, then parked (the caller registered in `parked`
+    /// under the mutex, so the round's end will unpark it).
+    fn wait_for_epoch(&self, epoch: u64, spin: Duration) {
+        if let Some(_slot) = self.spin_slot().filter(|_| !spin.is_zero()) {
+            self.counters.spins.fetch_add(1, Ordering::Relaxed);
+            let until = Instant::now() + spin;
+            while self.epoch.load(Ordering::Acquire) == epoch && Instant::now() < until {
+                std::thread::yield_now();
+            }
+        }
         while self.epoch.load(Ordering::Acquire) == epoch {
             std::thread::park();
         }
+    }
+
+    /// A spin slot if one is free.
+    fn spin_slot(&self) -> Option<SpinSlot<'_>> {
+        self.spin_slots
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .ok()
+            .map(|_| SpinSlot(&self.spin_slots))
     }
 
     /// Ends the leader's round: publishes `synced`, moves `epoch` and
@@ -426,7 +492,12 @@ impl Wal {
         let epoch = self.epoch.load(Ordering::Relaxed);
         let me = std::thread::current();
         st.parked.push(me.clone());
+        let spin = (st.last_sync * 3 / 2).min(MAX_SPIN);
         drop(st);
+        let slot = self.spin_slot();
+        if slot.is_some() {
+            self.counters.spins.fetch_add(1, Ordering::Relaxed);
+        }
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -448,11 +519,14 @@ impl Wal {
             if self.epoch.load(Ordering::Acquire) != epoch {
                 return None;
             }
-            std::thread::park_timeout(deadline - now);
+            if slot.is_some() {
+                std::thread::yield_now();
+            } else {
+                std::thread::park_timeout(deadline - now);
+            }
         }
-        while self.epoch.load(Ordering::Acquire) == epoch {
-            std::thread::park();
-        }
+        drop(slot);
+        self.wait_for_epoch(epoch, spin);
         None
     }
 
@@ -465,7 +539,7 @@ impl Wal {
             if (if sync { st.synced } else { st.written }) >= seq {
                 return Ok(());
             }
-            if st.leader {
+            if st.leader || st.rotation_waiting {
                 if sync && st.gathering && pending(&st) >= st.crowd {
                     // Completes the crowd: lead in the gatherer's place.
                     st.gathering = false;
@@ -648,20 +722,25 @@ impl Wal {
     /// carrying its highest seq, and starts a fresh active file. A retired
     /// file may therefore hold records above the cut; [`Wal::release`]
     /// deletes it only once a durable manifest's cut covers its highest
-    /// seq. On return every record <= `cut` is durable (W2D).
+    /// seq. On return every record <= `cut` is durable (W2D). It leads
+    /// the round after the one in progress: while it waits, would-be
+    /// leaders wait for it (`State::rotation_waiting`).
     pub(crate) fn rotate(&self, cut: u64) -> Result<()> {
         self.ready_spare_for_rotation();
         let mut st = self.lock();
         loop {
             if st.poisoned {
+                st.rotation_waiting = false;
                 return Err(Error::Poisoned);
             }
             if !st.leader {
                 break;
             }
+            st.rotation_waiting = true;
             self.park_until_round_ends(st);
             st = self.lock();
         }
+        st.rotation_waiting = false;
         st.leader = true;
         let mut buf = swap_out(&mut st);
         let has_records = buf.len() > record::MARKER_LEN;
@@ -757,6 +836,41 @@ impl Wal {
 mod tests {
     use super::*;
 
+    /// Four threads committing with a sync each: waiters spin (the
+    /// crowd's members and the gatherers), every spin slot is given back
+    /// once they are done, and every commit is durable. Fails with the
+    /// deliberate bug of `SpinSlot::drop` not returning its slot (slots
+    /// leak until nobody spins), and with waiters that never spin
+    /// (`wait_for_epoch` and `gather_crowd` without a slot).
+    #[test]
+    fn committers_spin_and_give_every_slot_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver: Arc<dyn IoDriver> = Arc::new(crate::io::SyncDriver::new());
+        let wal = Wal::open(dir.path(), driver, None, 0, 0, 1, Vec::new()).unwrap();
+        std::thread::scope(|s| {
+            for t in 0u32..4 {
+                let wal = &wal;
+                s.spawn(move || {
+                    for k in 0u32..100 {
+                        let key = (t << 16 | k).to_le_bytes();
+                        let seq = wal.append(&[OpRef::Put(&key, b"v")], false).unwrap();
+                        wal.drain(seq, true).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(wal.lock().synced, 400, "every commit synced");
+        assert!(
+            wal.counters.spins.load(Ordering::Relaxed) > 0,
+            "waiters spun before parking"
+        );
+        assert_eq!(
+            wal.spin_slots.load(Ordering::Relaxed),
+            spin_slots(),
+            "every spin slot given back"
+        );
+    }
+
     /// The room a rotation prepares: the append rate since the cut over
     /// twice the last rotation's duration, at least what the last
     /// rotation saw appended, at most the bound.
@@ -771,6 +885,50 @@ mod tests {
             rotation_room(u64::MAX, Duration::from_nanos(1), (ms(1), 0)),
             MAX_ROTATION_ROOM
         );
+    }
+
+    /// A rotation waiting for the group-commit leader gets the next round
+    /// even while a committer syncs back to back: the committer's next
+    /// commit waits for the rotation (whose sync covers it) instead of
+    /// leading again. Fails without `rotation_waiting` (the committer
+    /// wins the mutex race after each round and the rotation waits for
+    /// dozens of rounds; the background checkpointer's power-loss test
+    /// saw rotations of 25-80 ms).
+    #[test]
+    fn a_rotation_is_not_kept_out_by_a_committer() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver: Arc<dyn IoDriver> = Arc::new(crate::io::SyncDriver::new());
+        let wal = Wal::open(dir.path(), driver, None, 0, 0, 1, Vec::new()).unwrap();
+        let done = AtomicU64::new(0);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut k = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    k += 1;
+                    let seq = wal
+                        .append(&[OpRef::Put(&k.to_le_bytes(), b"v")], false)
+                        .unwrap();
+                    wal.drain(seq, true).unwrap();
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            let mut worst = 0;
+            for _ in 0..5 {
+                let at = done.load(Ordering::Relaxed);
+                while done.load(Ordering::Relaxed) < at + 20 {
+                    std::thread::yield_now();
+                }
+                let before = done.load(Ordering::Relaxed);
+                wal.rotate(wal.cut()).unwrap();
+                worst = worst.max(done.load(Ordering::Relaxed) - before);
+            }
+            stop.store(true, Ordering::Relaxed);
+            assert!(
+                worst <= 4,
+                "{worst} commits completed while a rotation waited"
+            );
+        });
     }
 
     /// Before a rotation takes the buffer, the spare that appends go into
