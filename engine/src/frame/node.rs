@@ -229,6 +229,32 @@ pub(crate) fn decode(f: &AtomicFrame, r: u32) -> FResult<Node> {
     }
 }
 
+/// The leaf at `r`, when a well-formed leaf is there; `None` for any
+/// other node and for anything [`decode`] would reject, so a caller that
+/// falls back to [`decode`] reports the same corruption. The fast check
+/// of a range walk's leaf runs: two word reads, no [`Node`] to build.
+#[inline]
+pub(crate) fn leaf_at(f: &AtomicFrame, r: u32) -> Option<Leaf> {
+    let off = check_ptr(r).ok()?;
+    let head = f.u64(off).ok()?;
+    let size = (head >> 32) as usize;
+    if head as u8 != LEAF || size < 8 || size % 8 != 0 || off + size > FRAME_SIZE {
+        return None;
+    }
+    let w = f.u64(off + 8).ok()?;
+    let value_len = (w & 0xFFFF_FFFF) as usize;
+    let suffix_len = ((w >> 32) & 0xFFFF) as usize;
+    if BYTES_AT + suffix_len + value_len > size {
+        return None;
+    }
+    Some(Leaf {
+        off,
+        size,
+        suffix_len,
+        value_len,
+    })
+}
+
 /// Decodes a leaf (value pointers must point at leaves).
 pub(crate) fn decode_leaf(f: &AtomicFrame, r: u32) -> FResult<Leaf> {
     match decode(f, r)? {

@@ -135,6 +135,7 @@ impl Batch {
     fn push_leaf(
         &mut self,
         head: &[u8],
+        byte: Option<u8>,
         from: usize,
         f: &AtomicFrame,
         l: node::Leaf,
@@ -142,8 +143,9 @@ impl Batch {
     ) -> FResult<()> {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(head);
+        self.bytes.extend(byte);
         f.read_into(l.suffix_at(), l.suffix_len + l.value_len, &mut self.bytes)?;
-        let key_len = head.len() + l.suffix_len;
+        let key_len = head.len() + usize::from(byte.is_some()) + l.suffix_len;
         if let Some(d) = delim {
             let key = &self.bytes[start..start + key_len];
             if let Some(i) = key.get(from..).and_then(|k| k.iter().position(|&x| x == d)) {
@@ -523,7 +525,7 @@ impl Walker<'_, '_> {
         }
         let f = self.frames.frame(frame);
         self.out
-            .push_leaf(&self.path, from, f, l, self.q.delimiter)
+            .push_leaf(&self.path, None, from, f, l, self.q.delimiter)
             .map_err(|c| self.frames.fail(frame, c))?;
         Ok(if self.out.len() >= self.q.limit {
             Step::Full
@@ -796,7 +798,68 @@ impl Walker<'_, '_> {
                 step = self.emit(frame, Some(at + 1), None)?;
                 continue;
             }
+            if ctx.lo == Lo::Free && ctx.pre == Pre::Within && ctx.rollup.is_none() {
+                if let Some(l) = node::leaf_at(self.frames.frame(frame), c) {
+                    step = self.leaf_run(frame, at, b, l)?;
+                    continue;
+                }
+            }
             step = self.visit(core, frame, c, at, Some(b), ctx)?;
+        }
+    }
+
+    /// Emits leaf `l`, the child for byte `b` of the node on top of the
+    /// stack, and then each following child of that node's chunk while it
+    /// is a leaf too, without leaving this loop: every key below the node
+    /// qualifies (the caller checked that the path is past the lower
+    /// bound, inside the prefix and not rolled up), so a leaf's key is
+    /// the node's path, the branch byte and the leaf's suffix, and goes
+    /// into the batch straight from the frame, the path left as it is.
+    /// The first child that is not a well-formed leaf, or whose byte is
+    /// the delimiter, is left to the general walk.
+    fn leaf_run(
+        &mut self,
+        frame: usize,
+        at: usize,
+        b: u8,
+        l: node::Leaf,
+    ) -> std::result::Result<Step, Abort> {
+        self.path.truncate(at);
+        let f = self.frames.frame(frame);
+        let delim = self.q.delimiter;
+        let (mut b, mut l) = (b, l);
+        loop {
+            self.visits += 1;
+            if self.visits > VISIT_BUDGET {
+                return Err(self.frames.abort(crate::api::errors::Error::node_corrupt(
+                    "range walk does not end",
+                )));
+            }
+            self.out
+                .push_leaf(&self.path, Some(b), at, f, l, delim)
+                .map_err(|c| self.frames.fail(frame, c))?;
+            if self.out.len() >= self.q.limit {
+                return Ok(Step::Full);
+            }
+            let Some(top) = self.stack.last_mut() else {
+                return Ok(Step::Go);
+            };
+            if top.next == top.end {
+                return Ok(Step::Go);
+            }
+            let (nb, c) = self.kids[top.next];
+            if delim == Some(nb) {
+                return Ok(Step::Go);
+            }
+            let Some(nl) = node::leaf_at(f, c) else {
+                return Ok(Step::Go);
+            };
+            top.next += 1;
+            let ahead = top.next + PREFETCH_AHEAD - 1;
+            if ahead < top.end {
+                prefetch_node(f, self.kids[ahead].1);
+            }
+            (b, l) = (nb, nl);
         }
     }
 }
