@@ -1,6 +1,7 @@
 //! The HybridLatch: one per cached frame (DESIGN.md §6).
 //!
-//! Three modes share one 64-byte-aligned latch:
+//! Three modes share one 16-byte latch (its owner decides its cache line:
+//! `buffer::CachedBlob` keeps it beside the fields a reader reads with it):
 //!
 //! * **optimistic** — [`HybridLatch::optimistic`] returns the current
 //!   version (waiting while a writer holds the latch); the reader then reads
@@ -42,9 +43,11 @@ use super::sync::{fence, AtomicU64, Backoff, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Restart;
 
-/// Version word plus shared-holder count; see the module docs.
+/// Version word plus shared-holder count; see the module docs. Not
+/// padded to a cache line of its own: an optimistic reader reads the
+/// version together with fields of the latch's owner, so the owner lays
+/// them out in one line (`buffer::CachedBlob`).
 #[derive(Debug)]
-#[repr(align(64))]
 pub(crate) struct HybridLatch {
     /// Even: unlocked. Odd: exclusively held. Bumped by 2 per exclusive
     /// critical section.

