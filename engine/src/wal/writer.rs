@@ -132,8 +132,8 @@ struct State {
     /// the committer that completes it clears this and leads instead.
     gathering: bool,
     /// A rotation waits for the current round to end and leads next:
-    /// would-be leaders wait for it instead (its write and sync cover
-    /// their records), so a stream of commits cannot keep it out.
+    /// would-be leaders of a sync wait for it instead (its write and sync
+    /// cover their records), so a stream of commits cannot keep it out.
     rotation_waiting: bool,
     poisoned: bool,
     /// Retired files not yet covered by a durable checkpoint: (last seq, path).
@@ -539,7 +539,11 @@ impl Wal {
             if (if sync { st.synced } else { st.written }) >= seq {
                 return Ok(());
             }
-            if st.leader || st.rotation_waiting {
+            // A sync waits for a waiting rotation (whose sync covers it);
+            // a buffered drain does not: it never comes back to back, and
+            // parking it for a whole rotation (syncs, rename, directory
+            // sync) would stall a writer that only needs a write.
+            if st.leader || (sync && st.rotation_waiting) {
                 if sync && st.gathering && pending(&st) >= st.crowd {
                     // Completes the crowd: lead in the gatherer's place.
                     st.gathering = false;
