@@ -421,7 +421,7 @@ mod tests {
             FRAME_SIZE - 8,
             FRAME_SIZE,
             FRAME_SIZE + 56,
-            u32::MAX as usize + 64,
+            u32::MAX as usize,
         ] {
             f.prefetch(off);
         }

@@ -97,8 +97,8 @@ pub(crate) fn walk(
                         // overlaps their misses with the head's instead of
                         // queuing them behind it. Hints only: outside the
                         // frame they are ignored, and nothing is read.
-                        f.prefetch(c as usize + 64);
-                        f.prefetch(c as usize + 128);
+                        f.prefetch((c as usize).saturating_add(64));
+                        f.prefetch((c as usize).saturating_add(128));
                         r = c;
                         depth += 1;
                     }
