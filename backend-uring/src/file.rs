@@ -77,9 +77,10 @@ enum Wait {
 ///   (`IORING_OP_FSYNC` + `DATASYNC`) and [`IoFile::sync_all`] are one SQE
 ///   each, with the same checking — except a single write or a sync of
 ///   a file opened *without* `O_DIRECT` (the WAL's appends and commits),
-///   which is a plain `pwrite` / `fdatasync` / `fsync`. A buffered write cannot run asynchronously here (ext4
-///   hands it to an io-wq worker), so through the ring it cost the caller
-///   a sleep and a wake-up for a copy into the page cache; a writer that
+///   which is a plain `pwrite` / `fdatasync` / `fsync`. A buffered write
+///   cannot run asynchronously here (ext4 hands it to an io-wq worker),
+///   so through the ring it cost the caller a sleep and a wake-up for a
+///   copy into the page cache; a writer that
 ///   drained the WAL that way was put to sleep on every drain, and during
 ///   a checkpoint round, with both cores busy, it woke late.
 /// * `len`, `set_len`, `allocate` are plain syscalls (as in

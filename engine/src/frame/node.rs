@@ -182,25 +182,9 @@ pub(crate) fn decode(f: &AtomicFrame, r: u32) -> FResult<Node> {
     let head = f.u64(off)?;
     let kind = head as u8;
     let count = ((head >> 16) & 0xFFFF) as usize;
-    let size = (head >> 32) as usize;
-    if size < 8 || size % 8 != 0 || off + size > FRAME_SIZE {
-        return Err(Corrupt("node size"));
-    }
+    let size = head_size(off, head)?;
     match kind {
-        LEAF => {
-            let w = f.u64(off + 8)?;
-            let value_len = (w & 0xFFFF_FFFF) as usize;
-            let suffix_len = ((w >> 32) & 0xFFFF) as usize;
-            if BYTES_AT + suffix_len + value_len > size {
-                return Err(Corrupt("leaf larger than its allocation"));
-            }
-            Ok(Node::Leaf(Leaf {
-                off,
-                size,
-                suffix_len,
-                value_len,
-            }))
-        }
+        LEAF => leaf_fields(f, off, size).map(Node::Leaf),
         N4 | N16 | N48 | N256 => {
             let w = f.u64(off + 8)?;
             let value = (w & 0xFFFF_FFFF) as u32;
@@ -237,17 +221,34 @@ pub(crate) fn decode(f: &AtomicFrame, r: u32) -> FResult<Node> {
 pub(crate) fn leaf_at(f: &AtomicFrame, r: u32) -> Option<Leaf> {
     let off = check_ptr(r).ok()?;
     let head = f.u64(off).ok()?;
-    let size = (head >> 32) as usize;
-    if head as u8 != LEAF || size < 8 || size % 8 != 0 || off + size > FRAME_SIZE {
+    if head as u8 != LEAF {
         return None;
     }
-    let w = f.u64(off + 8).ok()?;
+    leaf_fields(f, off, head_size(off, head).ok()?).ok()
+}
+
+/// The allocated size in the node head `head` at `off`, checked against
+/// the frame.
+#[inline]
+fn head_size(off: usize, head: u64) -> FResult<usize> {
+    let size = (head >> 32) as usize;
+    if size < 8 || size % 8 != 0 || off + size > FRAME_SIZE {
+        return Err(Corrupt("node size"));
+    }
+    Ok(size)
+}
+
+/// The leaf at `off` whose head gives `size`: its lengths, checked to fit
+/// the allocation.
+#[inline]
+fn leaf_fields(f: &AtomicFrame, off: usize, size: usize) -> FResult<Leaf> {
+    let w = f.u64(off + 8)?;
     let value_len = (w & 0xFFFF_FFFF) as usize;
     let suffix_len = ((w >> 32) & 0xFFFF) as usize;
     if BYTES_AT + suffix_len + value_len > size {
-        return None;
+        return Err(Corrupt("leaf larger than its allocation"));
     }
-    Some(Leaf {
+    Ok(Leaf {
         off,
         size,
         suffix_len,

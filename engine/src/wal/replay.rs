@@ -51,10 +51,18 @@ fn io(e: std::io::Error) -> Error {
     Error::BackendIo(e)
 }
 
+/// What [`parse`] found: the length of the valid part, and whether every
+/// byte past it is zero (a zero-filled tail, kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Parsed {
+    valid: usize,
+    zero_tail: bool,
+}
+
 /// Parses one file. `Err` only for damage that a later batch marker
 /// proves was synced (see `record`): a bad record followed by valid ones
 /// inside the durable part of the file.
-fn parse(bytes: &[u8], active: bool, out: &mut Vec<Record>) -> Result<usize> {
+fn parse(bytes: &[u8], active: bool, out: &mut Vec<Record>) -> Result<Parsed> {
     let mut off = 0usize;
     while off < bytes.len() {
         if let Some((r, n)) = record::decode(&bytes[off..]) {
@@ -67,7 +75,10 @@ fn parse(bytes: &[u8], active: bool, out: &mut Vec<Record>) -> Result<usize> {
         // Nothing but zeros left: the zero-filled tail past the logical
         // end, which holds no marker.
         if is_zero(&bytes[off..]) {
-            break;
+            return Ok(Parsed {
+                valid: off,
+                zero_tail: true,
+            });
         }
         // Damage at `off`. Walk whatever valid records follow and see
         // whether any batch marker vouches for bytes past `off`.
@@ -92,9 +103,15 @@ fn parse(bytes: &[u8], active: bool, out: &mut Vec<Record>) -> Result<usize> {
                 record_offset: off as u64,
             });
         }
-        break;
+        return Ok(Parsed {
+            valid: off,
+            zero_tail: false,
+        });
     }
-    Ok(off)
+    Ok(Parsed {
+        valid: off,
+        zero_tail: true,
+    })
 }
 
 /// All bytes zero (word-wise: this runs over up to a megabyte at open).
@@ -151,9 +168,9 @@ pub(crate) fn scan(dir: &Path, driver: &Arc<dyn IoDriver>) -> Result<Scanned> {
         let f = open_read(driver, &path)?;
         let bytes = read_all(&*f)?;
         active_file_len = bytes.len() as u64;
-        let valid = parse(&bytes, true, &mut records)?;
-        zero_tail = is_zero(&bytes[valid..]);
-        active_len = valid as u64;
+        let parsed = parse(&bytes, true, &mut records)?;
+        zero_tail = parsed.zero_tail;
+        active_len = parsed.valid as u64;
         active_file = Some(f);
     }
     Ok(Scanned {
@@ -216,7 +233,7 @@ mod tests {
         let b = log(1, 5);
         for cut in [b.len() - 1, b.len() - 9, b.len() - 20] {
             let mut out = Vec::new();
-            let valid = parse(&b[..cut], true, &mut out).unwrap();
+            let valid = parse(&b[..cut], true, &mut out).unwrap().valid;
             assert_eq!(out.len(), 4);
             assert!(valid < cut);
         }
@@ -248,7 +265,7 @@ mod tests {
         let lost_to = lost_from + crate::wal::record::MARKER_LEN + 32;
         b[lost_from..lost_to].iter_mut().for_each(|x| *x = 0);
         let mut out = Vec::new();
-        let valid = parse(&b, true, &mut out).unwrap();
+        let valid = parse(&b, true, &mut out).unwrap().valid;
         assert_eq!(valid, lost_from);
         assert_eq!(out.len(), 2);
     }
@@ -264,7 +281,7 @@ mod tests {
         let logical = b.len();
         b.resize(crate::wal::writer::PREALLOC as usize, 0);
         let mut out = Vec::new();
-        let valid = parse(&b, true, &mut out).unwrap();
+        let valid = parse(&b, true, &mut out).unwrap().valid;
         assert_eq!((valid, out.len()), (logical, 12));
         assert!(is_zero(&b[valid..]));
         assert!(!is_zero(&b[valid - 1..]));

@@ -33,8 +33,9 @@
 //! follower, or a gatherer) first spins, calling `yield_now` in a loop,
 //! for at most 1.5 times the last sync's duration ([`MAX_SPIN`] at most),
 //! and only then parks; a gatherer also spins through its gathering wait
-//! (at most half the last sync) before that. Yielding hands the CPU to any runnable thread,
-//! the leader whose sync has just completed included. At most two
+//! (at most half the last sync) before that. Yielding hands the CPU to
+//! any runnable thread, the leader whose sync has just completed
+//! included. At most two
 //! waiters per CPU spin at once ([`spin_slots`]); before any sync has
 //! been timed (`last_sync` zero, e.g. buffered writes only) nobody spins.
 //!
@@ -219,6 +220,11 @@ impl Drop for SpinSlot<'_> {
     fn drop(&mut self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// How long a waiter spins before it parks (see the module docs).
+fn spin_budget(st: &State) -> Duration {
+    (st.last_sync * 3 / 2).min(MAX_SPIN)
 }
 
 /// Records appended and not yet covered by a sync.
@@ -426,7 +432,7 @@ impl Wal {
     fn park_until_round_ends(&self, mut st: MutexGuard<'_, State>) {
         let epoch = self.epoch.load(Ordering::Relaxed);
         st.parked.push(std::thread::current());
-        let spin = (st.last_sync * 3 / 2).min(MAX_SPIN);
+        let spin = spin_budget(&st);
         drop(st);
         self.wait_for_epoch(epoch, spin);
     }
@@ -435,8 +441,7 @@ impl Wal {
     /// slot is free, then parked (the caller registered in `parked`
     /// under the mutex, so the round's end will unpark it).
     fn wait_for_epoch(&self, epoch: u64, spin: Duration) {
-        if let Some(_slot) = self.spin_slot().filter(|_| !spin.is_zero()) {
-            self.counters.spins.fetch_add(1, Ordering::Relaxed);
+        if let Some(_slot) = self.spin_slot(spin) {
             let until = Instant::now() + spin;
             while self.epoch.load(Ordering::Acquire) == epoch && Instant::now() < until {
                 std::thread::yield_now();
@@ -447,12 +452,17 @@ impl Wal {
         }
     }
 
-    /// A spin slot if one is free.
-    fn spin_slot(&self) -> Option<SpinSlot<'_>> {
+    /// A spin slot, if `spin` is not zero and one is free (counted in
+    /// `Counters::spins`).
+    fn spin_slot(&self, spin: Duration) -> Option<SpinSlot<'_>> {
+        if spin.is_zero() {
+            return None;
+        }
         self.spin_slots
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .ok()
-            .map(|_| SpinSlot(&self.spin_slots))
+            .ok()?;
+        self.counters.spins.fetch_add(1, Ordering::Relaxed);
+        Some(SpinSlot(&self.spin_slots))
     }
 
     /// Ends the leader's round: publishes `synced`, moves `epoch` and
@@ -493,12 +503,9 @@ impl Wal {
         let epoch = self.epoch.load(Ordering::Relaxed);
         let me = std::thread::current();
         st.parked.push(me.clone());
-        let spin = (st.last_sync * 3 / 2).min(MAX_SPIN);
+        let spin = spin_budget(&st);
         drop(st);
-        let slot = self.spin_slot();
-        if slot.is_some() {
-            self.counters.spins.fetch_add(1, Ordering::Relaxed);
-        }
+        let slot = self.spin_slot(spin);
         loop {
             let now = Instant::now();
             if now >= deadline {
