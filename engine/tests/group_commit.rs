@@ -58,6 +58,22 @@ thread_local! {
 /// (worker, bytes) of every WAL write made by a worker thread.
 type Writes = Arc<Mutex<Vec<(usize, Vec<u8>)>>>;
 
+/// `threads` threads put `per` keys each (`t<t>/k<j>`, in a scrambled
+/// order), all at once.
+fn commit_concurrently(tree: &holt::Tree, threads: usize, per: usize) {
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let tree = tree.clone();
+            s.spawn(move || {
+                for j in 0..per {
+                    let key = format!("t{t}/k{:04}", (j * 37) % per);
+                    tree.put(key.as_bytes(), b"v").unwrap();
+                }
+            });
+        }
+    });
+}
+
 /// Four threads committing at once share each fdatasync: well under one
 /// sync per three commits (ideal: one per four; without gathering about
 /// one per two), and every commit is there
@@ -73,17 +89,7 @@ fn concurrent_committers_share_fsyncs() {
         .open()
         .unwrap();
     let before = tree.wal_stats().unwrap();
-    std::thread::scope(|s| {
-        for t in 0..THREADS {
-            let tree = tree.clone();
-            s.spawn(move || {
-                for j in 0..PER {
-                    let key = format!("t{t}/k{:04}", (j * 37) % PER);
-                    tree.put(key.as_bytes(), b"v").unwrap();
-                }
-            });
-        }
-    });
+    commit_concurrently(&tree, THREADS, PER);
     let after = tree.wal_stats().unwrap();
     let commits = after.sync_commits - before.sync_commits;
     let syncs = after.syncs - before.syncs;
@@ -195,4 +201,30 @@ fn the_committer_completing_the_crowd_issues_the_sync() {
          the thread owning the last record: the gatherer leads instead of the committer \
          completing the crowd"
     );
+}
+
+/// `wal_spin_waiters` bounds the committers that spin while another
+/// thread's sync is in flight: by default four committers spin (while
+/// a slowed sync runs, most commits wait for one), with 0 none does, and
+/// every commit is durable either way. Fails if the builder's setting is
+/// not handed to the WAL (the second tree then spins too).
+#[test]
+fn spinning_waiters_follow_the_builder_setting() {
+    for limit in [None, Some(0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = TreeBuilder::new(dir.path())
+            .wal_sync_on_commit(true)
+            .io_driver(slow(SlowSync::default()));
+        if let Some(n) = limit {
+            b = b.wal_spin_waiters(n);
+        }
+        let tree = b.open().unwrap();
+        commit_concurrently(&tree, 4, 20);
+        let w = tree.wal_stats().unwrap();
+        assert_eq!(w.sync_commits, 80);
+        match limit {
+            None => assert!(w.spins > 0, "no waiter spun with the default limit"),
+            Some(_) => assert_eq!(w.spins, 0, "a waiter spun with spinning off"),
+        }
+    }
 }

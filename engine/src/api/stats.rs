@@ -96,6 +96,9 @@ pub struct WalStats {
     /// Callers that waited for their records to be durable (each commit
     /// with `wal_sync_on_commit(true)`, and the final drain at close).
     pub sync_commits: u64,
+    /// Waits for another thread's sync that spun before sleeping (see
+    /// [`TreeBuilder::wal_spin_waiters`](crate::TreeBuilder::wal_spin_waiters)).
+    pub spins: u64,
 }
 
 /// Buffer-pool figures, read in O(1) without walking the tree

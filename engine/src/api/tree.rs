@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::api::builder::OpenExtras;
 use crate::api::config::{Storage, TreeConfig};
 use crate::api::errors::{Error, Result};
 use crate::api::range::RangeBuilder;
@@ -369,10 +370,16 @@ impl Tree {
     /// [`MemoryBackend`] and has no WAL.
     ///
     /// # Errors
-    /// Invalid configuration, or I/O and corruption errors from loading
-    /// the tree. Persistent mode is not available in this build yet and
-    /// returns [`Error::NotYetImplemented`].
+    /// Invalid configuration; for a persistent tree, I/O and corruption
+    /// errors from loading it, [`Error::Locked`] if another process has it
+    /// open.
     pub fn open(cfg: TreeConfig) -> Result<Self> {
+        Self::open_with_extras(cfg, OpenExtras::default())
+    }
+
+    /// [`Tree::open`] with what a [`TreeBuilder`](crate::TreeBuilder) sets
+    /// beyond the configuration.
+    pub(crate) fn open_with_extras(cfg: TreeConfig, extras: OpenExtras) -> Result<Self> {
         cfg.validate()?;
         match &cfg.storage {
             Storage::Memory => {
@@ -381,27 +388,19 @@ impl Tree {
             }
             Storage::Persistent { dir } => {
                 let dir = dir.clone();
-                let (driver, info) = default_driver();
-                Self::open_persistent(cfg, &dir, driver, info)
-            }
-        }
-    }
-
-    /// [`Tree::open`] with persistent I/O through `driver` (see
-    /// [`TreeBuilder::io_driver`](crate::TreeBuilder::io_driver)).
-    pub(crate) fn open_with_driver(cfg: TreeConfig, driver: Arc<dyn IoDriver>) -> Result<Self> {
-        cfg.validate()?;
-        match &cfg.storage {
-            Storage::Persistent { dir } => {
-                let dir = dir.clone();
-                let info = IoStats {
-                    driver: driver.name(),
-                    fallback_reason: None,
-                    direct_io: false,
+                let (driver, info) = match extras.driver {
+                    Some(driver) => {
+                        let info = IoStats {
+                            driver: driver.name(),
+                            fallback_reason: None,
+                            direct_io: false,
+                        };
+                        (driver, info)
+                    }
+                    None => default_driver(),
                 };
-                Self::open_persistent(cfg, &dir, driver, info)
+                Self::open_persistent(cfg, &dir, driver, info, extras.spin_waiters)
             }
-            _ => Self::open(cfg),
         }
     }
 
@@ -414,6 +413,7 @@ impl Tree {
         dir: &Path,
         driver: Arc<dyn IoDriver>,
         mut io: IoStats,
+        spin_waiters: Option<usize>,
     ) -> Result<Self> {
         let store = Arc::new(PersistentBackend::open_with_driver(dir, driver)?);
         io.direct_io = store.is_direct();
@@ -449,7 +449,7 @@ impl Tree {
             last = rec.seq;
         }
         let retired = scanned.retired.clone();
-        let wal = Wal::open(
+        let mut wal = Wal::open(
             dir,
             driver,
             scanned.active_file.clone(),
@@ -462,6 +462,9 @@ impl Tree {
             max_seen + 1,
             retired,
         )?;
+        if let Some(n) = spin_waiters {
+            wal.limit_spinners(n);
+        }
         let tree = Self::assemble(cfg, core, false, false, Some(Durable { wal, store, io }))?;
         if gap {
             // Records past a gap are not part of any prefix: a checkpoint
@@ -823,6 +826,7 @@ impl Tree {
                 records: c.records.load(Ordering::Relaxed),
                 syncs: c.syncs.load(Ordering::Relaxed),
                 sync_commits: c.sync_commits.load(Ordering::Relaxed),
+                spins: c.spins.load(Ordering::Relaxed),
             }
         })
     }

@@ -36,8 +36,11 @@
 //! (at most half the last sync) before that. Yielding hands the CPU to
 //! any runnable thread, the leader whose sync has just completed
 //! included. At most two
-//! waiters per CPU spin at once ([`spin_slots`]); before any sync has
-//! been timed (`last_sync` zero, e.g. buffered writes only) nobody spins.
+//! waiters per CPU spin at once ([`spin_slots`]; the builder's
+//! `wal_spin_waiters` changes that bound, 0 switching spinning off for
+//! hosts where CPU time is scarcer than sync latency); before any sync
+//! has been timed (`last_sync` zero, e.g. buffered writes only) nobody
+//! spins.
 //!
 //! Preallocation (sync mode): a sync that changes the file's size or
 //! starts a new block makes the filesystem commit metadata (block
@@ -162,8 +165,11 @@ pub(crate) struct Wal {
     synced: AtomicU64,
     /// Callers inside `drain` with `sync` (waiting or leading).
     sync_waiters: AtomicUsize,
-    /// Waiters that may spin at once (see the module docs).
+    /// Free spin slots: waiters that may start spinning now (see the
+    /// module docs).
     spin_slots: AtomicUsize,
+    /// How many waiters may spin at once ([`spin_slots`] by default).
+    spin_limit: usize,
     /// Mirror of `State::poisoned` for the writers' lock-free check.
     poisoned: AtomicBool,
     counters: Counters,
@@ -353,6 +359,7 @@ impl Wal {
             synced: AtomicU64::new(last),
             sync_waiters: AtomicUsize::new(0),
             spin_slots: AtomicUsize::new(spin_slots()),
+            spin_limit: spin_slots(),
             poisoned: AtomicBool::new(false),
             counters: Counters::default(),
         })
@@ -450,6 +457,13 @@ impl Wal {
         while self.epoch.load(Ordering::Acquire) == epoch {
             std::thread::park();
         }
+    }
+
+    /// Lets at most `n` waiters spin at once (0: waiters park at once).
+    /// Takes `&mut self`, so it runs before anyone can hold a slot.
+    pub(crate) fn limit_spinners(&mut self, n: usize) {
+        self.spin_limit = n;
+        *self.spin_slots.get_mut() = n;
     }
 
     /// A spin slot, if `spin` is not zero and one is free (counted in
@@ -848,6 +862,23 @@ impl Wal {
 mod tests {
     use super::*;
 
+    /// Four threads commit 100 records each, with a sync each; all 400
+    /// are synced at the end.
+    fn commit_400_from_four_threads(wal: &Wal) {
+        std::thread::scope(|s| {
+            for t in 0u32..4 {
+                s.spawn(move || {
+                    for k in 0u32..100 {
+                        let key = (t << 16 | k).to_le_bytes();
+                        let seq = wal.append(&[OpRef::Put(&key, b"v")], false).unwrap();
+                        wal.drain(seq, true).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(wal.lock().synced, 400, "every commit synced");
+    }
+
     /// Four threads committing with a sync each: waiters spin (the
     /// crowd's members and the gatherers), every spin slot is given back
     /// once they are done, and every commit is durable. Fails with the
@@ -859,28 +890,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let driver: Arc<dyn IoDriver> = Arc::new(crate::io::SyncDriver::new());
         let wal = Wal::open(dir.path(), driver, None, 0, 0, 1, Vec::new()).unwrap();
-        std::thread::scope(|s| {
-            for t in 0u32..4 {
-                let wal = &wal;
-                s.spawn(move || {
-                    for k in 0u32..100 {
-                        let key = (t << 16 | k).to_le_bytes();
-                        let seq = wal.append(&[OpRef::Put(&key, b"v")], false).unwrap();
-                        wal.drain(seq, true).unwrap();
-                    }
-                });
-            }
-        });
-        assert_eq!(wal.lock().synced, 400, "every commit synced");
+        commit_400_from_four_threads(&wal);
         assert!(
             wal.counters.spins.load(Ordering::Relaxed) > 0,
             "waiters spun before parking"
         );
         assert_eq!(
             wal.spin_slots.load(Ordering::Relaxed),
-            spin_slots(),
+            wal.spin_limit,
             "every spin slot given back"
         );
+    }
+
+    /// With the spinner limit at 0, four committers never spin and every
+    /// commit is still synced. Fails if `limit_spinners` leaves the slots
+    /// as they were (waiters then spin as by default).
+    #[test]
+    fn no_spin_slots_means_no_spinning() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver: Arc<dyn IoDriver> = Arc::new(crate::io::SyncDriver::new());
+        let mut wal = Wal::open(dir.path(), driver, None, 0, 0, 1, Vec::new()).unwrap();
+        wal.limit_spinners(0);
+        commit_400_from_four_threads(&wal);
+        assert_eq!(wal.counters.spins.load(Ordering::Relaxed), 0);
+        assert_eq!(wal.spin_slots.load(Ordering::Relaxed), 0);
     }
 
     /// The room a rotation prepares: the append rate since the cut over
