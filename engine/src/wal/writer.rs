@@ -215,8 +215,12 @@ fn extend_with_zeros(file: &dyn IoFile, from: u64, to: u64) -> std::io::Result<b
 /// How many waiters may spin at once (see the module docs): enough for a
 /// crowd of two per CPU. Spinners yield, so the thread whose sync
 /// completes still gets a CPU at once.
+///
+/// Asked once per process: `available_parallelism` reads cgroup files
+/// (tens of microseconds, on every tree open otherwise).
 fn spin_slots() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| 2 * n.get())
+    static SLOTS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SLOTS.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| 2 * n.get()))
 }
 
 /// A taken spin slot, given back on drop.
