@@ -29,12 +29,11 @@
 //!   every write-through in memory mode, writes inline as before), and
 //!   then serves every later round of the tree (rounds are serialised by
 //!   the round lock) until the buffer manager drops, which stops and joins
-//!   it. One long-lived thread rather than one per round: on io_uring the
-//!   kernel keeps per-thread submission state (and io-wq workers for
-//!   writes it cannot issue inline), which a fresh thread per round paid
-//!   for again every round (measured: a 64-frame round's CPU time went
-//!   from 14 to 26 ms). If the thread cannot be spawned, batches are
-//!   written inline.
+//!   it. One long-lived thread rather than one per round, so a round
+//!   pays no thread start and, on io_uring, the kernel's per-thread
+//!   submission state (and io-wq workers) is set up once; a thread per
+//!   round measured no different, within noise, in one run. If the
+//!   thread cannot be spawned, batches are written inline.
 //!
 //! Layering is unchanged: the writer calls the round's [`Backend`], never
 //! the I/O driver, and nothing below the engine knows about it.
