@@ -13,6 +13,7 @@ use super::dirty::SeqMap;
 use super::eviction;
 use super::frame_table::{FrameTable, Guard};
 use super::image_pool::ImagePool;
+use super::image_writer::ImageWriter;
 use crate::api::errors::{Error, Result};
 use crate::frame::image::{CaptureImage, PagePool};
 use crate::frame::{capture, copy, header, AtomicFrame, PAGES};
@@ -54,9 +55,15 @@ pub(crate) struct BufferManager {
     /// round takes the round lock before the gate, so a loader waiting for
     /// the round lock could deadlock with it.
     bump_lock: RwLock<()>,
+    /// Frames per capture batch ([`capture_batch`]).
+    capture_batch: usize,
     /// Image buffers of finished rounds, reused by the next captures
     /// (arena buffers from the backend first; see `image_pool`).
     image_pool: ImagePool,
+    /// Writes a round's capture batches while it captures the next ones
+    /// (one thread, started by the first round that has more than one
+    /// batch); locked by the round for its whole length.
+    image_writer: Mutex<ImageWriter>,
     /// Page buffers for writers' saves into armed frames (P2, in
     /// `frame::image`).
     page_pool: Arc<PagePool>,
@@ -67,23 +74,39 @@ pub(crate) struct BufferManager {
 }
 
 /// Most image buffers kept for reuse between rounds: a sixteenth of the
-/// cache capacity, at least [`PREPARED_SLACK`] and at most two capture
-/// batches, because idle buffers count against the memory budget like
-/// cached frames (`checkpoint::pressure`). A round needs about one
-/// batch of buffers ([`CAPTURE_BATCH`]) however many frames it writes,
+/// cache capacity, at least [`PREPARED_SLACK`] and at most 64 (32 MiB),
+/// because idle buffers count against the memory budget like
+/// cached frames (`checkpoint::pressure`). A round needs at most two
+/// capture batches of buffers ([`capture_batch`]) however many frames it
+/// writes, which is never more than this bound,
 /// so a small pool no longer means allocating per frame (that churn —
 /// page zeroing, `munmap` TLB shootdowns — once raised a concurrent
 /// writer's p99 during a 2000-frame round to 4-6x its idle value). The
 /// same bound is the number of frame buffers the first round asks the
 /// backend to reserve (io_uring: registered arena slots).
-const MAX_POOLED_IMAGES: usize = 2 * CAPTURE_BATCH;
+const MAX_POOLED_IMAGES: usize = 64;
 
-/// Frames a round captures before it writes them out (one backend batch)
-/// and reuses their buffers. A round's image memory is therefore this
-/// many buffers plus the 4 KiB pages writers save after the cut
-/// (`frame::image`), not one image per dirty frame: a tree that fits its
-/// pool can be checkpointed without doubling it.
+/// Most frames a round captures before it hands them to the backend as
+/// one batch (written by the tree's image writer thread while the round
+/// captures the next batch, see `image_writer`) and later reuses their
+/// buffers.
 const CAPTURE_BATCH: usize = 32;
+
+/// Frames per capture batch for a cache of `capacity` frames: half the
+/// image buffers the pool keeps ([`pooled_images`]), at least 4 and at
+/// most [`CAPTURE_BATCH`]. A round holds at most two batches of buffers
+/// — one being written, one being captured — so its image memory is at
+/// most what the pool keeps between rounds, and a round finds all of
+/// them pooled instead of allocating (and faulting in) fresh ones every
+/// time (with batches of 32 against a pool of 16, as the checkpoint
+/// bench's 64-frame trees have, a round took 27-29 ms of CPU instead of
+/// 10-12 ms, single runs).
+/// Besides these, a round holds the 4 KiB pages writers save after the
+/// cut (`frame::image`), not one image per dirty frame: a tree that fits
+/// its pool can be checkpointed without doubling it.
+fn capture_batch(capacity: usize) -> usize {
+    (pooled_images(capacity) / 2).clamp(4, CAPTURE_BATCH)
+}
 
 /// Pooled image buffers prepared beyond the dirty count, for frames
 /// marked between the preparation and the cut (fresh ones are allocated
@@ -123,6 +146,7 @@ fn corrupt(guid: BlobGuid, e: crate::frame::Corrupt) -> Error {
 
 impl BufferManager {
     pub(crate) fn new(backend: Arc<dyn Backend>, capacity: usize) -> Self {
+        let writer_backend = Arc::clone(&backend);
         Self {
             map: FrameTable::new(),
             backend,
@@ -136,7 +160,9 @@ impl BufferManager {
             guid_counter: AtomicU64::new(1),
             writebacks: AtomicU64::new(0),
             bump_lock: RwLock::new(()),
+            capture_batch: capture_batch(capacity),
             image_pool: ImagePool::new(pooled_images(capacity)),
+            image_writer: Mutex::new(ImageWriter::new(writer_backend)),
             page_pool: Arc::new(PagePool::new(pooled_images(capacity) * PAGES / 2)),
             round_ids: AtomicU64::new(1),
             peak_resident: AtomicUsize::new(0),
@@ -499,7 +525,7 @@ impl BufferManager {
     }
 
     /// Image buffers for the next round's captures, taken *before* the
-    /// commit gate: one per frame dirty now, up to a capture batch, plus
+    /// commit gate: one per frame dirty now, up to two capture batches, plus
     /// a few pooled ones for marks that arrive before the cut — the
     /// backend's arena buffers first (the first round reserves them).
     /// Fresh buffers are touched here, so the round's copies do not pay
@@ -514,7 +540,7 @@ impl BufferManager {
         );
         self.image_pool.for_round(
             &*self.backend,
-            self.dirty.len().min(CAPTURE_BATCH),
+            self.dirty.len().min(2 * self.capture_batch),
             PREPARED_SLACK,
         )
     }
@@ -562,18 +588,30 @@ impl BufferManager {
             images: Vec::new(),
             spare,
             written: 0,
+            writer: self
+                .image_writer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
         }
     }
 
     /// After the gate: completes every armed frame's image as of the cut
     /// — the pages no store saved are copied here, under the frame's
     /// shared latch, into the buffer a store took or a spare one — then
-    /// stamps and seals it. Every [`CAPTURE_BATCH`] images are written to
-    /// the backend at once (free slots: nothing durable refers to them
-    /// before the round's manifest) and their buffers reused;
-    /// [`BufferManager::persist`] writes the rest.
+    /// stamps and seals it. Every capture batch ([`capture_batch`]) goes
+    /// to the backend as one batch (free slots: nothing durable refers to
+    /// them before the round's manifest): if frames remain to capture,
+    /// the batch is handed to the tree's image writer thread and the
+    /// round captures on while it is written (at most one batch at the
+    /// writer, see `image_writer`); its buffers are reused once it is
+    /// written.
+    /// Once this round has handed a batch over, its last images are
+    /// handed over too, so their write overlaps the WAL rotation;
+    /// otherwise (a round of one batch or less) [`BufferManager::persist`]
+    /// writes them.
     pub(crate) fn capture_round(&self, r: &mut Round<'_>) -> Result<()> {
-        for i in 0..r.armed.len() {
+        let n = r.armed.len();
+        for i in 0..n {
             let b = Arc::clone(&r.armed[i]);
             let frame = &b.frame;
             let spare = &mut r.spare;
@@ -598,17 +636,43 @@ impl BufferManager {
             }
             header::seal_image(buf.as_mut_slice());
             r.images.push((b.guid, buf));
-            if r.images.len() >= CAPTURE_BATCH {
+            if r.images.len() >= self.capture_batch {
                 // Before the batch's write too: frames not captured yet
                 // stay armed while it runs (at 64 dirty frames, half of
                 // them for the whole first write), and their saves should
                 // find pooled pages then, not only after it.
                 self.page_pool.top_up();
-                self.write_images(r)?;
+                if i + 1 < n || r.written > 0 {
+                    self.hand_over(r)?;
+                } else {
+                    self.write_images(r)?;
+                }
                 self.page_pool.top_up();
             }
         }
+        if r.written > 0 && !r.images.is_empty() {
+            self.hand_over(r)?;
+        }
         Ok(())
+    }
+
+    /// Hands the round's captured images to the image writer thread, after
+    /// taking back the batch written before (its buffers become spares).
+    /// On an error (that earlier batch's, or no writer) the images stay
+    /// the round's.
+    fn hand_over(&self, r: &mut Round<'_>) -> Result<()> {
+        let batch = std::mem::take(&mut r.images);
+        let len = batch.len();
+        match r.writer.submit(batch, &mut r.spare) {
+            Ok(()) => {
+                r.written += len;
+                Ok(())
+            }
+            Err((e, back)) => {
+                r.images = back;
+                Err(e)
+            }
+        }
     }
 
     /// Writes the round's captured images (one batch) and keeps their
@@ -619,17 +683,19 @@ impl BufferManager {
         self.backend.write_blobs(&refs)?;
         r.written += r.images.len();
         for (_, buf) in r.images.drain(..) {
-            if r.spare.len() < CAPTURE_BATCH {
+            if r.spare.len() < self.capture_batch {
                 r.spare.push(buf);
             }
         }
         Ok(())
     }
 
-    /// Writes a round's remaining images (one batch) and its deletes to
-    /// the backend.
+    /// Waits for the round's writer thread (the batch in flight), then
+    /// writes the round's remaining images (one batch; none if the writer
+    /// ran) and its deletes to the backend.
     pub(crate) fn persist(&self, r: &mut Round<'_>) -> Result<()> {
-        let res = self.write_images(r).and_then(|()| {
+        let res = r.writer.wait(&mut r.spare);
+        let res = res.and_then(|()| self.write_images(r)).and_then(|()| {
             for g in r.deletes.keys() {
                 self.backend.delete_blob(*g)?;
             }
@@ -715,8 +781,11 @@ pub(crate) struct Round<'a> {
     pub(crate) images: Vec<(BlobGuid, AlignedBlobBuf)>,
     /// Buffers for the next captures.
     spare: Vec<AlignedBlobBuf>,
-    /// Images already written (in batches).
+    /// Images handed to the backend (written, or at the writer thread).
     written: usize,
+    /// The tree's image writer, held for the round (no other round can
+    /// run anyway); it owns the buffers of the batch it writes.
+    writer: std::sync::MutexGuard<'a, ImageWriter>,
 }
 
 impl Round<'_> {
@@ -730,6 +799,12 @@ impl Round<'_> {
     fn finish(&mut self, ok: bool) -> usize {
         self.finished = true;
         let bm = self.bm;
+        // First of all: no write of this round may outlive it (a late one
+        // would remap a frame after the next round rewrote it), and the
+        // batch at the writer owns its buffers until it is written. A
+        // successful round's `persist` already did this; a failed round's
+        // error is already known, so a second one is dropped here.
+        let _ = self.writer.wait(&mut self.spare);
         let mut bufs: Vec<AlignedBlobBuf> = self
             .armed
             .drain(..)

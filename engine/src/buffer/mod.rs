@@ -29,6 +29,7 @@ pub(crate) mod dirty;
 pub(crate) mod eviction;
 pub(crate) mod frame_table;
 pub(crate) mod image_pool;
+pub(crate) mod image_writer;
 pub(crate) mod manager;
 
 pub(crate) use cached_blob::{CachedBlob, FrameWrite};

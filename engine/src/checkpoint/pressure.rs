@@ -26,9 +26,10 @@
 //! the next round is due only after about `C` more frames are dirtied:
 //! no round per put.
 //!
-//! Memory besides the cached frames: a round holds about one capture
-//! batch of image buffers (`buffer::manager`, `CAPTURE_BATCH`) plus the
-//! 4 KiB pages writers save during it, and the image pool keeps at most
+//! Memory besides the cached frames: a round holds at most two capture
+//! batches of image buffers (`buffer::manager`, `capture_batch`: together
+//! no more than the pool keeps, plus a few pooled spares) plus the 4 KiB
+//! pages writers save during it, and the image pool keeps at most
 //! `min(C/16, 64)` idle ones; [`Marks`] leave room for both inside the
 //! budget `C * 1.1 + 64 MiB`.
 //!
