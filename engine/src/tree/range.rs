@@ -745,9 +745,8 @@ impl Walker<'_, '_> {
     /// Nodes below the frame's key-order mark (`AtomicFrame::ordered_to`)
     /// lie in the order the walk visits them, one line after the next,
     /// which the hardware prefetcher follows on its own; hints for them
-    /// were only instructions spent (4% of a scan's on a freshly
-    /// checkpointed tree). A node past the mark sits at the tail in
-    /// allocation order, a cache miss away from its neighbours.
+    /// are only instructions spent. A node past the mark sits at the tail
+    /// in allocation order, a cache miss away from its neighbours.
     ///
     /// With `one` the walk wants a single child at a time: on the way
     /// down to the prefix (only the child on the prefix's path can
