@@ -121,6 +121,7 @@ impl AtomicFrame {
 
     /// The bump offset of the last [`AtomicFrame::mark_ordered`] (0:
     /// never).
+    #[inline]
     pub(crate) fn ordered_to(&self) -> u32 {
         self.ordered_to.load(Ordering::Relaxed)
     }
@@ -233,6 +234,43 @@ impl AtomicFrame {
         self.read_le(off, 8)
     }
 
+    /// Overwrites `dst`, whose length is a multiple of 8, with the bytes
+    /// at `off` (8-aligned), a word at a time with one bounds check: the
+    /// caller sized its buffer once for everything it appends.
+    #[inline]
+    pub(crate) fn copy_words(&self, off: usize, dst: &mut [u8]) -> FResult<()> {
+        if off % 8 != 0 {
+            return Err(Corrupt("unaligned word read"));
+        }
+        let wi = off >> 3;
+        let src = self
+            .words()
+            .get(wi..wi.saturating_add(dst.len() / 8))
+            .ok_or(Corrupt("offset outside frame"))?;
+        for (d, w) in dst.chunks_exact_mut(8).zip(src) {
+            d.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+        Ok(())
+    }
+
+    /// Fills `dst` with the words at `off` (8-aligned), one bounds check
+    /// for all of them: a node body read whole instead of field by field.
+    #[inline]
+    pub(crate) fn words_into(&self, off: usize, dst: &mut [u64]) -> FResult<()> {
+        if off % 8 != 0 {
+            return Err(Corrupt("unaligned word read"));
+        }
+        let wi = off >> 3;
+        let src = self
+            .words()
+            .get(wi..wi.saturating_add(dst.len()))
+            .ok_or(Corrupt("offset outside frame"))?;
+        for (d, w) in dst.iter_mut().zip(src) {
+            *d = w.load(Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Hints the CPU to start loading the cache line holding byte `off`
     /// (ignored outside the frame): a walker that knows which nodes it
     /// will visit next overlaps their cache misses.
@@ -250,26 +288,32 @@ impl AtomicFrame {
     /// cut back to `len` at the end: no variable-length copy (a library
     /// call per key or value was a tenth of a scan) and no length or
     /// capacity update per word.
+    #[inline]
     pub(crate) fn read_into(&self, off: usize, len: usize, out: &mut Vec<u8>) -> FResult<()> {
         check(off, len)?;
         let start = out.len();
         let chunks = len.div_ceil(8);
         out.resize(start + chunks * 8, 0);
         let dst = out.get_mut(start..).unwrap_or_default();
-        let mut wi = off >> 3;
+        let wi = off >> 3;
         let shift = (off & 7) * 8;
+        // The source words as one slice, bounds-checked once rather than
+        // per word.
+        let words = self.words();
         if shift == 0 {
-            for d in dst.chunks_exact_mut(8) {
-                d.copy_from_slice(&self.word(wi).to_le_bytes());
-                wi += 1;
+            // `check` holds `off + len` inside the frame, so the slice is
+            // whole.
+            let src = words.get(wi..wi + chunks).unwrap_or_default();
+            for (d, w) in dst.chunks_exact_mut(8).zip(src) {
+                d.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
             }
         } else {
             let mut lo = self.word(wi) >> shift;
+            let mut src = words.get(wi + 1..).unwrap_or_default().iter();
             for d in dst.chunks_exact_mut(8) {
-                wi += 1;
-                // `word` reads 0 past the frame end: only bytes beyond
-                // `len` come from there.
-                let next = self.word(wi);
+                // Past the frame end reads 0: only bytes beyond `len`
+                // come from there.
+                let next = src.next().map_or(0, |w| w.load(Ordering::Relaxed));
                 d.copy_from_slice(&(lo | (next << (64 - shift))).to_le_bytes());
                 lo = next >> shift;
             }
@@ -476,6 +520,41 @@ mod tests {
             f.read_into(FRAME_SIZE - len, len, &mut out).unwrap();
             assert_eq!(out, &tail[64 - len..], "last {len} bytes");
         }
+    }
+
+    /// `copy_words` and `words_into` read whole words at 8-aligned
+    /// offsets, up to the frame's last word, and refuse an unaligned
+    /// offset or one running past the frame. Deliberate bugs tried: the
+    /// word index taken as `off >> 2`, and a slice one word short
+    /// (`dst.len() / 8 - 1`), which leaves the last word zero.
+    #[test]
+    fn whole_word_reads_copy_the_bytes_and_check_their_bounds() {
+        let f = AtomicFrame::zeroed();
+        let pattern: Vec<u8> = (0..256u32).map(|i| (i * 13 + 1) as u8).collect();
+        f.write(2048, &pattern).unwrap();
+        f.write(FRAME_SIZE - 16, &pattern[..16]).unwrap();
+        for start in (0..64).step_by(8) {
+            for words in 0..12 {
+                let mut dst = vec![0xEE; 8 * words];
+                f.copy_words(2048 + start, &mut dst).unwrap();
+                assert_eq!(dst, &pattern[start..start + 8 * words], "at {start}");
+                let mut w = vec![0u64; words];
+                f.words_into(2048 + start, &mut w).unwrap();
+                for (i, x) in w.iter().enumerate() {
+                    assert_eq!(*x, f.u64(2048 + start + 8 * i).unwrap());
+                }
+            }
+        }
+        let mut dst = [0u8; 16];
+        f.copy_words(FRAME_SIZE - 16, &mut dst).unwrap();
+        assert_eq!(dst, pattern[..16]);
+        assert!(f.copy_words(FRAME_SIZE - 8, &mut dst).is_err());
+        assert!(f.copy_words(2051, &mut dst).is_err());
+        assert!(f.copy_words(usize::MAX - 7, &mut dst).is_err());
+        let mut w = [0u64; 2];
+        assert!(f.words_into(FRAME_SIZE - 8, &mut w).is_err());
+        assert!(f.words_into(2052, &mut w).is_err());
+        assert!(f.words_into(usize::MAX - 7, &mut w).is_err());
     }
 
     #[test]

@@ -185,22 +185,7 @@ pub(crate) fn decode(f: &AtomicFrame, r: u32) -> FResult<Node> {
     let size = head_size(off, head)?;
     match kind {
         LEAF => leaf_fields(f, off, size).map(Node::Leaf),
-        N4 | N16 | N48 | N256 => {
-            let w = f.u64(off + 8)?;
-            let value = (w & 0xFFFF_FFFF) as u32;
-            let prefix_len = ((w >> 32) & 0xFFFF) as usize;
-            if count > capacity(kind) || inner_size(kind, prefix_len) > size {
-                return Err(Corrupt("inner node larger than its allocation"));
-            }
-            Ok(Node::Inner(Inner {
-                off,
-                size,
-                kind,
-                count,
-                prefix_len,
-                value,
-            }))
-        }
+        N4 | N16 | N48 | N256 => inner_fields(f, off, kind, count, size).map(Node::Inner),
         LINK => {
             if size < LINK_SIZE {
                 return Err(Corrupt("link node size"));
@@ -225,6 +210,62 @@ pub(crate) fn leaf_at(f: &AtomicFrame, r: u32) -> Option<Leaf> {
         return None;
     }
     leaf_fields(f, off, head_size(off, head).ok()?).ok()
+}
+
+/// A leaf or an inner node, as [`leaf_or_inner_at`] finds it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Quick {
+    Leaf(Leaf),
+    Inner(Inner),
+}
+
+/// The leaf or inner node at `r`, when a well-formed one is there; `None`
+/// for a link and for anything [`decode`] would reject, so a caller that
+/// falls back to [`decode`] handles links and reports the same corruption.
+/// The range walk's per-child check: one head read, no call, no [`Node`]
+/// to build (the caller's hot loop keeps the fields in registers).
+#[inline]
+pub(crate) fn leaf_or_inner_at(f: &AtomicFrame, r: u32) -> Option<Quick> {
+    let off = check_ptr(r).ok()?;
+    let head = f.u64(off).ok()?;
+    let size = head_size(off, head).ok()?;
+    let kind = head as u8;
+    match kind {
+        LEAF => leaf_fields(f, off, size).ok().map(Quick::Leaf),
+        N4 | N16 | N48 | N256 => {
+            let count = ((head >> 16) & 0xFFFF) as usize;
+            inner_fields(f, off, kind, count, size)
+                .ok()
+                .map(Quick::Inner)
+        }
+        _ => None,
+    }
+}
+
+/// The inner node of `kind` at `off` whose head gives `count` and `size`:
+/// its value pointer and prefix length, checked to fit the allocation.
+#[inline]
+fn inner_fields(
+    f: &AtomicFrame,
+    off: usize,
+    kind: u8,
+    count: usize,
+    size: usize,
+) -> FResult<Inner> {
+    let w = f.u64(off + 8)?;
+    let value = (w & 0xFFFF_FFFF) as u32;
+    let prefix_len = ((w >> 32) & 0xFFFF) as usize;
+    if count > capacity(kind) || inner_size(kind, prefix_len) > size {
+        return Err(Corrupt("inner node larger than its allocation"));
+    }
+    Ok(Inner {
+        off,
+        size,
+        kind,
+        count,
+        prefix_len,
+        value,
+    })
 }
 
 /// The allocated size in the node head `head` at `off`, checked against
@@ -364,12 +405,15 @@ pub(crate) fn children_from(
     let mut taken = 0usize;
     match n.kind {
         N4 | N16 => {
-            let keys = [
-                f.u64(body)?,
-                if n.kind == N16 { f.u64(body + 8)? } else { 0 },
-            ];
+            // The whole body in one read: N4 is keys[4] + pad[4] +
+            // children[4] (3 words), N16 keys[16] + children[16] (10).
+            let mut w = [0u64; 10];
+            let (nw, kw) = if n.kind == N16 { (10, 2) } else { (3, 1) };
+            let w = &mut w[..nw];
+            f.words_into(body, w)?;
+            let (keys, kids) = w.split_at(kw);
             let mut last = None;
-            for i in 0..n.count {
+            for i in 0..n.count.min(capacity(n.kind)) {
                 let k = (keys[i / 8] >> ((i % 8) * 8)) as u8;
                 if last.is_some_and(|l| k <= l) {
                     return Err(Corrupt("node keys out of order"));
@@ -379,7 +423,7 @@ pub(crate) fn children_from(
                     if taken == max {
                         return Ok(usize::from(k));
                     }
-                    out.push((k, f.u32(n.child_slot_at(i))?));
+                    out.push((k, (kids[i / 2] >> (32 * (i & 1))) as u32));
                     taken += 1;
                 }
             }
@@ -653,6 +697,129 @@ mod tests {
             let mut expect: Vec<u8> = bytes.iter().skip(1).step_by(2).copied().collect();
             expect.sort_unstable();
             assert_eq!(left, expect);
+        }
+    }
+
+    /// `children_from` in chunks, from every start byte, for every inner
+    /// kind: the chunks put together are the children at or after the
+    /// start byte, in byte order, each with its own pointer, and each
+    /// chunk's resume byte is the next child's. Deliberate bugs tried:
+    /// the N4/N16 body read a word short (`(9, 2)` words for N16), which
+    /// drops the last child's pointer; the neighbour's half of a pointer
+    /// word (`>> (32 * (!i & 1))`); a resume byte one past the next
+    /// child.
+    #[test]
+    fn children_from_in_chunks_matches_the_children_of_every_kind() {
+        for kind in [N4, N16, N48, N256] {
+            let f = AtomicFrame::zeroed();
+            let mut n = inner(&f, 1024, kind);
+            let bytes: Vec<u8> = (0..capacity(kind))
+                .map(|i| ((i * 37 + 11) % 256) as u8)
+                .collect();
+            for (i, &b) in bytes.iter().enumerate() {
+                add_child(&f, &mut n, b, 4096 + 8 * i as u32).unwrap();
+            }
+            let all = children(&f, &n).unwrap();
+            assert_eq!(all.len(), capacity(kind));
+            for from in 0..=256usize {
+                let want: Vec<(u8, u32)> = all
+                    .iter()
+                    .copied()
+                    .filter(|&(b, _)| usize::from(b) >= from)
+                    .collect();
+                for max in [1, 2, 3, 16, 256] {
+                    let mut got = Vec::new();
+                    let mut at = from;
+                    while at < 256 {
+                        let before = got.len();
+                        at = children_from(&f, &n, at, max, &mut got).unwrap();
+                        assert!(got.len() - before <= max, "kind {kind} max {max}");
+                        if let Some(&(b, _)) = want.get(got.len()) {
+                            assert_eq!(at, usize::from(b), "resume, kind {kind} from {from}");
+                        }
+                    }
+                    assert_eq!(got, want, "kind {kind} from {from} max {max}");
+                }
+            }
+        }
+    }
+
+    /// A sorted node whose keys are not strictly increasing is corrupt,
+    /// for `children_from` as for every reader. Deliberate bug tried:
+    /// dropping the order check from the N4/N16 branch.
+    #[test]
+    fn children_from_rejects_unsorted_node_keys() {
+        for kind in [N4, N16] {
+            let f = AtomicFrame::zeroed();
+            let mut n = inner(&f, 1024, kind);
+            for (i, b) in [10u8, 20, 30].into_iter().enumerate() {
+                add_child(&f, &mut n, b, 4096 + 8 * i as u32).unwrap();
+            }
+            f.set_u8(n.body() + 1, 5).unwrap();
+            let mut out = Vec::new();
+            assert!(
+                children_from(&f, &n, 0, 16, &mut out).is_err(),
+                "kind {kind}"
+            );
+        }
+    }
+
+    /// `leaf_or_inner_at` finds what `decode` finds for a leaf and every
+    /// inner kind, and `None` where `decode` finds a link or fails, so the
+    /// range walk's fallback to the general visit handles those. Deliberate
+    /// bugs tried: taking a link for an inner node (kind check `>= N4`),
+    /// skipping the count-against-capacity check, and reading the prefix
+    /// length from the wrong half of the second word.
+    #[test]
+    fn leaf_or_inner_at_agrees_with_decode() {
+        let f = AtomicFrame::zeroed();
+        write_leaf(&f, 512, leaf_size(3, 5), b"key", b"value").unwrap();
+        match leaf_or_inner_at(&f, 512) {
+            Some(Quick::Leaf(l)) => {
+                assert_eq!((l.off, l.size, l.suffix_len, l.value_len), (512, 24, 3, 5));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut off = 1024;
+        for kind in [N4, N16, N48, N256] {
+            write_inner(&f, off, inner_size(kind, 11), kind, b"prefix-abcd", 512).unwrap();
+            let mut n = match decode(&f, off as u32).unwrap() {
+                Node::Inner(i) => i,
+                other => panic!("{other:?}"),
+            };
+            add_child(&f, &mut n, 7, 512).unwrap();
+            match leaf_or_inner_at(&f, off as u32) {
+                Some(Quick::Inner(q)) => assert_eq!(
+                    (q.off, q.size, q.kind, q.count, q.prefix_len, q.value),
+                    (off, n.size, kind, 1, 11, 512),
+                    "kind {kind}"
+                ),
+                other => panic!("kind {kind}: {other:?}"),
+            }
+            off += inner_size(kind, 11);
+        }
+        // A link in a large allocation, with a GUID that would read as an
+        // inner node's empty prefix and no value: only its kind tells.
+        write_link(&f, 8192, 2048, &[0u8; 16]).unwrap();
+        assert!(matches!(decode(&f, 8192), Ok(Node::Link(_))));
+        assert!(leaf_or_inner_at(&f, 8192).is_none(), "a link");
+        // A Node4 head claiming five children.
+        f.set_u64(
+            9000,
+            u64::from(N4) | (5 << 16) | ((inner_size(N4, 0) as u64) << 32),
+        )
+        .unwrap();
+        assert!(decode(&f, 9000).is_err());
+        assert!(leaf_or_inner_at(&f, 9000).is_none(), "count over capacity");
+        // A leaf larger than its allocation, a bad kind, a bad pointer.
+        f.set_u64(10000, u64::from(LEAF) | (16 << 32)).unwrap();
+        f.set_u64(10008, 9).unwrap();
+        assert!(decode(&f, 10000).is_err());
+        assert!(leaf_or_inner_at(&f, 10000).is_none(), "oversized leaf");
+        f.set_u64(11000, 9 | (32 << 32)).unwrap();
+        assert!(leaf_or_inner_at(&f, 11000).is_none(), "kind 9");
+        for r in [0, 4, 1028, FRAME_SIZE as u32] {
+            assert!(leaf_or_inner_at(&f, r).is_none(), "pointer {r}");
         }
     }
 

@@ -21,7 +21,7 @@ use super::{corrupt_in, Core};
 use crate::api::errors::Result;
 use crate::buffer::cached_blob::FrameRead;
 use crate::buffer::CachedBlob;
-use crate::frame::node::{self, Node};
+use crate::frame::node::{self, Node, Quick};
 use crate::frame::{header, AtomicFrame, Corrupt, FResult};
 
 /// Where iteration resumes.
@@ -142,10 +142,21 @@ impl Batch {
         delim: Option<u8>,
     ) -> FResult<()> {
         let start = self.bytes.len();
-        self.bytes.extend_from_slice(head);
-        self.bytes.extend(byte);
-        f.read_into(l.suffix_at(), l.suffix_len + l.value_len, &mut self.bytes)?;
-        let key_len = head.len() + usize::from(byte.is_some()) + l.suffix_len;
+        let at = head.len() + usize::from(byte.is_some());
+        let key_len = at + l.suffix_len;
+        let len = l.suffix_len + l.value_len;
+        // One resize for the whole entry: the head, the branch byte and
+        // the leaf's bytes rounded up to whole words (cut back below).
+        self.bytes.resize(start + at + len.div_ceil(8) * 8, 0);
+        let dst = self.bytes.get_mut(start..).unwrap_or_default();
+        if let Some(d) = dst.get_mut(..head.len()) {
+            d.copy_from_slice(head);
+        }
+        if let (Some(b), Some(d)) = (byte, dst.get_mut(head.len())) {
+            *d = b;
+        }
+        f.copy_words(l.suffix_at(), dst.get_mut(at..).unwrap_or_default())?;
+        self.bytes.truncate(start + at + len);
         if let Some(d) = delim {
             let key = &self.bytes[start..start + key_len];
             if let Some(i) = key.get(from..).and_then(|k| k.iter().position(|&x| x == d)) {
@@ -238,6 +249,9 @@ struct Level {
     /// The byte to read more children from once `kids[first..end]` are
     /// done (256: none left).
     resume: usize,
+    /// Whether the walk prefetches children of this chunk ahead of
+    /// visiting them (see [`Walker::read_kids`]).
+    hint: bool,
     /// Path length at which a child's branch byte goes.
     at: usize,
     /// This node's children are `kids[first..end]`; `next` is the next one
@@ -628,9 +642,20 @@ impl Walker<'_, '_> {
         ctx: Ctx,
     ) -> std::result::Result<Step, Abort> {
         let f = self.frames.frame(frame);
-        f.read_into(n.prefix_at(), n.prefix_len, &mut self.path)
-            .map_err(|c| self.frames.fail(frame, c))?;
-        let (v, rollup) = self.advance(&ctx, base);
+        if n.prefix_len > 0 {
+            f.read_into(n.prefix_at(), n.prefix_len, &mut self.path)
+                .map_err(|c| self.frames.fail(frame, c))?;
+        }
+        // Past the bound and inside the prefix, with no delimiter to look
+        // for (or rolled up already), the path classifies as before.
+        let (v, rollup) = if ctx.lo == Lo::Free
+            && ctx.pre == Pre::Within
+            && (ctx.rollup.is_some() || self.q.delimiter.is_none())
+        {
+            (Verdict::Go(Lo::Free, Pre::Within), ctx.rollup)
+        } else {
+            self.advance(&ctx, base)
+        };
         let (lo, pre) = match v {
             Verdict::Skip => return Ok(Step::Go),
             Verdict::Stop => return Ok(Step::Done),
@@ -669,11 +694,12 @@ impl Walker<'_, '_> {
         }
         let first = self.kids.len();
         let ctx = Ctx { lo, pre, rollup };
-        let resume = self.read_kids(frame, &n, next, ctx.one_child())?;
+        let (resume, hint) = self.read_kids(frame, &n, next, ctx.one_child())?;
         self.stack.push(Level {
             frame,
             node: n,
             resume,
+            hint,
             at: len,
             first,
             next: first,
@@ -711,7 +737,16 @@ impl Walker<'_, '_> {
     }
 
     /// Appends the next chunk of `n`'s children from byte `from` to
-    /// `kids` and prefetches the first few. Returns where to resume.
+    /// `kids` and, if any of them was allocated since the frame was last
+    /// written in key order, prefetches the first few. Returns where to
+    /// resume, and whether to prefetch the rest of the chunk as the walk
+    /// goes.
+    ///
+    /// Nodes below the frame's key-order mark (`AtomicFrame::ordered_to`)
+    /// lie in the order the walk visits them, one line after the next,
+    /// which the hardware prefetcher follows on its own; hints for them
+    /// are only instructions spent. A node past the mark sits at the tail
+    /// in allocation order, a cache miss away from its neighbours.
     ///
     /// With `one` the walk wants a single child at a time: on the way
     /// down to the prefix (only the child on the prefix's path can
@@ -725,16 +760,21 @@ impl Walker<'_, '_> {
         n: &node::Inner,
         from: usize,
         one: bool,
-    ) -> std::result::Result<usize, Abort> {
+    ) -> std::result::Result<(usize, bool), Abort> {
         let first = self.kids.len();
         let f = self.frames.frame(frame);
         let chunk = if one { 1 } else { KIDS_CHUNK };
         let resume = node::children_from(f, n, from, chunk, &mut self.kids)
             .map_err(|c| self.frames.fail(frame, c))?;
-        for &(_, c) in self.kids[first..].iter().take(PREFETCH_AHEAD) {
-            prefetch_node(f, c);
+        let kids = self.kids.get(first..).unwrap_or_default();
+        let ordered = f.ordered_to();
+        let hint = kids.iter().any(|&(_, c)| c >= ordered);
+        if hint {
+            for &(_, c) in kids.iter().take(PREFETCH_AHEAD) {
+                prefetch_node(f, c);
+            }
         }
-        Ok(resume)
+        Ok((resume, hint))
     }
 
     /// Walks one batch. `Ok(true)`: the tree has no entries past the batch.
@@ -771,18 +811,18 @@ impl Walker<'_, '_> {
                     self.stack.pop();
                     continue;
                 }
-                let resume = self.read_kids(frame, &node, resume, one)?;
+                let (resume, hint) = self.read_kids(frame, &node, resume, one)?;
                 let Some(top) = self.stack.last_mut() else {
                     return Ok(true);
                 };
-                (top.next, top.end, top.resume) = (first, self.kids.len(), resume);
+                (top.next, top.end, top.resume, top.hint) = (first, self.kids.len(), resume, hint);
                 continue;
             }
             let (b, c) = self.kids[top.next];
             top.next += 1;
             let ahead = top.next + PREFETCH_AHEAD - 1;
             let (frame, at, ctx) = (top.frame, top.at, top.ctx);
-            if ahead < top.end {
+            if top.hint && ahead < top.end {
                 prefetch_node(self.frames.frame(frame), self.kids[ahead].1);
             }
             // The branch byte is the delimiter: the child rolls up whole,
@@ -799,9 +839,21 @@ impl Walker<'_, '_> {
                 continue;
             }
             if ctx.lo == Lo::Free && ctx.pre == Pre::Within && ctx.rollup.is_none() {
-                if let Some(l) = node::leaf_at(self.frames.frame(frame), c) {
-                    step = self.leaf_run(frame, at, b, l)?;
-                    continue;
+                match node::leaf_or_inner_at(self.frames.frame(frame), c) {
+                    Some(Quick::Leaf(l)) => {
+                        step = self.leaf_run(frame, at, b, l)?;
+                        continue;
+                    }
+                    // What `visit` would do with this child, without the
+                    // call and the general decode (the child is no link).
+                    Some(Quick::Inner(n)) => {
+                        self.tick()?;
+                        self.path.truncate(at);
+                        self.path.push(b);
+                        step = self.inner(frame, n, at, ctx)?;
+                        continue;
+                    }
+                    None => {}
                 }
             }
             step = self.visit(core, frame, c, at, Some(b), ctx)?;
@@ -856,7 +908,7 @@ impl Walker<'_, '_> {
             };
             top.next += 1;
             let ahead = top.next + PREFETCH_AHEAD - 1;
-            if ahead < top.end {
+            if top.hint && ahead < top.end {
                 prefetch_node(f, self.kids[ahead].1);
             }
             (b, l) = (nb, nl);
