@@ -9,6 +9,12 @@
 //! now points to one shared link node. A reader that takes branch `b` at
 //! `Y`, meets the link and looks `b` up again in the fan node.
 //!
+//! A fan frame whose fan node has a single child is *raised* instead (its
+//! top node moves into the parent, the rest into a new fan frame one
+//! level deeper), and a full fan frame first *shifts* edge children to a
+//! sibling with room: both keep the routing levels in the upper frames
+//! and the frames full (docs/design.md, "Spillover").
+//!
 //! Moving a run rather than a single subtree is what keeps frames full:
 //! with path-shaped keys a node often has many children of similar, small
 //! size (months under a year, files under a directory), and moving one of
