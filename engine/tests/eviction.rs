@@ -12,11 +12,17 @@ use std::time::Duration;
 
 use holt::{Backend, MemoryBackend, Tree, TreeConfig};
 
-/// 64 directories × 160 keys × 3 KiB values: each directory outgrows a
-/// frame, so most lookups cross three or four frames (root, a fan frame,
-/// frames below it; `build` checks).
+/// 16 directories × 640 keys × 3 KiB values: each directory outgrows a
+/// frame, so most lookups cross three frames (root, a fan frame, frames
+/// below it; `build` checks). Each tenant also holds one small key
+/// ([`note`]) beside its big directory: without it a spill would raise
+/// every routing level into the root and most paths would be two frames.
 fn key(d: usize, k: usize) -> Vec<u8> {
     format!("tenant-{d:02}/dir/obj-{k:05}").into_bytes()
+}
+
+fn note(d: usize) -> Vec<u8> {
+    format!("tenant-{d:02}/a").into_bytes()
 }
 
 fn value(d: usize, k: usize, gen: u64) -> Vec<u8> {
@@ -25,8 +31,8 @@ fn value(d: usize, k: usize, gen: u64) -> Vec<u8> {
     v
 }
 
-const DIRS: usize = 64;
-const PER_DIR: usize = 160;
+const DIRS: usize = 16;
+const PER_DIR: usize = 640;
 
 /// Builds the tree into `backend` with a large pool and closes it (the
 /// last handle writes every frame back).
@@ -42,6 +48,7 @@ fn build(backend: &Arc<dyn Backend>) {
     )
     .unwrap();
     for d in 0..DIRS {
+        tree.put(&note(d), b"note").unwrap();
         for k in 0..PER_DIR {
             tree.put(&key(d, k), &value(d, k, 0)).unwrap();
         }
@@ -184,6 +191,7 @@ fn writes_survive_constant_eviction_under_concurrent_readers() {
     let misses = st.bm_cache_misses;
     assert!(misses > 1000, "eviction must be constant: {misses} misses");
     for d in 0..DIRS {
+        tree.put(&note(d), b"note").unwrap();
         for k in 0..PER_DIR {
             let gen = writer.get(&(d, k)).copied().unwrap_or(0);
             assert_eq!(
@@ -269,7 +277,7 @@ fn cold_scan_loads_sibling_frames_in_batches() {
                 std::ops::ControlFlow::Continue(())
             })
             .unwrap();
-        assert_eq!(n, DIRS * PER_DIR, "pool {pool}: every key once");
+        assert_eq!(n, DIRS * (PER_DIR + 1), "pool {pool}: every key once");
         let batches = counting.batches.lock().unwrap().clone();
         let loaded: usize = batches.iter().sum();
         assert!(

@@ -91,9 +91,11 @@ impl Core {
                     };
                     let parent = pw.as_ref().and_then(|(pw, pd)| {
                         Some(spill::Parent {
+                            w: pw,
                             frame: pw.frame(),
                             path: key.get(..depth.checked_sub(1)?)?,
                             depth: *pd,
+                            changed: std::cell::Cell::new(false),
                         })
                     });
                     match spill::spill(&self.bm, &w, parent.as_ref(), seq)
@@ -102,14 +104,17 @@ impl Core {
                         Spilled::Nothing => {
                             return Err(Error::Internal("a frame cannot hold one entry"))
                         }
-                        Spilled::Below => {}
-                        Spilled::Beside => {
-                            if let Some((pw, _)) = &pw {
-                                self.bm.mark_dirty(pw.blob().guid, seq);
-                            }
+                        Spilled::Below | Spilled::Beside | Spilled::Shifted => {
+                            self.bm.mark_dirty(w.blob().guid, seq);
                         }
+                        // The spilling frame was retired: only the
+                        // parent (and the new frames) are dirty.
+                        Spilled::Raised => {}
                     }
-                    self.bm.mark_dirty(w.blob().guid, seq);
+                    let parent_changed = parent.as_ref().is_some_and(|p| p.changed.get());
+                    if let (Some((pw, _)), true) = (&pw, parent_changed) {
+                        self.bm.mark_dirty(pw.blob().guid, seq);
+                    }
                     drop(pw);
                     drop(w);
                     self.bm.evict_over_capacity();
