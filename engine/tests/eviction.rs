@@ -191,7 +191,6 @@ fn writes_survive_constant_eviction_under_concurrent_readers() {
     let misses = st.bm_cache_misses;
     assert!(misses > 1000, "eviction must be constant: {misses} misses");
     for d in 0..DIRS {
-        tree.put(&note(d), b"note").unwrap();
         for k in 0..PER_DIR {
             let gen = writer.get(&(d, k)).copied().unwrap_or(0);
             assert_eq!(

@@ -287,7 +287,9 @@ pub(crate) fn spill(
     if let (Some(p), Some(ch)) = (parent, &c) {
         if ch.y == fan_root {
             beside = beside_in(p, &w.blob().guid, &ch.bytes)?.map(|py| (p, py));
-            p.changed.set(beside.is_some());
+            if beside.is_some() {
+                p.changed.set(true);
+            }
             if beside.is_none() {
                 // The preferred run cannot go beside: take the run closest
                 // to half the frame, as without a parent.
@@ -588,7 +590,13 @@ fn shift(bm: &BufferManager, w: &FrameWrite, p: &Parent<'_>, seq: u64) -> FResul
             continue;
         };
         let sf = sw.frame();
-        if sw.blob().is_obsolete() || !header::is_fan(sf)? || header::depth(sf)? != depth {
+        // An emptied fan frame (root 0) may stay linked until its unlink
+        // or a merge pass: it has no fan node to take children.
+        if sw.blob().is_obsolete()
+            || !header::is_fan(sf)?
+            || header::depth(sf)? != depth
+            || header::root(sf)? == 0
+        {
             continue;
         }
         let used_s = header::used(sf)? as usize;
