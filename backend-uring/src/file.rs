@@ -380,7 +380,8 @@ impl IoFile for UringFile {
 mod tests {
     use super::*;
 
-    fn buffered(config: UringConfig) -> (tempfile::TempDir, UringFile) {
+    /// A fresh read-write file in a temporary directory, opened plainly.
+    fn plain_file() -> (tempfile::TempDir, PathBuf, File) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let file = std::fs::OpenOptions::new()
@@ -390,6 +391,11 @@ mod tests {
             .truncate(false)
             .open(&path)
             .unwrap();
+        (dir, path, file)
+    }
+
+    fn buffered(config: UringConfig) -> (tempfile::TempDir, UringFile) {
+        let (dir, path, file) = plain_file();
         (dir, UringFile::from_file(file, path, false, config))
     }
 
@@ -438,15 +444,7 @@ mod tests {
         assert!(f.ring_depth() >= 128);
         assert_eq!(f.stats().sqes, 1);
 
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d");
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .unwrap();
+        let (_dir, path, file) = plain_file();
         // `direct: true` only tells the file how it was opened; the ring
         // does not care whether O_DIRECT is really in effect.
         let d = UringFile::from_file(file, path, true, UringConfig::default());
@@ -471,15 +469,7 @@ mod tests {
     fn ring_setup_failure_falls_back_to_syscalls() {
         // Building a file whose ring could not be set up (the kernel refusing
         // io_uring_setup is hard to provoke here) must leave a working file.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .unwrap();
+        let (_dir, path, file) = plain_file();
         let f = UringFile {
             ring: OnceLock::from(Err("io_uring setup failed: test".to_owned())),
             config: Mutex::new(UringConfig::default()),
