@@ -183,32 +183,19 @@ fn gets_during_sideways_spills_never_miss_present_keys() {
         }
     })
     .unwrap();
-    let done = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = (0..2)
-        .map(|r| {
-            let (t, done) = (Arc::clone(&t), Arc::clone(&done));
-            std::thread::spawn(move || {
-                let mut n = 0u64;
-                let mut i = r * 4;
-                while !done.load(Ordering::Relaxed) {
-                    let k = key(i);
-                    assert!(t.get(&k).unwrap().is_some(), "present key {i} not found");
-                    i = (i + 4 * 7919) % N;
-                    n += 1;
+    while_reading(
+        &t,
+        |r| r * 4,
+        |i| (i + 4 * 7919) % N,
+        key,
+        || {
+            for i in 0..N {
+                if i % 4 != 0 {
+                    t.put(&key(i), &value(i, 0)).unwrap();
                 }
-                n
-            })
-        })
-        .collect();
-    for i in 0..N {
-        if i % 4 != 0 {
-            t.put(&key(i), &value(i, 0)).unwrap();
-        }
-    }
-    done.store(true, Ordering::Relaxed);
-    for r in readers {
-        assert!(r.join().unwrap() > 0);
-    }
+            }
+        },
+    );
     let h = t.frame_hops().unwrap();
     assert_eq!(h.max_same_depth(), 0, "{h:?}");
     for i in 0..N {
@@ -220,6 +207,43 @@ fn gets_during_sideways_spills_never_miss_present_keys() {
 /// `bucket-B/tenant-T/YYYY/MM/obj-I.dat` (4 buckets x 4 tenants x 2 years
 /// x 12 months) with one tenant key in 50 a `manifest-I.json` beside the
 /// years, in a scattered order, ~150-byte values.
+/// Runs `write` while two readers look up keys that are present
+/// throughout: reader `r` starts at index `start(r)`, moves on with
+/// `step`, and asserts that `key_of` each index is found. Each reader
+/// must have read at least once.
+fn while_reading(
+    t: &Arc<Tree>,
+    start: fn(u32) -> u32,
+    step: impl Fn(u32) -> u32 + Send + Copy + 'static,
+    key_of: impl Fn(u32) -> Vec<u8> + Send + Copy + 'static,
+    write: impl FnOnce(),
+) {
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let (t, done) = (Arc::clone(t), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                let mut i = start(r);
+                while !done.load(Ordering::Relaxed) {
+                    assert!(
+                        t.get(&key_of(i)).unwrap().is_some(),
+                        "present key {i} not found"
+                    );
+                    i = step(i);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    write();
+    done.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+}
+
 fn path_key(i: u32) -> Vec<u8> {
     let r = i.wrapping_mul(2_654_435_761).rotate_left(7) ^ 0x5bd1_e995;
     let leaf = r % 384;
@@ -280,46 +304,30 @@ fn path_shaped_load_keeps_gets_within_three_frames() {
         let k = path_order(i);
         model.insert(path_key(k), path_value(k));
     }
-    let done = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = (0..2)
-        .map(|r| {
-            let (t, done) = (Arc::clone(&t), Arc::clone(&done));
-            std::thread::spawn(move || {
-                let mut n = 0u64;
-                let mut i = r;
-                while !done.load(Ordering::Relaxed) {
-                    let k = path_order(i);
-                    assert!(
-                        t.get(&path_key(k)).unwrap().is_some(),
-                        "present key {k} not found"
-                    );
-                    i = (i + 7) % quarter;
-                    n += 1;
+    while_reading(
+        &t,
+        |r| r,
+        move |i| (i + 7) % quarter,
+        |i| path_key(path_order(i)),
+        || {
+            let mut i = quarter;
+            while i < PATH_N {
+                let end = (i + 5_000).min(PATH_N);
+                t.txn(|b| {
+                    for j in i..end {
+                        let k = path_order(j);
+                        b.put(&path_key(k), &path_value(k));
+                    }
+                })
+                .unwrap();
+                for j in i..end {
+                    let k = path_order(j);
+                    model.insert(path_key(k), path_value(k));
                 }
-                n
-            })
-        })
-        .collect();
-    let mut i = quarter;
-    while i < PATH_N {
-        let end = (i + 5_000).min(PATH_N);
-        t.txn(|b| {
-            for j in i..end {
-                let k = path_order(j);
-                b.put(&path_key(k), &path_value(k));
+                i = end;
             }
-        })
-        .unwrap();
-        for j in i..end {
-            let k = path_order(j);
-            model.insert(path_key(k), path_value(k));
-        }
-        i = end;
-    }
-    done.store(true, Ordering::Relaxed);
-    for r in readers {
-        assert!(r.join().unwrap() > 0);
-    }
+        },
+    );
     let check_all = |t: &Tree, what: &str| {
         for (k, v) in &model {
             assert_eq!(t.get(k).unwrap().as_ref(), Some(v), "{what}: get");

@@ -234,19 +234,24 @@ impl AtomicFrame {
         self.read_le(off, 8)
     }
 
+    /// The `n` words from `off` (8-aligned), bounds-checked once.
+    #[inline]
+    fn word_run(&self, off: usize, n: usize) -> FResult<&[AtomicU64]> {
+        if off % 8 != 0 {
+            return Err(Corrupt("unaligned word read"));
+        }
+        let wi = off >> 3;
+        self.words()
+            .get(wi..wi.saturating_add(n))
+            .ok_or(Corrupt("offset outside frame"))
+    }
+
     /// Overwrites `dst`, whose length is a multiple of 8, with the bytes
     /// at `off` (8-aligned), a word at a time with one bounds check: the
     /// caller sized its buffer once for everything it appends.
     #[inline]
     pub(crate) fn copy_words(&self, off: usize, dst: &mut [u8]) -> FResult<()> {
-        if off % 8 != 0 {
-            return Err(Corrupt("unaligned word read"));
-        }
-        let wi = off >> 3;
-        let src = self
-            .words()
-            .get(wi..wi.saturating_add(dst.len() / 8))
-            .ok_or(Corrupt("offset outside frame"))?;
+        let src = self.word_run(off, dst.len() / 8)?;
         for (d, w) in dst.chunks_exact_mut(8).zip(src) {
             d.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
         }
@@ -257,14 +262,7 @@ impl AtomicFrame {
     /// for all of them: a node body read whole instead of field by field.
     #[inline]
     pub(crate) fn words_into(&self, off: usize, dst: &mut [u64]) -> FResult<()> {
-        if off % 8 != 0 {
-            return Err(Corrupt("unaligned word read"));
-        }
-        let wi = off >> 3;
-        let src = self
-            .words()
-            .get(wi..wi.saturating_add(dst.len()))
-            .ok_or(Corrupt("offset outside frame"))?;
+        let src = self.word_run(off, dst.len())?;
         for (d, w) in dst.iter_mut().zip(src) {
             *d = w.load(Ordering::Relaxed);
         }

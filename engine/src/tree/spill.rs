@@ -289,8 +289,7 @@ pub(crate) fn spill(
             beside = beside_in(p, &w.blob().guid, &ch.bytes)?.map(|py| (p, py));
             if beside.is_some() {
                 p.changed.set(true);
-            }
-            if beside.is_none() {
+            } else {
                 // The preferred run cannot go beside: take the run closest
                 // to half the frame, as without a parent.
                 c = choose(f, false)?;
@@ -303,28 +302,13 @@ pub(crate) fn spill(
     let Node::Inner(y) = node::decode(f, c.y)? else {
         return Err(Corrupt("spill parent is not an inner node"));
     };
-    let guid = bm.new_guid();
-    let child = AtomicFrame::zeroed();
     // `choose` counts a byte for every branch, but a fan root's branch
     // bytes were consumed above this frame (they are in its depth).
     let fan_adjust = usize::from(header::is_fan(f)?);
     let depth = (header::depth(f)? as usize + c.rel_depth)
         .checked_sub(fan_adjust)
         .ok_or(Corrupt("fan frame depth"))?;
-    header::init(
-        &child,
-        guid,
-        u32::try_from(depth).map_err(|_| Corrupt("depth"))?,
-    )?;
-    child.set_u16(header::OFF_FLAGS, header::FLAG_FAN)?;
-    child.set_u64(header::OFF_MAX_SEQ, header::max_seq(f)?)?;
-    let kind = node::kind_for(c.bytes.len());
-    let size = node::inner_size(kind, 0);
-    let fan_at = alloc::alloc_reserved(&child, size)?;
-    node::write_inner(&child, fan_at, size, kind, &[], 0)?;
-    let Node::Inner(mut fan) = node::decode(&child, fan_at as u32)? else {
-        return Err(Corrupt("new fan node"));
-    };
+    let (guid, child, fan_at, mut fan) = new_fan_frame(bm, f, depth, c.bytes.len())?;
     let mut moved = Vec::with_capacity(c.bytes.len());
     for &b in &c.bytes {
         let (slot, ptr) = node::find_child(f, &y, b)?.ok_or(Corrupt("spill child vanished"))?;
@@ -459,23 +443,8 @@ fn raise(bm: &BufferManager, w: &FrameWrite, p: &Parent<'_>, seq: u64) -> FResul
     let g_link = if stays.is_empty() {
         0
     } else {
-        let g_guid = bm.new_guid();
-        let g = AtomicFrame::zeroed();
         let depth = header::depth(f)? as usize + n.prefix_len + 1;
-        header::init(
-            &g,
-            g_guid,
-            u32::try_from(depth).map_err(|_| Corrupt("depth"))?,
-        )?;
-        g.set_u16(header::OFF_FLAGS, header::FLAG_FAN)?;
-        g.set_u64(header::OFF_MAX_SEQ, header::max_seq(f)?)?;
-        let gkind = node::kind_for(stays.len());
-        let size = node::inner_size(gkind, 0);
-        let fan_at = alloc::alloc_reserved(&g, size)?;
-        node::write_inner(&g, fan_at, size, gkind, &[], 0)?;
-        let Node::Inner(mut gfan) = node::decode(&g, fan_at as u32)? else {
-            return Err(Corrupt("new fan node"));
-        };
+        let (g_guid, g, fan_at, mut gfan) = new_fan_frame(bm, f, depth, stays.len())?;
         let mut shared = std::collections::HashMap::new();
         for &(c, ptr) in &stays {
             let copy = copy_subtree_sharing(f, ptr, &g, &mut shared)?;
@@ -719,6 +688,34 @@ fn link_beside(
 /// Below: one link node in `f` to the new frame `guid`, from the tail,
 /// else in place of a moved node big enough, shared by every moved
 /// child's slot; the moved subtrees are freed.
+/// A fresh fan frame at `depth` for subtrees taken from `f` (whose max
+/// seq it carries), with an empty fan node sized for `children`: its
+/// name, the frame, where the fan node lies, and the node.
+fn new_fan_frame(
+    bm: &BufferManager,
+    f: &AtomicFrame,
+    depth: usize,
+    children: usize,
+) -> FResult<(BlobGuid, AtomicFrame, usize, node::Inner)> {
+    let guid = bm.new_guid();
+    let frame = AtomicFrame::zeroed();
+    header::init(
+        &frame,
+        guid,
+        u32::try_from(depth).map_err(|_| Corrupt("depth"))?,
+    )?;
+    frame.set_u16(header::OFF_FLAGS, header::FLAG_FAN)?;
+    frame.set_u64(header::OFF_MAX_SEQ, header::max_seq(f)?)?;
+    let kind = node::kind_for(children);
+    let size = node::inner_size(kind, 0);
+    let fan_at = alloc::alloc_reserved(&frame, size)?;
+    node::write_inner(&frame, fan_at, size, kind, &[], 0)?;
+    let Node::Inner(fan) = node::decode(&frame, fan_at as u32)? else {
+        return Err(Corrupt("new fan node"));
+    };
+    Ok((guid, frame, fan_at, fan))
+}
+
 fn link_below(f: &AtomicFrame, moved: &[(usize, u32)], guid: &BlobGuid) -> FResult<()> {
     let (link_at, link_size, keep) = match alloc::alloc(f, LINK_SIZE)? {
         Some(at) => (at, LINK_SIZE, None),
