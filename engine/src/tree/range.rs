@@ -62,9 +62,17 @@ struct Slot {
 /// The entries of one batch. Keys and values lie back to back in one
 /// buffer, so collecting an entry allocates nothing once the buffers have
 /// grown, and a caller that reuses the batch reuses them.
+///
+/// The byte buffer is zero-filled once when it grows and then written in
+/// place: `used` says how much of it the batch holds, and clearing the
+/// batch only resets that. An entry is copied in whole words, a little
+/// past its end, into room that is already there: no fill and no length
+/// update per entry.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
+    /// `bytes[..used]` are the entries' bytes; the rest is room.
     bytes: Vec<u8>,
+    used: usize,
     slots: Vec<Slot>,
     /// The walk's buffers, kept between walks.
     scratch: Scratch,
@@ -102,7 +110,7 @@ impl Batch {
     }
 
     pub(crate) fn clear(&mut self) {
-        self.bytes.clear();
+        self.used = 0;
         self.slots.clear();
     }
 
@@ -115,12 +123,32 @@ impl Batch {
     /// collects them does not grow its buffers piecemeal.
     pub(crate) fn reserve(&mut self, n: usize, bytes_each: usize) {
         self.slots.reserve(n);
-        self.bytes.reserve(n.saturating_mul(bytes_each));
+        self.room(n.saturating_mul(bytes_each));
+    }
+
+    /// Makes `bytes` at least `used + n` long, growing it (zero-filled)
+    /// to at least twice its length if it must grow at all. Returns the
+    /// room from `used` on.
+    #[inline]
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        let need = self.used.saturating_add(n);
+        if need > self.bytes.len() {
+            self.grow(need);
+        }
+        self.bytes.get_mut(self.used..).unwrap_or_default()
+    }
+
+    #[cold]
+    fn grow(&mut self, need: usize) {
+        self.bytes.resize(need.max(2 * self.bytes.len()), 0);
     }
 
     fn push_common(&mut self, prefix: &[u8]) {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(prefix);
+        let start = self.used;
+        if let Some(d) = self.room(prefix.len()).get_mut(..prefix.len()) {
+            d.copy_from_slice(prefix);
+        }
+        self.used += prefix.len();
         self.slots.push(Slot {
             start,
             key_len: prefix.len(),
@@ -141,27 +169,28 @@ impl Batch {
         l: node::Leaf,
         delim: Option<u8>,
     ) -> FResult<()> {
-        let start = self.bytes.len();
+        let start = self.used;
         let at = head.len() + usize::from(byte.is_some());
         let key_len = at + l.suffix_len;
         let len = l.suffix_len + l.value_len;
-        // One resize for the whole entry: the head, the branch byte and
-        // the leaf's bytes rounded up to whole words (cut back below).
-        self.bytes.resize(start + at + len.div_ceil(8) * 8, 0);
-        let dst = self.bytes.get_mut(start..).unwrap_or_default();
+        // The head, the branch byte and the leaf's bytes rounded up to
+        // whole words (the bytes past `len` are left as room).
+        let dst = self.room(at + len.div_ceil(8) * 8);
         if let Some(d) = dst.get_mut(..head.len()) {
             d.copy_from_slice(head);
         }
         if let (Some(b), Some(d)) = (byte, dst.get_mut(head.len())) {
             *d = b;
         }
-        f.copy_words(l.suffix_at(), dst.get_mut(at..).unwrap_or_default())?;
-        self.bytes.truncate(start + at + len);
+        let words = dst
+            .get_mut(at..at + len.div_ceil(8) * 8)
+            .unwrap_or_default();
+        f.copy_words(l.suffix_at(), words)?;
         if let Some(d) = delim {
             let key = &self.bytes[start..start + key_len];
             if let Some(i) = key.get(from..).and_then(|k| k.iter().position(|&x| x == d)) {
                 let n = from + i + 1;
-                self.bytes.truncate(start + n);
+                self.used = start + n;
                 self.slots.push(Slot {
                     start,
                     key_len: n,
@@ -170,6 +199,7 @@ impl Batch {
                 return Ok(());
             }
         }
+        self.used = start + at + len;
         self.slots.push(Slot {
             start,
             key_len,
@@ -180,9 +210,12 @@ impl Batch {
 
     /// Appends `key` and the `len` value bytes at `at` in `f`.
     fn push_key(&mut self, key: &[u8], f: &AtomicFrame, at: usize, len: usize) -> FResult<()> {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(key);
-        f.read_into(at, len, &mut self.bytes)?;
+        let start = self.used;
+        let dst = self.room(key.len() + len);
+        let (k, v) = dst.split_at_mut(key.len().min(dst.len()));
+        k.copy_from_slice(key);
+        f.read_exact(at, v.get_mut(..len).unwrap_or_default())?;
+        self.used = start + key.len() + len;
         self.slots.push(Slot {
             start,
             key_len: key.len(),
