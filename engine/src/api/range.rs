@@ -326,7 +326,7 @@ impl Cursor {
             lower: &self.lower,
             limit,
         };
-        out.reserve(limit, BYTES_PER_ENTRY);
+        out.reset(limit, BYTES_PER_ENTRY);
         let res = self.tree.inner.core.range_batch(&q, out);
         let exhausted = match res {
             Ok(x) => x,
@@ -514,6 +514,37 @@ mod tests {
                     l
                 });
             }
+        }
+    }
+
+    /// The thread's spare batch keeps its size over repeated listings:
+    /// each batch's room counts from empty, not from the end of the
+    /// entries the spare still holds from the last listing.
+    ///
+    /// Catches room reserved past a reused batch's old entries (tried:
+    /// `Batch::reset` without its `clear`: the buffer doubles with every
+    /// listing until the spare is dropped and a new one allocated).
+    #[test]
+    fn the_spare_batch_does_not_grow_over_repeated_listings() {
+        let tree = Tree::open(TreeConfig::memory()).unwrap();
+        for i in 0..3000u32 {
+            tree.put(format!("k/{i:05}").as_bytes(), &[7u8; 40])
+                .unwrap();
+        }
+        let spare = || {
+            super::SPARE.with(|s| {
+                let b = s.take();
+                let fp = b.as_ref().map(super::Batch::footprint);
+                s.set(b);
+                fp
+            })
+        };
+        assert_eq!(scan(&tree, b"k/", Some(1000)).len(), 1000);
+        let first = spare();
+        assert!(first.is_some(), "for_each keeps a spare batch");
+        for _ in 0..20 {
+            assert_eq!(scan(&tree, b"k/", Some(1000)).len(), 1000);
+            assert_eq!(spare(), first);
         }
     }
 

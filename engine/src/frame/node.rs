@@ -394,6 +394,7 @@ pub(crate) fn next_child(f: &AtomicFrame, n: &Inner, from: usize) -> FResult<Opt
 /// 256) to `out` as `(byte, pointer)`, in byte order, reading each slot
 /// once. Returns the byte to continue from (256: none left). The sorted
 /// keys of `N4`/`N16` must be strictly increasing.
+#[inline]
 pub(crate) fn children_from(
     f: &AtomicFrame,
     n: &Inner,

@@ -119,9 +119,12 @@ impl Batch {
         self.bytes.capacity() + self.slots.capacity() * std::mem::size_of::<Slot>()
     }
 
-    /// Room for `n` entries of about `bytes_each` bytes, so a batch that
-    /// collects them does not grow its buffers piecemeal.
-    pub(crate) fn reserve(&mut self, n: usize, bytes_each: usize) {
+    /// Clears the batch and makes room for `n` entries of about
+    /// `bytes_each` bytes, so a batch that collects them does not grow
+    /// its buffers piecemeal (the room counts from empty: a reused
+    /// batch's old entries do not add to it).
+    pub(crate) fn reset(&mut self, n: usize, bytes_each: usize) {
+        self.clear();
         self.slots.reserve(n);
         self.room(n.saturating_mul(bytes_each));
     }
@@ -787,6 +790,7 @@ impl Walker<'_, '_> {
     /// first key to emit the common prefix and drop the subtree (the next
     /// child is read only if that one held no qualifying key). Reading or
     /// prefetching more would be wasted.
+    #[inline]
     fn read_kids(
         &mut self,
         frame: usize,
