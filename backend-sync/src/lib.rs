@@ -93,7 +93,10 @@ mod sync_file;
 mod sys;
 
 pub use aligned::{AlignedBuf, BufferArena};
-pub use driver::{check_direct_alignment, IoDriver, IoFile, OpenOptions, ALIGN};
+pub use driver::{
+    check_direct_alignment, Feed, IoDriver, IoFile, OpenOptions, StableBuf, StreamWrite, WriteFeed,
+    ALIGN,
+};
 pub use lock::DirLock;
 pub use sync_driver::SyncDriver;
 pub use sync_file::SyncFile;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
 
-use holt_backend_sync::{check_direct_alignment, IoFile, SyncFile};
+use holt_backend_sync::{check_direct_alignment, IoFile, SyncFile, WriteFeed};
 
 use crate::faults::Faults;
 use crate::ring::{check_range, BufferRegistration, Op, Ring, UringStats};
@@ -304,6 +304,13 @@ impl IoFile for UringFile {
         match self.ring(Wait::Block) {
             Some(mut ring) => ring.run(&mut ops),
             None => self.sync.write_batch(writes),
+        }
+    }
+
+    fn write_stream(&self, feed: &mut dyn WriteFeed) -> io::Result<()> {
+        match self.ring(Wait::Block) {
+            Some(mut ring) => ring.run_stream(feed, &|buf, offset| self.check(buf, offset)),
+            None => self.sync.write_stream(feed),
         }
     }
 
