@@ -551,6 +551,8 @@ impl Ring {
                 pending.clear();
             }
             if run.in_flight > 0 {
+                // Wake at every completion: a buffer back early lets the
+                // round capture (and disarm) its next frame sooner.
                 match run.enter(1) {
                     Ok(()) => enter_failures = 0,
                     Err(e) => {

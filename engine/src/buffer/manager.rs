@@ -87,17 +87,16 @@ pub(crate) struct BufferManager {
 /// backend to reserve (io_uring: registered arena slots).
 const MAX_POOLED_IMAGES: usize = 64;
 
-/// Most frames a round captures before it hands them to the backend as
-/// one batch (written by the tree's image writer thread while the round
-/// captures the next batch, see `image_writer`) and later reuses their
-/// buffers.
+/// Most frames per capture batch: a round of at most one batch writes its
+/// images as one backend batch; a larger one streams them to the tree's
+/// image writer thread as they are sealed (see `image_writer`), holding
+/// at most two batches of buffers and reusing each as its write finishes.
 const CAPTURE_BATCH: usize = 32;
 
 /// Frames per capture batch for a cache of `capacity` frames: half the
 /// image buffers the pool keeps ([`pooled_images`]), at least 4 and at
-/// most [`CAPTURE_BATCH`]. A round holds at most two batches of buffers
-/// — one being written, one being captured — so its image memory is at
-/// most what the pool keeps between rounds, and a round finds all of
+/// most [`CAPTURE_BATCH`]. A round takes at most two batches of buffers,
+/// so its image memory is at most what the pool keeps between rounds, and a round finds all of
 /// them pooled instead of allocating (and faulting in) fresh ones every
 /// time (with batches of 32 against a pool of 16, as the checkpoint
 /// bench's 64-frame trees have, a round took 27-29 ms of CPU instead of
