@@ -63,7 +63,12 @@ enum Wait {
 ///   call *after* everything in flight has completed. The writes run
 ///   concurrently, so after an error an arbitrary subset of the batch —
 ///   not necessarily a prefix — may have been written.
-/// * [`IoFile::read_batch`] does the same with one `IORING_OP_READ` per
+/// * [`IoFile::write_stream`] keeps the ring topped up from the feed
+///   (up to its depth in flight), with the same checking, and hands each
+///   write back as soon as its completion is reaped; after an error it
+///   takes no more writes, reaps everything in flight and hands every
+///   write back before it returns.
+/// * [`IoFile::read_batch`] does as `write_batch` with one `IORING_OP_READ` per
 ///   entry (cold frame loads of a scan or prefetch): all submitted at once,
 ///   unlinked; a short read resubmits the remainder, end of file is
 ///   `UnexpectedEof`, and an error fails the call after every read in
