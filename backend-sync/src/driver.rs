@@ -106,6 +106,11 @@ pub trait WriteFeed {
     /// `write` has finished: `ok` if all of it was written. Every write
     /// [`next`](Self::next) handed out comes back here exactly once
     /// before [`IoFile::write_stream`] returns, failed or not.
+    ///
+    /// Neither method may call back into the file the stream runs on
+    /// (`write_batch`, `write_stream`, ...): a driver may hold that file's
+    /// I/O state for the whole stream (the io_uring driver holds its ring),
+    /// so such a call could wait forever.
     fn done(&mut self, write: StreamWrite, ok: bool);
 }
 

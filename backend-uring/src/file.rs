@@ -67,7 +67,10 @@ enum Wait {
 ///   (up to its depth in flight), with the same checking, and hands each
 ///   write back as soon as its completion is reaped; after an error it
 ///   takes no more writes, reaps everything in flight and hands every
-///   write back before it returns.
+///   write back before it returns. It holds the ring for the whole
+///   stream, waits for the feed included: meanwhile cold reads fall back
+///   to `pread`, and `stats`, `set_faults` and `fallback_reason` wait for
+///   the stream to end.
 /// * [`IoFile::read_batch`] does as `write_batch` with one `IORING_OP_READ` per
 ///   entry (cold frame loads of a scan or prefetch): all submitted at once,
 ///   unlinked; a short read resubmits the remainder, end of file is

@@ -583,8 +583,9 @@ impl Ring {
             }
         }
         run.drain();
-        // Only a broken ring leaves writes here; the kernel owns none of
-        // them any more (`drain`).
+        // Writes still held here (a broken ring, or an enter error that
+        // ended the loop) come back failed; the kernel owns none of them
+        // any more (`drain`).
         for write in writes.iter_mut().filter_map(Option::take) {
             feed.done(write, false);
         }

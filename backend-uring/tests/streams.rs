@@ -81,8 +81,12 @@ impl WriteFeed for Chunks {
     fn done(&mut self, write: StreamWrite, ok: bool) {
         self.out -= 1;
         let i = write.tag as usize;
-        let buf = write.buf.into_any().downcast::<AlignedBuf>().unwrap();
+        let mut buf = write.buf.into_any().downcast::<AlignedBuf>().unwrap();
         assert!(buf[..] == pattern(i)[..], "chunk {i} came back changed");
+        // A buffer back is the feed's to reuse: scribble over it, so a
+        // write the driver still makes from it (a remainder handed back
+        // too early) puts these bytes on disk, where `read_back` sees them.
+        buf.fill(0xEE);
         self.back.push((i, ok));
     }
 }
@@ -165,4 +169,73 @@ fn an_error_ends_the_stream_with_every_write_back() {
     f.write_stream(&mut feed).unwrap();
     f.sync_data().unwrap();
     read_back(&f, 40);
+}
+
+/// Runs `f` on its own thread and fails the test if it takes longer than
+/// a minute: under the bugs these tests name, a stream can wait forever
+/// for a write that was already handed back.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the stream did not finish within a minute")
+}
+
+/// Short writes and `EINTR` retries on a two-entry ring: each remainder is
+/// resubmitted from the buffer its write still owns, and the buffer goes
+/// back only once the whole write is done. Then an `EIO` while remainders
+/// are queued for resubmission: the stream fails, every write comes back,
+/// and no SQE is left unreaped. Deliberate bug tried: handing a write back
+/// while its remainder is still queued (dropping `!pending.contains(&idx)`
+/// in `Ring::run_stream`): the feed scribbles over the buffer it got
+/// back, so the remainder puts the scribble on disk, or the stream waits
+/// forever for the remainder's write; either fails this test.
+#[test]
+fn short_writes_and_retries_keep_their_buffers_until_done() {
+    let Some(d) = uring() else { return };
+    let d = d.with_ring_entries(2).with_faults(Faults {
+        short_write_every: Some(2),
+        fail_nth_completion: Some((5, libc::EINTR)),
+        fail_repeat: 3,
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let f = d.open_file(&dir.path().join("f"), OPTS).unwrap();
+    let (f, feed) = within_a_minute(move || {
+        let mut feed = Chunks::new(40);
+        f.write_stream(&mut feed).unwrap();
+        (f, feed)
+    });
+    assert!(
+        feed.max_out <= 2,
+        "{} held on a two-entry ring",
+        feed.max_out
+    );
+    assert_eq!(feed.out, 0);
+    assert_eq!(feed.back.len(), 40);
+    assert!(feed.back.iter().all(|&(_, ok)| ok));
+    let st = f.stats();
+    assert!(st.short_resubmits > 0 && st.retries > 0, "{st:?}");
+    assert_eq!(st.sqes, st.completions, "{st:?}");
+    f.set_faults(Faults::none());
+    f.sync_data().unwrap();
+    read_back(&f, 40);
+
+    f.set_faults(Faults {
+        short_write_every: Some(1),
+        fail_nth_completion: Some((3, libc::EIO)),
+        ..Faults::default()
+    });
+    let (f, feed, res) = within_a_minute(move || {
+        let mut feed = Chunks::new(40);
+        let res = f.write_stream(&mut feed);
+        (f, feed, res)
+    });
+    assert_eq!(res.unwrap_err().raw_os_error(), Some(libc::EIO));
+    assert_eq!(feed.out, 0, "every write came back");
+    assert_eq!(feed.asked_after_failure, 0);
+    let st = f.stats();
+    assert_eq!(st.sqes, st.completions, "{st:?}");
 }

@@ -186,7 +186,7 @@ impl ImageWriter {
             return Ok(());
         }
         self.open = false;
-        let failed = std::mem::take(&mut self.failed);
+        let mut failed = std::mem::take(&mut self.failed);
         let Some(w) = &self.worker else {
             return Ok(());
         };
@@ -196,7 +196,10 @@ impl ImageWriter {
         }
         loop {
             match w.from.recv() {
-                Ok(FromWriter::Buf(buf, _)) => {
+                Ok(FromWriter::Buf(buf, ok)) => {
+                    // A backend may mark a write failed and still end its
+                    // stream with `Ok`: the round fails all the same.
+                    failed |= !ok;
                     self.out = self.out.saturating_sub(1);
                     spare.push(buf);
                 }

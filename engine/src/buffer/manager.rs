@@ -784,7 +784,7 @@ impl Round<'_> {
         let bm = self.bm;
         // First of all: no write of this round may outlive it (a late one
         // would remap a frame after the next round rewrote it), and the
-        // batch at the writer owns its buffers until it is written. A
+        // images at the writer own their buffers until written. A
         // successful round's `persist` already did this; a failed round's
         // error is already known, so a second one is dropped here.
         let _ = self.writer.wait(&mut self.spare);
