@@ -198,6 +198,19 @@ impl fmt::Debug for AlignedBuf {
     }
 }
 
+// SAFETY: an `AlignedBuf` owns its memory through a pointer it never
+// changes (an allocation of its own or an arena slot it holds until it
+// drops); moving the value does not move the memory, and the bytes are
+// written only through `&mut self` (`DerefMut`).
+unsafe impl crate::driver::StableBuf for AlignedBuf {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,80 @@ pub struct OpenOptions {
     pub direct: bool,
 }
 
+/// A buffer whose bytes stay where they are while the value lives, so an
+/// I/O driver may hold it — and the kernel read from it — after the call
+/// that handed it over has returned ([`IoFile::write_stream`]).
+///
+/// # Safety
+/// [`StableBuf::bytes`] must return the same memory (address and length)
+/// on every call, and that memory must stay allocated and unchanged for
+/// as long as the value lives: moving the value must not move it, and no
+/// shared access may write it (no interior mutability over those bytes).
+/// Memory owned through a heap pointer, written only through `&mut self`,
+/// qualifies.
+#[allow(unsafe_code)] // declaring the contract; implementing it is `unsafe`
+pub unsafe trait StableBuf: Send {
+    /// The bytes to write.
+    fn bytes(&self) -> &[u8];
+    /// The value as `Any`, so the caller can take its own type back from
+    /// a [`StreamWrite`] the driver returns.
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+
+/// One write of a [`WriteFeed`]: all of `buf` at `offset`. The driver owns
+/// it from [`WriteFeed::next`] until it hands it back through
+/// [`WriteFeed::done`], which is only after the write has finished (on
+/// io_uring: its completion reaped).
+pub struct StreamWrite {
+    /// File offset of the first byte.
+    pub offset: u64,
+    /// The caller's tag (for example which blob this is).
+    pub tag: u64,
+    /// The bytes, owned by the driver while the write is in flight.
+    pub buf: Box<dyn StableBuf>,
+}
+
+impl Debug for StreamWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamWrite")
+            .field("offset", &self.offset)
+            .field("tag", &self.tag)
+            .field("len", &self.buf.bytes().len())
+            .finish()
+    }
+}
+
+/// What [`WriteFeed::next`] has.
+#[derive(Debug)]
+pub enum Feed {
+    /// A write to start.
+    Write(StreamWrite),
+    /// Nothing yet (only when asked without `wait`): the driver will ask
+    /// again after it has reaped a completion.
+    NotYet,
+    /// No more writes.
+    End,
+}
+
+/// The source and sink of an [`IoFile::write_stream`]: hands the driver
+/// writes as they become ready and takes each one back when it has
+/// finished.
+pub trait WriteFeed {
+    /// The next write. With `wait` the call may block until one is ready
+    /// (the driver asks that way only when it has nothing in flight);
+    /// without it, it answers [`Feed::NotYet`] rather than block.
+    fn next(&mut self, wait: bool) -> Feed;
+    /// `write` has finished: `ok` if all of it was written. Every write
+    /// [`next`](Self::next) handed out comes back here exactly once
+    /// before [`IoFile::write_stream`] returns, failed or not.
+    ///
+    /// Neither method may call back into the file the stream runs on
+    /// (`write_batch`, `write_stream`, ...): a driver may hold that file's
+    /// I/O state for the whole stream (the io_uring driver holds its ring),
+    /// so such a call could wait forever.
+    fn done(&mut self, write: StreamWrite, ok: bool);
+}
+
 /// Files and directories, named by path. See the crate documentation for
 /// what an implementation must guarantee.
 pub trait IoDriver: Send + Sync + Debug {
@@ -138,6 +212,30 @@ pub trait IoFile: Send + Sync + Debug {
             self.write_at(buf, offset)?;
         }
         Ok(())
+    }
+
+    /// Writes what `feed` hands out until it says [`Feed::End`], each
+    /// write whole at its offset, with up to as many in flight as the
+    /// driver keeps (the provided method: one, with `write_at`), and gives
+    /// every write back through [`WriteFeed::done`] once it has finished.
+    /// A write is checked like [`IoFile::write_at`]. The first failed
+    /// write stops the stream: nothing more is asked of `feed`, the writes
+    /// in flight finish (and come back), and the call returns that error.
+    /// So a caller streams a round's images as it produces them, and its
+    /// buffers come back as their writes complete, instead of batch by
+    /// batch. Drivers that can keep many writes in flight (`io_uring`)
+    /// override it.
+    fn write_stream(&self, feed: &mut dyn WriteFeed) -> io::Result<()> {
+        loop {
+            let write = match feed.next(true) {
+                Feed::Write(write) => write,
+                Feed::NotYet => continue,
+                Feed::End => return Ok(()),
+            };
+            let res = self.write_at(write.buf.bytes(), write.offset);
+            feed.done(write, res.is_ok());
+            res?;
+        }
     }
 
     /// Fills each `(offset, buffer)` pair from the file, like

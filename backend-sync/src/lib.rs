@@ -20,8 +20,11 @@
 //!   [`IoFile::write_batch`] writes its entries in order, all or up to the
 //!   first error; [`IoFile::read_batch`] fills every buffer of a batch in
 //!   full or fails (after an error the buffers' contents are unspecified).
-//!   Both are provided methods that loop over the single calls; a driver
-//!   that can keep many transfers in flight overrides them.
+//!   [`IoFile::write_stream`] writes what a [`WriteFeed`] hands out, each
+//!   write owning its buffer until it is handed back, and stops at the
+//!   first error with every write handed back.
+//!   All three are provided methods that loop over the single calls; a
+//!   driver that can keep many transfers in flight overrides them.
 //! * **Durability only after a sync.** A write is durable — survives power
 //!   loss — only once a later [`IoFile::sync_data`] (`fdatasync`) or
 //!   [`IoFile::sync_all`] (`fsync`) on that file has returned `Ok`. Until
@@ -93,7 +96,10 @@ mod sync_file;
 mod sys;
 
 pub use aligned::{AlignedBuf, BufferArena};
-pub use driver::{check_direct_alignment, IoDriver, IoFile, OpenOptions, ALIGN};
+pub use driver::{
+    check_direct_alignment, Feed, IoDriver, IoFile, OpenOptions, StableBuf, StreamWrite, WriteFeed,
+    ALIGN,
+};
 pub use lock::DirLock;
 pub use sync_driver::SyncDriver;
 pub use sync_file::SyncFile;

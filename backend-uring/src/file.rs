@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
 
-use holt_backend_sync::{check_direct_alignment, IoFile, SyncFile};
+use holt_backend_sync::{check_direct_alignment, IoFile, SyncFile, WriteFeed};
 
 use crate::faults::Faults;
 use crate::ring::{check_range, BufferRegistration, Op, Ring, UringStats};
@@ -63,7 +63,15 @@ enum Wait {
 ///   call *after* everything in flight has completed. The writes run
 ///   concurrently, so after an error an arbitrary subset of the batch —
 ///   not necessarily a prefix — may have been written.
-/// * [`IoFile::read_batch`] does the same with one `IORING_OP_READ` per
+/// * [`IoFile::write_stream`] keeps the ring topped up from the feed
+///   (up to its depth in flight), with the same checking, and hands each
+///   write back as soon as its completion is reaped; after an error it
+///   takes no more writes, reaps everything in flight and hands every
+///   write back before it returns. It holds the ring for the whole
+///   stream, waits for the feed included: meanwhile cold reads fall back
+///   to `pread`, and `stats`, `set_faults` and `fallback_reason` wait for
+///   the stream to end.
+/// * [`IoFile::read_batch`] does as `write_batch` with one `IORING_OP_READ` per
 ///   entry (cold frame loads of a scan or prefetch): all submitted at once,
 ///   unlinked; a short read resubmits the remainder, end of file is
 ///   `UnexpectedEof`, and an error fails the call after every read in
@@ -304,6 +312,13 @@ impl IoFile for UringFile {
         match self.ring(Wait::Block) {
             Some(mut ring) => ring.run(&mut ops),
             None => self.sync.write_batch(writes),
+        }
+    }
+
+    fn write_stream(&self, feed: &mut dyn WriteFeed) -> io::Result<()> {
+        match self.ring(Wait::Block) {
+            Some(mut ring) => ring.run_stream(feed, &|buf, offset| self.check(buf, offset)),
+            None => self.sync.write_stream(feed),
         }
     }
 

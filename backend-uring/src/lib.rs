@@ -2,10 +2,13 @@
 //!
 //! [`UringDriver`] implements the [`IoDriver`] contract of
 //! `holt-backend-sync` on Linux io_uring. It exists for checkpoint rounds:
-//! a round writes every captured frame image (512 KiB, 4096-aligned,
-//! `O_DIRECT`) with **one** [`IoFile::write_batch`] call, which
-//! [`UringFile`] turns into one submission of `IORING_OP_WRITE`s (in
-//! ring-sized refills when the batch is larger than the ring), followed by
+//! a round streams its captured frame images (512 KiB, 4096-aligned,
+//! `O_DIRECT`) through **one** [`IoFile::write_stream`] call, which
+//! [`UringFile`] serves from one submission queue of `IORING_OP_WRITE`s,
+//! topped up from the stream as completions are reaped (each image's
+//! buffer goes back as soon as its own write completed), or writes a small
+//! round's images with one [`IoFile::write_batch`] (one submission, in
+//! ring-sized refills when the batch is larger than the ring); then
 //! [`IoFile::sync_data`] as one `IORING_OP_FSYNC` with `DATASYNC`. Batched
 //! reads ([`IoFile::read_batch`]), single reads, writes and syncs go
 //! through the ring too; metadata calls (`len`,
@@ -14,7 +17,7 @@
 //! whole buffers, `EINTR` retried, alignment checked before anything is
 //! submitted, OS errors passed through — except that a failed batch may
 //! have written any subset of its entries, not only a prefix (the writes
-//! run concurrently).
+//! run concurrently), and so may a failed stream.
 //!
 //! Each file owns a ring (128 SQEs by default, [`UringConfig`]) with its
 //! descriptor registered as a fixed file, behind a mutex: a batch owns the

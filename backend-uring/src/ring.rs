@@ -50,6 +50,8 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::arena::{registration_refused, Arena};
+use holt_backend_sync::{Feed, StreamWrite, WriteFeed};
+
 use crate::faults::{CompletionKind, FaultCounters, Faults};
 
 /// Most `EINTR` / `EAGAIN` completions one operation retries before the
@@ -463,6 +465,136 @@ impl Ring {
         }
     }
 
+    /// Drives an [`IoFile::write_stream`](holt_backend_sync::IoFile::write_stream):
+    /// takes writes from `feed` while fewer than the ring's depth are held
+    /// (waiting for one only when none is), checks each with `check`,
+    /// submits them as they come, and after every wake-up hands each
+    /// finished write back to `feed` (short writes and `EINTR`/`EAGAIN` are
+    /// resubmitted as in [`Ring::run`]). So as many writes are in flight as
+    /// the feed has ready, up to the depth, and a buffer goes back as soon
+    /// as its completion is reaped. The first error stops taking writes;
+    /// the call waits for everything in flight, hands every write back
+    /// (failed ones with `ok == false`) and returns that error.
+    pub(crate) fn run_stream(
+        &mut self,
+        feed: &mut dyn WriteFeed,
+        check: &dyn Fn(&[u8], u64) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if let Some(why) = &self.broken {
+            return Err(io::Error::other(format!(
+                "{}: io_uring ring is unusable: {why}",
+                self.path.display()
+            )));
+        }
+        // The writes that own the buffers of `ops`, by the same index.
+        // Declared before `run`, so dropped after it: `run`'s drop reaps
+        // every SQE (see `Run`) before a buffer can go.
+        let mut writes: Vec<Option<StreamWrite>> = Vec::new();
+        let mut ops: Vec<Op<'static>> = Vec::new();
+        let mut free: Vec<usize> = Vec::new();
+        let mut pending: VecDeque<usize> = VecDeque::new();
+        let mut held = 0usize;
+        let mut ended = false;
+        let mut error: Option<io::Error> = None;
+        let mut enter_failures = 0u32;
+        let mut run = Run {
+            ring: self,
+            in_flight: 0,
+        };
+        loop {
+            while error.is_none() && !ended && held < run.ring.depth {
+                let write = match feed.next(held == 0) {
+                    Feed::Write(write) => write,
+                    Feed::NotYet => break,
+                    Feed::End => {
+                        ended = true;
+                        break;
+                    }
+                };
+                let (ptr, len) = {
+                    let bytes = write.buf.bytes();
+                    (bytes.as_ptr().cast_mut(), bytes.len())
+                };
+                if len == 0 {
+                    feed.done(write, true);
+                    continue;
+                }
+                if let Err(e) = check(write.buf.bytes(), write.offset) {
+                    feed.done(write, false);
+                    error = Some(e);
+                    break;
+                }
+                // The op points into the buffer `write` owns; `write` stays
+                // in `writes` until the op's completion is reaped (see the
+                // SAFETY comment in `Run::fill`).
+                let op = Op::new(Kind::Write, ptr, len, write.offset);
+                let idx = match free.pop() {
+                    Some(idx) => {
+                        ops[idx] = op;
+                        writes[idx] = Some(write);
+                        idx
+                    }
+                    None => {
+                        ops.push(op);
+                        writes.push(Some(write));
+                        ops.len() - 1
+                    }
+                };
+                run.ring.register_arena_if_used(&ops[idx..=idx]);
+                pending.push_back(idx);
+                held += 1;
+            }
+            if error.is_none() {
+                run.fill(&mut ops, &mut pending, &mut error);
+            }
+            if error.is_some() {
+                pending.clear();
+            }
+            if run.in_flight > 0 {
+                // Wake at every completion: a buffer back early lets the
+                // round capture (and disarm) its next frame sooner.
+                match run.enter(1) {
+                    Ok(()) => enter_failures = 0,
+                    Err(e) => {
+                        enter_failures += 1;
+                        if !is_transient(&e) || enter_failures > MAX_ENTER_RETRIES {
+                            error.get_or_insert(e);
+                            break;
+                        }
+                        if e.raw_os_error() != Some(libc::EINTR) {
+                            std::thread::yield_now();
+                        }
+                    }
+                }
+                run.reap(&mut ops, &mut pending, &mut error);
+            }
+            // Hand back every write that is neither in flight nor queued
+            // for a resubmission.
+            for (idx, slot) in writes.iter_mut().enumerate() {
+                let finished = slot.is_some() && !ops[idx].in_flight && !pending.contains(&idx);
+                if let Some(write) = slot.take_if(|_| finished) {
+                    feed.done(write, ops[idx].done >= ops[idx].len);
+                    free.push(idx);
+                    held -= 1;
+                }
+            }
+            if held == 0 && (ended || error.is_some()) {
+                break;
+            }
+        }
+        run.drain();
+        // Writes still held here (a broken ring, or an enter error that
+        // ended the loop) come back failed; the kernel owns none of them
+        // any more (`drain`).
+        for write in writes.iter_mut().filter_map(Option::take) {
+            feed.done(write, false);
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// The SQE for the rest of `op` (from `op.done`), tagged with `idx`.
     fn entry(&self, idx: usize, op: &Op<'_>) -> io::Result<squeue::Entry> {
         let entry = match op.kind {
@@ -620,7 +752,12 @@ impl Run<'_> {
             // another owner) only when the `AlignedBuf` owning it drops,
             // which the caller's borrow rules out until `run` returns —
             // also when the engine wraps that buffer in a frame buffer,
-            // whose slices borrow the wrapper.
+            // whose slices borrow the wrapper. An op of `Ring::run_stream`
+            // has no borrow: its buffer is owned by the `StreamWrite` the
+            // call keeps in `writes` under the op's index until this
+            // entry's CQE is reaped (`writes` outlives `Run`, whose drop
+            // drains), and `StableBuf` promises that memory stays put and
+            // unwritten while that value lives.
             let pushed = unsafe { self.ring.ring.submission().push(&entry) };
             if pushed.is_err() {
                 break; // SQ full: submit what we have first

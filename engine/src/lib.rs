@@ -46,7 +46,10 @@ pub mod metrics;
 /// simulate power loss, and pass it to
 /// [`TreeBuilder::io_driver`](crate::TreeBuilder::io_driver).
 pub mod io {
-    pub use holt_backend_sync::{AlignedBuf, IoDriver, IoFile, OpenOptions, SyncDriver, ALIGN};
+    pub use holt_backend_sync::{
+        AlignedBuf, Feed, IoDriver, IoFile, OpenOptions, StableBuf, StreamWrite, SyncDriver,
+        WriteFeed, ALIGN,
+    };
 }
 pub(crate) mod mutation;
 pub(crate) mod store;
@@ -61,4 +64,6 @@ pub use api::range::{RangeBuilder, RangeEntry, RangeEntryRef, RangeIter};
 pub use api::stats::{BlobStats, CacheStats, CheckpointerStats, FrameHops, TreeStats, WalStats};
 pub use api::tree::{IoStats, Tree};
 pub use api::txn::TxnBatch;
-pub use store::{AlignedBlobBuf, Backend, BlobGuid, MemoryBackend, PersistentBackend};
+pub use store::{
+    AlignedBlobBuf, Backend, BlobGuid, ImageFeed, ImageNext, MemoryBackend, PersistentBackend,
+};

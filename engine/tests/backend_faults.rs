@@ -12,10 +12,13 @@
 //! from the backend at the end.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use holt::{AlignedBlobBuf, Backend, BlobGuid, MemoryBackend, RangeEntry, Tree, TreeConfig};
+use holt::{
+    AlignedBlobBuf, Backend, BlobGuid, ImageFeed, ImageNext, MemoryBackend, RangeEntry, Tree,
+    TreeConfig,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
@@ -178,4 +181,109 @@ fn every_backend_fault_point_loses_nothing() {
         points >= 60,
         "the sweep reached too few fault points ({points})"
     );
+}
+
+/// A backend whose first stream reports its second image's write failed
+/// (skipping it, and only after the stream's end) yet ends with `Ok`, as a
+/// buggy or lenient custom backend might.
+#[derive(Debug)]
+struct LyingStream {
+    inner: Arc<MemoryBackend>,
+    lied: AtomicBool,
+}
+
+impl Backend for LyingStream {
+    fn read_blob(&self, guid: BlobGuid, dst: &mut AlignedBlobBuf) -> holt::Result<()> {
+        self.inner.read_blob(guid, dst)
+    }
+    fn write_blob(&self, guid: BlobGuid, src: &AlignedBlobBuf) -> holt::Result<()> {
+        self.inner.write_blob(guid, src)
+    }
+    fn delete_blob(&self, guid: BlobGuid) -> holt::Result<()> {
+        self.inner.delete_blob(guid)
+    }
+    fn list_blobs(&self) -> holt::Result<Vec<BlobGuid>> {
+        self.inner.list_blobs()
+    }
+    fn flush(&self) -> holt::Result<()> {
+        self.inner.flush()
+    }
+    fn write_stream(&self, feed: &mut dyn ImageFeed) -> holt::Result<()> {
+        // The second image is held back and handed back failed only once
+        // the stream has ended, so the round learns of it while it waits
+        // for the end of the stream, not while it captures.
+        let mut held = None;
+        let mut n = 0;
+        loop {
+            match feed.next(true) {
+                ImageNext::Image(guid, buf) => {
+                    n += 1;
+                    if n == 2 && !self.lied.swap(true, Ordering::SeqCst) {
+                        held = Some((guid, buf));
+                        continue;
+                    }
+                    let ok = self.inner.write_blob(guid, &buf).is_ok();
+                    feed.done(guid, buf, ok);
+                }
+                ImageNext::NotYet => {}
+                ImageNext::End => {
+                    if let Some((guid, buf)) = held {
+                        feed.done(guid, buf, false);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// A streamed write-back in which the backend marks one image's write
+/// failed fails the round even though the stream itself ends with `Ok`:
+/// the frame stays dirty and the next round writes it, so nothing is
+/// lost. Deliberate bug tried: the round's final wait ignoring the `ok`
+/// flag of the buffers it collects (as before this test) lets the first
+/// checkpoint succeed with one frame never written.
+#[test]
+fn a_stream_that_marks_a_write_failed_fails_the_round() {
+    let mem = Arc::new(MemoryBackend::new());
+    let lying = Arc::new(LyingStream {
+        inner: Arc::clone(&mem),
+        lied: AtomicBool::new(false),
+    });
+    let cfg = || {
+        let mut c = TreeConfig::memory();
+        c.buffer_pool_size = 256;
+        c.memory_flush_on_write = false; // write back at the checkpoint only
+        c
+    };
+    let t = Tree::open_with_backend(cfg(), lying).unwrap();
+    let mut model = BTreeMap::new();
+    for i in 0..3000u32 {
+        let k = format!("d{}/f{i:05}", i % 9).into_bytes();
+        let v = vec![(i % 251) as u8; 4000];
+        t.put(&k, &v).unwrap();
+        model.insert(k, v);
+    }
+    let dirty = t.stats().unwrap().bm_dirty_count;
+    assert!(
+        dirty > 16,
+        "the round streams several batches: {dirty} dirty"
+    );
+    assert!(
+        t.checkpoint().is_err(),
+        "a write marked failed went unnoticed"
+    );
+    // The frame that was not written stayed dirty: the next round writes
+    // it, and a fresh tree over the backend sees every put.
+    t.checkpoint().unwrap();
+    drop(t);
+    let t = Tree::open_with_backend(
+        cfg(),
+        Arc::new(LyingStream {
+            inner: mem,
+            lied: AtomicBool::new(true),
+        }),
+    )
+    .unwrap();
+    assert_eq!(all(&t), model);
 }

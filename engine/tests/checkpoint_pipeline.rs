@@ -71,7 +71,7 @@ fn hash(data: &[u8]) -> u64 {
 
 fn is_data_write(call: &Call<'_>) -> bool {
     call.kind == Kind::Write
-        && call.method == "write_batch"
+        && (call.method == "write_batch" || call.method == "write_stream")
         && call.path.file_name().is_some_and(|n| n == "frames.dat")
 }
 
@@ -91,6 +91,12 @@ struct State {
     fail_nth: Option<usize>,
     /// Manifest publications seen.
     manifests: usize,
+    /// Pause after each write has completed instead of before it is
+    /// issued, so completed images come back slowly and the round's
+    /// writes pile up in flight.
+    delay_after: bool,
+    /// Most data-file writes issued and not completed at once.
+    max_in_flight: usize,
 }
 
 /// Delays data-file writes, checks their buffers, and may fail one.
@@ -130,9 +136,13 @@ impl Hook for Watch {
             }
             st.pending
                 .insert(call.data.as_ptr() as usize, hash(call.data));
-            st.fail_nth == Some(st.issued)
+            st.max_in_flight = st.max_in_flight.max(st.issued - st.completed);
+            (st.fail_nth == Some(st.issued), st.delay_after)
         };
-        std::thread::sleep(DELAY);
+        let (fail, delay_after) = fail;
+        if !delay_after {
+            std::thread::sleep(DELAY);
+        }
         if fail {
             let mut st = self.state();
             st.pending.remove(&(call.data.as_ptr() as usize));
@@ -147,6 +157,9 @@ impl Hook for Watch {
         }
         let mut st = self.state();
         st.completed += 1;
+        if st.delay_after {
+            std::thread::sleep(DELAY);
+        }
         let now = hash(call.data);
         match st.pending.remove(&(call.data.as_ptr() as usize)) {
             Some(then) if then == now => {}
@@ -212,18 +225,25 @@ fn batches_stay_untouched_until_written(d: Driver) {
 }
 
 /// The first data write of a round fails while the round captures (and
-/// hands over) later batches: the checkpoint returns that error, the tree
-/// is poisoned for writes (EIO is not "disk full"), the WAL stays in force,
-/// and after reopen on a clean driver every acknowledged write is there.
-/// Deliberate bug tried: `ImageWriter::wait` dropping a batch's error
-/// (taking its buffers back and answering `Ok`) makes the checkpoint
-/// succeed, publishing a manifest without the failed frames and releasing
-/// the WAL that held them.
+/// hands over) later images: the checkpoint returns that error, every
+/// image buffer of the round comes back to the pool, the tree is poisoned
+/// for writes (EIO is not "disk full"), the WAL stays in force, and after
+/// reopen on a clean driver every acknowledged write is there.
+/// Deliberate bugs tried: `ImageWriter::wait` dropping the stream's error
+/// (answering `Ok`) makes the checkpoint succeed, publishing a manifest
+/// without the failed frames and releasing the WAL that held them; the
+/// writer thread dropping the images the round sends after the error
+/// (instead of sending them back) leaves the pool short.
 fn an_early_batch_error_fails_the_round(d: Driver) {
     let dir = tempfile::tempdir().unwrap();
     let (t, watch) = watched_tree(dir.path(), d);
     write_all(&t, 1);
     t.checkpoint().unwrap();
+    let pooled = t.cache_stats().pooled_images;
+    assert!(
+        pooled >= 2 * BATCH,
+        "the round's buffers are pooled: {pooled}"
+    );
     write_all(&t, 2);
     let dirty = t.stats().unwrap().bm_dirty_count;
     assert!(dirty >= 3 * BATCH, "several batches: {dirty}");
@@ -247,6 +267,11 @@ fn an_early_batch_error_fails_the_round(d: Driver) {
         // returned (the failed one was never issued to the inner driver).
         assert_eq!(st.issued, st.completed + 1);
     }
+    assert_eq!(
+        t.cache_stats().pooled_images,
+        pooled,
+        "every image buffer of the failed round came back to the pool"
+    );
     assert!(matches!(t.put(b"x", b"y"), Err(Error::Poisoned)));
     check_all(&t, 2);
     drop(t);
@@ -259,7 +284,41 @@ fn an_early_batch_error_fails_the_round(d: Driver) {
     check_all(&t, 2);
 }
 
+/// The round streams its images: on io_uring more writes than one capture
+/// batch are in flight at once (bounded by the round's image buffers,
+/// the pool's 2 x [`BATCH`]), while the sync driver writes one at a time.
+/// Completions are slowed down here (the hook pauses after each), so the
+/// round's writes pile up whenever the driver lets them. Deliberate bug
+/// tried: the round waiting for every image at the writer whenever a
+/// batch's worth is out (the old batch-at-a-time pipeline's depth) keeps
+/// at most [`BATCH`] in flight and fails the io_uring case.
+fn more_writes_than_a_batch_are_in_flight(d: Driver) {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, watch) = watched_tree(dir.path(), d);
+    write_all(&t, 1);
+    t.checkpoint().unwrap();
+    watch.state().delay_after = true;
+    for gen in 2..=3u8 {
+        write_all(&t, gen);
+        t.checkpoint().unwrap();
+    }
+    let st = watch.state();
+    assert!(st.violations.is_empty(), "{:?}", st.violations);
+    assert_eq!(st.issued, st.completed);
+    match d {
+        Driver::Uring => assert!(
+            st.max_in_flight > BATCH && st.max_in_flight <= 2 * BATCH + 8,
+            "io_uring kept {} writes in flight (batch {BATCH})",
+            st.max_in_flight
+        ),
+        Driver::Sync => assert_eq!(st.max_in_flight, 1, "the sync driver writes one at a time"),
+    }
+    drop(st);
+    check_all(&t, 3);
+}
+
 per_driver!(
+    more_writes_than_a_batch_are_in_flight,
     batches_stay_untouched_until_written,
     an_early_batch_error_fails_the_round
 );

@@ -3,7 +3,9 @@
 //! "Registered image buffers"): a round's images come from the driver's
 //! registered arena and go out as `WRITE_FIXED`; the arena is built at the
 //! first round, not at open or on cold loads, sized from the image pool's
-//! bound; a refused registration falls back to plain writes, once.
+//! bound; a refused registration falls back to plain writes, once. Also
+//! driver faults inside a streamed round (errors, short writes, retries
+//! with many writes in flight), which need this file's watch on the ring.
 //!
 //! The arena is process-wide and never freed, so every scenario runs in a
 //! child process of its own: the test binary re-executes itself with
@@ -322,4 +324,93 @@ fn tiny_memlock_limit_gives_plain_images() {
         assert_eq!(delta.fixed_sqes, 0);
     }
     check_all(&t, 1);
+}
+
+/// Keys of the streamed-round scenarios: enough 16 KiB values to dirty
+/// several capture batches' worth of frames, so a round streams.
+const STREAM_KEYS: usize = 1500;
+
+fn stream_key(i: usize) -> Vec<u8> {
+    format!("d{}/k{i:04}", i % 7).into_bytes()
+}
+
+fn write_stream_keys(t: &Tree, gen: u8) {
+    for i in 0..STREAM_KEYS {
+        t.put(&stream_key(i), &value(i, gen)).unwrap();
+    }
+}
+
+fn check_stream_keys(t: &Tree, gen: u8) {
+    for i in 0..STREAM_KEYS {
+        let got = t.get(&stream_key(i)).unwrap();
+        assert_eq!(got.as_deref(), Some(&value(i, gen)[..]), "key {i}");
+    }
+}
+
+/// An `EIO` completion inside the io_uring driver while a round's images
+/// stream with many writes in flight: the round fails, every image buffer
+/// comes back to the pool, the tree refuses writes, and a reopen recovers
+/// every acknowledged put (from the WAL). Deliberate bug tried:
+/// `Ring::run_stream` dropping a failed write instead of handing it back
+/// to the feed fails the pool count.
+#[test]
+fn a_driver_error_mid_stream_fails_the_round_and_loses_nothing() {
+    if !in_child("a_driver_error_mid_stream_fails_the_round_and_loses_nothing") {
+        return;
+    }
+    let Some(d) = uring() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (io, w) = Watch::new(d);
+    let t = builder(dir.path(), io.clone()).open().unwrap();
+    write_stream_keys(&t, 1);
+    t.checkpoint().unwrap();
+    let pooled = t.cache_stats().pooled_images;
+    write_stream_keys(&t, 2);
+    w.data().set_faults(Faults {
+        fail_nth_completion: Some((10, libc::EIO)),
+        ..Faults::default()
+    });
+    assert!(t.checkpoint().is_err(), "the injected EIO failed the round");
+    assert_eq!(
+        t.cache_stats().pooled_images,
+        pooled,
+        "every buffer came back"
+    );
+    assert!(t.put(b"x", b"y").is_err(), "the tree refuses writes");
+    check_stream_keys(&t, 2);
+    drop(t);
+    let t = builder(dir.path(), Arc::new(d)).open().unwrap();
+    check_stream_keys(&t, 2);
+}
+
+/// Short writes and a burst of `EAGAIN` completions during a streamed
+/// round: the round succeeds, and the images alone (WAL emptied) hold
+/// every put. Deliberate bug tried: handing a write back while its
+/// remainder is still queued for resubmission (see `streams.rs`) leaves
+/// the round waiting or the images torn.
+#[test]
+fn short_writes_and_retries_mid_stream_keep_every_image_whole() {
+    if !in_child("short_writes_and_retries_mid_stream_keep_every_image_whole") {
+        return;
+    }
+    let Some(d) = uring() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (io, w) = Watch::new(d);
+    let t = builder(dir.path(), io.clone()).open().unwrap();
+    write_stream_keys(&t, 1);
+    t.checkpoint().unwrap();
+    write_stream_keys(&t, 2);
+    w.data().set_faults(Faults {
+        short_write_every: Some(3),
+        fail_nth_completion: Some((7, libc::EAGAIN)),
+        fail_repeat: 5,
+        ..Faults::default()
+    });
+    t.checkpoint().unwrap();
+    let st = w.stats();
+    assert!(st.short_resubmits > 0 && st.retries > 0, "{st:?}");
+    drop(t);
+    std::fs::write(dir.path().join("journal.wal"), b"").unwrap();
+    let t = builder(dir.path(), Arc::new(d)).open().unwrap();
+    check_stream_keys(&t, 2);
 }

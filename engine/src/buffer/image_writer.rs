@@ -1,75 +1,91 @@
-//! Write-behind for checkpoint images: a round hands each full capture
-//! batch to the tree's image writer thread and captures the next batch
-//! while the backend writes this one, so the frame copies (CPU) and the
-//! frame writes (disk) overlap instead of taking turns.
+//! Write-behind for checkpoint images: a round hands each image to the
+//! tree's image writer thread as soon as it is sealed and captures the
+//! next frame while the backend writes it, so the frame copies (CPU) and
+//! the frame writes (disk) overlap instead of taking turns, and the
+//! backend can keep as many writes in flight as the round has buffers for
+//! ([`Backend::write_stream`]; on io_uring one submission queue topped up
+//! as completions are reaped), not one capture batch.
 //!
 //! The rules:
 //!
-//! * **One batch at the writer.** [`ImageWriter::submit`] first waits for
-//!   the batch handed over before (and takes its buffers back), then hands
-//!   over the new one. A round therefore holds at most two batches of
-//!   image buffers: one being written, one being captured.
-//! * **Buffers move, they are not lent.** A batch's buffers are owned by
-//!   the writer thread while it calls [`Backend::write_blobs`], and that
-//!   call returns only once the backend is done with every one of them
-//!   (on io_uring: every SQE reaped, success or error). They come back to
-//!   the round only through the completion message sent after it, so no
+//! * **One stream per round.** The first [`ImageWriter::send`] of a round
+//!   opens a [`Backend::write_stream`] on the writer thread, which takes
+//!   every image the round sends until [`ImageWriter::wait`] ends it.
+//!   Writes in flight are bounded by the round's image buffers (the
+//!   image pool's bound): the round waits for a buffer to come back
+//!   ([`ImageWriter::reclaim`]) when it has none left.
+//! * **Buffers move, they are not lent.** An image's buffer is owned by
+//!   the backend (on io_uring: by the driver) from the moment the stream
+//!   takes it until its write has finished (its completion reaped,
+//!   success or error); only then is it sent back to the round, so no
 //!   buffer can be reused or freed while the kernel may still use it —
-//!   by ownership, without `unsafe`.
-//! * **No error is lost.** A batch's result is returned by the
-//!   [`submit`](ImageWriter::submit) or [`wait`](ImageWriter::wait)
-//!   that takes the batch back; the round fails at the first error it sees
-//!   and hands over nothing more. [`wait`](ImageWriter::wait) also runs
-//!   when the round ends, failed or not, so no write of a round outlives
-//!   it (a late write would otherwise remap a frame after the next round
-//!   wrote it again).
+//!   by ownership, on the engine's side without `unsafe`.
+//! * **No error is lost.** A failed write comes back marked failed; the
+//!   round stops at the first one it sees ([`ImageWriter::reclaim`]) and
+//!   [`ImageWriter::wait`] returns the stream's error. After an error the
+//!   thread writes nothing more: images still arriving go back unwritten.
+//!   [`wait`](ImageWriter::wait) also runs when the round ends, failed or
+//!   not, and returns only once every image sent has come back, so no
+//!   write of a round outlives it (a late write would otherwise remap a
+//!   frame after the next round wrote it again).
 //! * **One thread per tree, started when it pays.** The thread is spawned
-//!   at the first hand-over, which a round makes only when frames remain
-//!   to capture after a full batch (a round of one batch or less, and
-//!   every write-through in memory mode, writes inline as before), and
-//!   then serves every later round of the tree (rounds are serialised by
-//!   the round lock) until the buffer manager drops, which stops and joins
-//!   it. One long-lived thread rather than one per round, so a round
-//!   pays no thread start and, on io_uring, the kernel's per-thread
-//!   submission state (and io-wq workers) is set up once; a thread per
-//!   round measured no different, within noise, in one run. If the
-//!   thread cannot be spawned, batches are written inline.
+//!   at the first send, which a round makes only when it has more frames
+//!   than one capture batch (a smaller round, and every write-through in
+//!   memory mode, writes its images inline as one batch), and then serves
+//!   every later round of the tree (rounds are serialised by the round
+//!   lock) until the buffer manager drops, which stops and joins it. One
+//!   long-lived thread rather than one per round, so a round pays no
+//!   thread start and, on io_uring, the kernel's per-thread submission
+//!   state (and io-wq workers) is set up once. If the thread cannot be
+//!   spawned, images are written inline.
 //!
 //! Layering is unchanged: the writer calls the round's [`Backend`], never
 //! the I/O driver, and nothing below the engine knows about it.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::api::errors::{Error, Result};
-use crate::store::{AlignedBlobBuf, Backend, BlobGuid};
+use crate::store::{AlignedBlobBuf, Backend, BlobGuid, ImageFeed, ImageNext};
 
-/// Captured images of one batch: the frame's guid and its sealed image.
-pub(crate) type Batch = Vec<(BlobGuid, AlignedBlobBuf)>;
+/// From the round to the writer thread.
+enum ToWriter {
+    /// An image to write.
+    Image(BlobGuid, AlignedBlobBuf),
+    /// The round sends no more images.
+    End,
+}
 
-/// A batch back from the writer, with the result of its write.
-struct Done {
-    batch: Batch,
-    res: Result<()>,
+/// From the writer thread to the round.
+enum FromWriter {
+    /// An image's buffer, after its write finished (`ok`) or failed or
+    /// was not attempted (`!ok`).
+    Buf(AlignedBlobBuf, bool),
+    /// The stream ended with this result; every buffer came back before.
+    Ended(Result<()>),
 }
 
 /// The writer thread and its two channels.
 struct Worker {
-    to: Option<SyncSender<Batch>>,
-    from: Receiver<Done>,
+    to: Option<Sender<ToWriter>>,
+    from: Receiver<FromWriter>,
     handle: Option<JoinHandle<()>>,
 }
 
 /// See the module documentation.
 pub(crate) struct ImageWriter {
     backend: Arc<dyn Backend>,
-    /// `None` until the first hand-over; stays `None` if spawning failed.
+    /// `None` until the first send; stays `None` if spawning failed.
     worker: Option<Worker>,
     /// Spawning was tried (and failed, if `worker` is `None`).
     tried: bool,
-    /// A batch is at the writer.
-    in_flight: bool,
+    /// A stream is open at the writer (this round sent an image).
+    open: bool,
+    /// Images sent whose buffers have not come back.
+    out: usize,
+    /// A buffer came back marked failed.
+    failed: bool,
 }
 
 impl ImageWriter {
@@ -78,68 +94,135 @@ impl ImageWriter {
             backend,
             worker: None,
             tried: false,
-            in_flight: false,
+            open: false,
+            out: 0,
+            failed: false,
         }
     }
 
-    /// Waits for the batch at the writer, if any, and returns its result;
-    /// its buffers are appended to `spare`.
-    pub(crate) fn wait(&mut self, spare: &mut Vec<AlignedBlobBuf>) -> Result<()> {
-        if !self.in_flight {
-            return Ok(());
-        }
-        self.in_flight = false;
-        let Some(w) = &self.worker else {
-            return Ok(());
-        };
-        match w.from.recv() {
-            Ok(done) => {
-                spare.extend(done.batch.into_iter().map(|(_, buf)| buf));
-                done.res
-            }
-            // The thread ended without answering: it panicked inside the
-            // backend's write (whose buffers its unwind dropped only after
-            // the backend reaped them).
-            Err(_) => Err(Error::Internal("checkpoint writer thread ended")),
-        }
+    /// Images sent whose buffers have not come back yet.
+    pub(crate) fn out(&self) -> usize {
+        self.out
     }
 
-    /// Hands `batch` to the writer after taking back the batch there
-    /// before it (its buffers go to `spare`). Returns the earlier batch's
-    /// result: on an error, `batch` is not handed over but returned in
-    /// `Err` with it, so its buffers stay the round's. Without a writer
-    /// thread the batch is written here and its buffers go to `spare`.
-    pub(crate) fn submit(
+    /// Sends one sealed image to the writer thread. Without a thread the
+    /// image is written here and its buffer goes to `spare`. On an error
+    /// (no thread to take it, or the inline write failed) the buffer also
+    /// goes to `spare`.
+    pub(crate) fn send(
         &mut self,
-        batch: Batch,
+        guid: BlobGuid,
+        buf: AlignedBlobBuf,
         spare: &mut Vec<AlignedBlobBuf>,
-    ) -> std::result::Result<(), (Error, Batch)> {
-        if let Err(e) = self.wait(spare) {
-            return Err((e, batch));
-        }
+    ) -> Result<()> {
         if !self.tried {
             self.tried = true;
             self.worker = self.spawn();
         }
         let Some(w) = &self.worker else {
-            let res = write(&*self.backend, &batch);
-            spare.extend(batch.into_iter().map(|(_, buf)| buf));
-            return res.map_err(|e| (e, Vec::new()));
+            let res = self.backend.write_blob(guid, &buf);
+            spare.push(buf);
+            return res;
         };
         let Some(to) = &w.to else {
-            return Err((Error::Internal("checkpoint writer closed"), batch));
+            spare.push(buf);
+            return Err(Error::Internal("checkpoint writer closed"));
         };
-        match to.send(batch) {
+        match to.send(ToWriter::Image(guid, buf)) {
             Ok(()) => {
-                self.in_flight = true;
+                self.open = true;
+                self.out += 1;
                 Ok(())
             }
-            Err(back) => Err((Error::Internal("checkpoint writer thread ended"), back.0)),
+            Err(back) => {
+                if let ToWriter::Image(_, buf) = back.0 {
+                    spare.push(buf);
+                }
+                Err(Error::Internal("checkpoint writer thread ended"))
+            }
         }
     }
 
-    /// Waits for the batch in flight (its buffers are dropped after it
-    /// is written), stops and joins the thread.
+    /// Takes back the buffers whose writes have finished, into `spare`;
+    /// with `block`, waits for at least one if none has (and one is out).
+    /// Once a write has failed, ends the stream ([`ImageWriter::wait`])
+    /// and returns its error.
+    pub(crate) fn reclaim(&mut self, spare: &mut Vec<AlignedBlobBuf>, block: bool) -> Result<()> {
+        let mut got = 0usize;
+        while self.out > 0 {
+            let Some(w) = &self.worker else { break };
+            let msg = if block && got == 0 {
+                w.from.recv().ok()
+            } else {
+                match w.from.try_recv() {
+                    Ok(msg) => Some(msg),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => None,
+                }
+            };
+            match msg {
+                Some(FromWriter::Buf(buf, ok)) => {
+                    self.out -= 1;
+                    got += 1;
+                    spare.push(buf);
+                    self.failed |= !ok;
+                }
+                // `Ended` comes only after `End`, which `wait` sends.
+                Some(FromWriter::Ended(_)) => break,
+                None => return self.wait(spare),
+            }
+        }
+        if self.failed {
+            return self.wait(spare);
+        }
+        Ok(())
+    }
+
+    /// Ends the round's stream, if one is open: waits until every image
+    /// sent has come back (buffers appended to `spare`) and returns the
+    /// stream's result.
+    pub(crate) fn wait(&mut self, spare: &mut Vec<AlignedBlobBuf>) -> Result<()> {
+        if !self.open {
+            return Ok(());
+        }
+        self.open = false;
+        let mut failed = std::mem::take(&mut self.failed);
+        let Some(w) = &self.worker else {
+            return Ok(());
+        };
+        if let Some(to) = &w.to {
+            // A send error means the thread is gone; `recv` below says so.
+            let _ = to.send(ToWriter::End);
+        }
+        loop {
+            match w.from.recv() {
+                Ok(FromWriter::Buf(buf, ok)) => {
+                    // A backend may mark a write failed and still end its
+                    // stream with `Ok`: the round fails all the same.
+                    failed |= !ok;
+                    self.out = self.out.saturating_sub(1);
+                    spare.push(buf);
+                }
+                Ok(FromWriter::Ended(res)) => {
+                    self.out = 0;
+                    return match res {
+                        Ok(()) if failed => Err(Error::Internal("checkpoint image write failed")),
+                        res => res,
+                    };
+                }
+                // The thread ended without answering: it panicked inside
+                // the backend's stream (whose buffers its unwind dropped
+                // only after the backend had reaped them).
+                Err(_) => {
+                    self.out = 0;
+                    return Err(Error::Internal("checkpoint writer thread ended"));
+                }
+            }
+        }
+    }
+
+    /// Ends the stream in flight (its buffers are dropped after they are
+    /// written), stops and joins the thread.
     fn stop(&mut self) {
         let mut spare = Vec::new();
         let _ = self.wait(&mut spare);
@@ -152,21 +235,12 @@ impl ImageWriter {
     }
 
     fn spawn(&self) -> Option<Worker> {
-        // Capacity 1: `submit` waits for the previous batch before it
-        // sends, so the channel never holds more than the one batch.
-        let (to, inbox) = sync_channel::<Batch>(1);
-        let (outbox, from) = sync_channel::<Done>(1);
+        let (to, inbox) = channel::<ToWriter>();
+        let (outbox, from) = channel::<FromWriter>();
         let backend = Arc::clone(&self.backend);
         let handle = std::thread::Builder::new()
             .name("holt-ckpt-write".into())
-            .spawn(move || {
-                for batch in inbox {
-                    let res = write(&*backend, &batch);
-                    if outbox.send(Done { batch, res }).is_err() {
-                        return;
-                    }
-                }
-            })
+            .spawn(move || serve(&*backend, &inbox, &outbox))
             .ok()?;
         Some(Worker {
             to: Some(to),
@@ -182,8 +256,68 @@ impl Drop for ImageWriter {
     }
 }
 
-/// One backend batch for `batch`'s images.
-fn write(backend: &dyn Backend, batch: &Batch) -> Result<()> {
-    let refs: Vec<(BlobGuid, &AlignedBlobBuf)> = batch.iter().map(|(g, b)| (*g, b)).collect();
-    backend.write_blobs(&refs)
+/// The writer thread: one [`Backend::write_stream`] per round, until the
+/// round side hangs up.
+fn serve(backend: &dyn Backend, inbox: &Receiver<ToWriter>, outbox: &Sender<FromWriter>) {
+    while let Ok(first) = inbox.recv() {
+        let mut feed = Feed {
+            inbox,
+            outbox,
+            first: Some(first),
+            ended: false,
+        };
+        let res = backend.write_stream(&mut feed);
+        // A failed stream stops asking: what the round still sends goes
+        // back unwritten, up to its end.
+        if !feed.ended {
+            while let Ok(ToWriter::Image(_, buf)) = inbox.recv() {
+                if outbox.send(FromWriter::Buf(buf, false)).is_err() {
+                    return;
+                }
+            }
+        }
+        if outbox.send(FromWriter::Ended(res)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The round's images as the writer thread hands them to the backend.
+struct Feed<'a> {
+    inbox: &'a Receiver<ToWriter>,
+    outbox: &'a Sender<FromWriter>,
+    /// The message that opened the stream.
+    first: Option<ToWriter>,
+    /// The round's `End` (or its hang-up) was seen.
+    ended: bool,
+}
+
+impl ImageFeed for Feed<'_> {
+    fn next(&mut self, wait: bool) -> ImageNext {
+        if self.ended {
+            return ImageNext::End;
+        }
+        let msg = match self.first.take() {
+            Some(msg) => Some(msg),
+            None if wait => self.inbox.recv().ok(),
+            None => match self.inbox.try_recv() {
+                Ok(msg) => Some(msg),
+                Err(TryRecvError::Empty) => return ImageNext::NotYet,
+                Err(TryRecvError::Disconnected) => None,
+            },
+        };
+        match msg {
+            Some(ToWriter::Image(guid, buf)) => ImageNext::Image(guid, buf),
+            Some(ToWriter::End) | None => {
+                self.ended = true;
+                ImageNext::End
+            }
+        }
+    }
+
+    fn done(&mut self, _guid: BlobGuid, buf: AlignedBlobBuf, ok: bool) {
+        // The round side may be gone (dropped mid-round); the buffer is
+        // then dropped here, its write finished.
+        let _ = self.outbox.send(FromWriter::Buf(buf, ok));
+    }
 }

@@ -60,8 +60,8 @@ pub(crate) struct BufferManager {
     /// Image buffers of finished rounds, reused by the next captures
     /// (arena buffers from the backend first; see `image_pool`).
     image_pool: ImagePool,
-    /// Writes a round's capture batches while it captures the next ones
-    /// (one thread, started by the first round that has more than one
+    /// Writes a round's images while it captures the next ones (one
+    /// thread, started by the first round that has more than one capture
     /// batch); locked by the round for its whole length.
     image_writer: Mutex<ImageWriter>,
     /// Page buffers for writers' saves into armed frames (P2, in
@@ -76,9 +76,10 @@ pub(crate) struct BufferManager {
 /// Most image buffers kept for reuse between rounds: a sixteenth of the
 /// cache capacity, at least [`PREPARED_SLACK`] and at most 64 (32 MiB),
 /// because idle buffers count against the memory budget like
-/// cached frames (`checkpoint::pressure`). A round needs at most two
+/// cached frames (`checkpoint::pressure`). A round takes at most two
 /// capture batches of buffers ([`capture_batch`]) however many frames it
-/// writes, which is never more than this bound,
+/// writes, which is never more than this bound (it reuses each one once
+/// its image's write has finished, see `image_writer`),
 /// so a small pool no longer means allocating per frame (that churn —
 /// page zeroing, `munmap` TLB shootdowns — once raised a concurrent
 /// writer's p99 during a 2000-frame round to 4-6x its idle value). The
@@ -86,17 +87,16 @@ pub(crate) struct BufferManager {
 /// backend to reserve (io_uring: registered arena slots).
 const MAX_POOLED_IMAGES: usize = 64;
 
-/// Most frames a round captures before it hands them to the backend as
-/// one batch (written by the tree's image writer thread while the round
-/// captures the next batch, see `image_writer`) and later reuses their
-/// buffers.
+/// Most frames per capture batch: a round of at most one batch writes its
+/// images as one backend batch; a larger one streams them to the tree's
+/// image writer thread as they are sealed (see `image_writer`), holding
+/// at most two batches of buffers and reusing each as its write finishes.
 const CAPTURE_BATCH: usize = 32;
 
 /// Frames per capture batch for a cache of `capacity` frames: half the
 /// image buffers the pool keeps ([`pooled_images`]), at least 4 and at
-/// most [`CAPTURE_BATCH`]. A round holds at most two batches of buffers
-/// — one being written, one being captured — so its image memory is at
-/// most what the pool keeps between rounds, and a round finds all of
+/// most [`CAPTURE_BATCH`]. A round takes at most two batches of buffers,
+/// so its image memory is at most what the pool keeps between rounds, and a round finds all of
 /// them pooled instead of allocating (and faulting in) fresh ones every
 /// time (with batches of 32 against a pool of 16, as the checkpoint
 /// bench's 64-frame trees have, a round took 27-29 ms of CPU instead of
@@ -598,20 +598,33 @@ impl BufferManager {
     /// After the gate: completes every armed frame's image as of the cut
     /// — the pages no store saved are copied here, under the frame's
     /// shared latch, into the buffer a store took or a spare one — then
-    /// stamps and seals it. Every capture batch ([`capture_batch`]) goes
-    /// to the backend as one batch (free slots: nothing durable refers to
-    /// them before the round's manifest): if frames remain to capture,
-    /// the batch is handed to the tree's image writer thread and the
-    /// round captures on while it is written (at most one batch at the
-    /// writer, see `image_writer`); its buffers are reused once it is
-    /// written.
-    /// Once this round has handed a batch over, its last images are
-    /// handed over too, so their write overlaps the WAL rotation;
-    /// otherwise (a round of one batch or less) [`BufferManager::persist`]
-    /// writes them.
+    /// stamps and seals it (free slots: nothing durable refers to them
+    /// before the round's manifest). A round of more than one capture
+    /// batch ([`capture_batch`]) hands each image to the tree's image
+    /// writer thread as soon as it is sealed, which streams it to the
+    /// backend while the round captures on (see `image_writer`), and takes
+    /// buffers back as their writes finish; it waits for one only when it
+    /// has no spare left, so the writes in flight are bounded by the
+    /// round's buffers (the image pool), not by a batch. A smaller round
+    /// keeps its images for [`BufferManager::persist`], which writes them
+    /// as one batch.
     pub(crate) fn capture_round(&self, r: &mut Round<'_>) -> Result<()> {
         let n = r.armed.len();
+        let stream = n > self.capture_batch;
         for i in 0..n {
+            if stream {
+                // Buffers whose writes finished, and a wait for one when
+                // none is spare (not while a frame latch is held).
+                r.writer.reclaim(&mut r.spare, false)?;
+                if r.spare.is_empty() && r.writer.out() > 0 {
+                    r.writer.reclaim(&mut r.spare, true)?;
+                }
+            }
+            if i % self.capture_batch == 0 && i > 0 {
+                // Frames not captured yet stay armed while earlier images
+                // are written, and their saves should find pooled pages.
+                self.page_pool.top_up();
+            }
             let b = Arc::clone(&r.armed[i]);
             let frame = &b.frame;
             let spare = &mut r.spare;
@@ -635,44 +648,14 @@ impl BufferManager {
                 buf.as_mut_slice()[at..at + 8].copy_from_slice(&seq.to_le_bytes());
             }
             header::seal_image(buf.as_mut_slice());
-            r.images.push((b.guid, buf));
-            if r.images.len() >= self.capture_batch {
-                // Before the batch's write too: frames not captured yet
-                // stay armed while it runs (at 64 dirty frames, half of
-                // them for the whole first write), and their saves should
-                // find pooled pages then, not only after it.
-                self.page_pool.top_up();
-                if i + 1 < n || r.written > 0 {
-                    self.hand_over(r)?;
-                } else {
-                    self.write_images(r)?;
-                }
-                self.page_pool.top_up();
+            if stream {
+                r.writer.send(b.guid, buf, &mut r.spare)?;
+                r.written += 1;
+            } else {
+                r.images.push((b.guid, buf));
             }
-        }
-        if r.written > 0 && !r.images.is_empty() {
-            self.hand_over(r)?;
         }
         Ok(())
-    }
-
-    /// Hands the round's captured images to the image writer thread, after
-    /// taking back the batch written before (its buffers become spares).
-    /// On an error (that earlier batch's, or no writer) the images stay
-    /// the round's.
-    fn hand_over(&self, r: &mut Round<'_>) -> Result<()> {
-        let batch = std::mem::take(&mut r.images);
-        let len = batch.len();
-        match r.writer.submit(batch, &mut r.spare) {
-            Ok(()) => {
-                r.written += len;
-                Ok(())
-            }
-            Err((e, back)) => {
-                r.images = back;
-                Err(e)
-            }
-        }
     }
 
     /// Writes the round's captured images (one batch) and keeps their
@@ -690,9 +673,9 @@ impl BufferManager {
         Ok(())
     }
 
-    /// Waits for the round's writer thread (the batch in flight), then
-    /// writes the round's remaining images (one batch; none if the writer
-    /// ran) and its deletes to the backend.
+    /// Waits for the round's writer thread (every image it was sent),
+    /// then writes the round's remaining images (one batch; none if the
+    /// writer ran) and its deletes to the backend.
     pub(crate) fn persist(&self, r: &mut Round<'_>) -> Result<()> {
         let res = r.writer.wait(&mut r.spare);
         let res = res.and_then(|()| self.write_images(r)).and_then(|()| {
@@ -784,7 +767,7 @@ pub(crate) struct Round<'a> {
     /// Images handed to the backend (written, or at the writer thread).
     written: usize,
     /// The tree's image writer, held for the round (no other round can
-    /// run anyway); it owns the buffers of the batch it writes.
+    /// run anyway); it owns the buffers of the images it is writing.
     writer: std::sync::MutexGuard<'a, ImageWriter>,
 }
 
@@ -801,7 +784,7 @@ impl Round<'_> {
         let bm = self.bm;
         // First of all: no write of this round may outlive it (a late one
         // would remap a frame after the next round rewrote it), and the
-        // batch at the writer owns its buffers until it is written. A
+        // images at the writer own their buffers until written. A
         // successful round's `persist` already did this; a failed round's
         // error is already known, so a second one is dropped here.
         let _ = self.writer.wait(&mut self.spare);

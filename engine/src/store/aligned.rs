@@ -164,6 +164,20 @@ impl AlignedBlobBuf {
     }
 }
 
+// SAFETY: `ptr` never changes and names memory this value owns (its own
+// allocation, or its driver buffer's, held until drop); moving the value
+// does not move it, and the bytes are written only through `&mut self`
+// (`as_mut_slice`, `as_mut_ptr`). So an I/O driver holding the value may
+// keep writing from `bytes()` until it gives the value back.
+unsafe impl holt_backend_sync::StableBuf for AlignedBlobBuf {
+    fn bytes(&self) -> &[u8] {
+        self.as_slice()
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
 impl Drop for AlignedBlobBuf {
     fn drop(&mut self) {
         if self.driver.is_some() {

@@ -104,6 +104,34 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
 
+    /// Stores the frames `feed` hands out, each as soon as it is handed
+    /// out, until it says [`ImageNext::End`], and gives every buffer back
+    /// through [`ImageFeed::done`] once its write has finished (a
+    /// checkpoint round streams its images this way while it captures the
+    /// next ones, and reuses the buffers that come back). The first failed
+    /// write stops the stream: nothing more is asked of `feed`, writes
+    /// already started finish and come back, and the call returns the
+    /// error. The default writes one frame at a time with
+    /// [`write_blob`](Backend::write_blob); [`PersistentBackend`] keeps as
+    /// many writes in flight as its I/O driver allows
+    /// ([`IoFile::write_stream`](holt_backend_sync::IoFile::write_stream)).
+    ///
+    /// # Errors
+    /// The first error of a write; frames written before it may be stored.
+    fn write_stream(&self, feed: &mut dyn ImageFeed) -> Result<()> {
+        loop {
+            match feed.next(true) {
+                ImageNext::Image(guid, buf) => {
+                    let res = self.write_blob(guid, &buf);
+                    feed.done(guid, buf, res.is_ok());
+                    res?;
+                }
+                ImageNext::NotYet => {}
+                ImageNext::End => return Ok(()),
+            }
+        }
+    }
+
     /// Announces that the engine keeps up to `count` frame buffers from
     /// [`alloc_frame_buf`](Backend::alloc_frame_buf) for checkpoint
     /// images (called once, at the first checkpoint round), so a backend
@@ -127,6 +155,30 @@ pub trait Backend: Send + Sync {
     fn alloc_frame_buf(&self) -> AlignedBlobBuf {
         AlignedBlobBuf::zeroed()
     }
+}
+
+/// What [`ImageFeed::next`] has.
+#[derive(Debug)]
+pub enum ImageNext {
+    /// A frame image to store under the guid.
+    Image(BlobGuid, AlignedBlobBuf),
+    /// Nothing yet (only when asked without `wait`).
+    NotYet,
+    /// No more images.
+    End,
+}
+
+/// The source and sink of a [`Backend::write_stream`].
+pub trait ImageFeed {
+    /// The next image. With `wait` the call may block until one is ready
+    /// (a backend asks that way only when it has no write in flight);
+    /// without it, it answers [`ImageNext::NotYet`] rather than block.
+    fn next(&mut self, wait: bool) -> ImageNext;
+    /// The write of `guid`'s image has finished (`ok`: stored); its buffer
+    /// comes back. Called exactly once for every image
+    /// [`next`](Self::next) handed out, before
+    /// [`Backend::write_stream`] returns.
+    fn done(&mut self, guid: BlobGuid, buf: AlignedBlobBuf, ok: bool);
 }
 
 #[cfg(test)]

@@ -22,10 +22,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use holt_backend_sync::{DirLock, IoDriver, IoFile, OpenOptions, SyncDriver};
+use holt_backend_sync::{
+    DirLock, Feed, IoDriver, IoFile, OpenOptions, StreamWrite, SyncDriver, WriteFeed,
+};
 
 use super::manifest::Manifest;
-use super::{AlignedBlobBuf, Backend, BlobGuid, FRAME_SIZE};
+use super::{AlignedBlobBuf, Backend, BlobGuid, ImageFeed, ImageNext, FRAME_SIZE};
 use crate::api::errors::{Error, Result};
 
 /// Name of the slotted data file inside the data directory.
@@ -454,6 +456,67 @@ fn initial_state(loaded: Option<Manifest>, data_len: u64, data_path: &Path) -> R
     Ok(st)
 }
 
+/// A [`PersistentBackend::write_stream`] in progress: gives each image a
+/// slot on its way to the driver and maps it when its write comes back.
+struct Slotted<'a> {
+    backend: &'a PersistentBackend,
+    feed: &'a mut dyn ImageFeed,
+    /// Guid of each write in flight, by slot (the write's tag).
+    guids: HashMap<u64, BlobGuid>,
+    /// A slot could not be reserved: the stream ended early with this.
+    error: Option<Error>,
+}
+
+impl WriteFeed for Slotted<'_> {
+    fn next(&mut self, wait: bool) -> Feed {
+        if self.error.is_some() {
+            return Feed::End;
+        }
+        let (guid, buf) = match self.feed.next(wait) {
+            ImageNext::Image(guid, buf) => (guid, buf),
+            ImageNext::NotYet => return Feed::NotYet,
+            ImageNext::End => return Feed::End,
+        };
+        let slot = match self.backend.reserve(1).map(|slots| slots.first().copied()) {
+            Ok(Some(slot)) => slot,
+            Ok(None) => {
+                self.feed.done(guid, buf, false);
+                self.error = Some(Error::Internal("no slot reserved"));
+                return Feed::End;
+            }
+            Err(e) => {
+                self.feed.done(guid, buf, false);
+                self.error = Some(e);
+                return Feed::End;
+            }
+        };
+        self.guids.insert(slot, guid);
+        Feed::Write(StreamWrite {
+            offset: slot_offset(slot),
+            tag: slot,
+            buf: Box::new(buf),
+        })
+    }
+
+    fn done(&mut self, write: StreamWrite, ok: bool) {
+        let slot = write.tag;
+        let guid = self.guids.remove(&slot);
+        {
+            let mut st = self.backend.state();
+            if let (true, Some(guid)) = (ok, guid) {
+                // Mapped before unpinning, so no slot is ever momentarily
+                // free.
+                st.set_live(guid, slot);
+            }
+            st.unpin(slot);
+        }
+        // Every write this feed hands out carries an `AlignedBlobBuf`.
+        if let (Some(guid), Ok(buf)) = (guid, write.buf.into_any().downcast::<AlignedBlobBuf>()) {
+            self.feed.done(guid, *buf, ok);
+        }
+    }
+}
+
 /// Offset of `slot` in the data file (slots are bounded so this cannot
 /// overflow; see [`PersistentBackend::reserve`]).
 fn slot_offset(slot: u64) -> u64 {
@@ -544,6 +607,24 @@ impl Backend for PersistentBackend {
             st.unpin(slot);
         }
         res.map_err(Error::BackendIo)
+    }
+
+    /// Takes a free slot for each image as the feed hands it out and
+    /// streams the writes through [`IoFile::write_stream`]; each guid is
+    /// remapped as soon as its own write has completed, and its slot is
+    /// unpinned (a failed write's slot returns to `free`).
+    fn write_stream(&self, feed: &mut dyn ImageFeed) -> Result<()> {
+        let mut slotted = Slotted {
+            backend: self,
+            feed,
+            guids: HashMap::new(),
+            error: None,
+        };
+        let res = self.data.write_stream(&mut slotted);
+        match slotted.error.take() {
+            Some(e) => Err(e),
+            None => res.map_err(Error::BackendIo),
+        }
     }
 
     fn delete_blob(&self, guid: BlobGuid) -> Result<()> {

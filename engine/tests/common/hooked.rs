@@ -17,7 +17,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use holt::io::{AlignedBuf, IoDriver, IoFile, OpenOptions, ALIGN};
+use holt::io::{AlignedBuf, Feed, IoDriver, IoFile, OpenOptions, StreamWrite, WriteFeed, ALIGN};
 
 /// What a call does: the coarse kind a hook counts or picks calls by.
 /// [`Call::method`] names the exact method.
@@ -25,7 +25,7 @@ use holt::io::{AlignedBuf, IoDriver, IoFile, OpenOptions, ALIGN};
 pub enum Kind {
     /// `read_at`, and each entry of `read_batch`.
     Read,
-    /// `write_at`, and each entry of `write_batch`.
+    /// `write_at`, and each entry of `write_batch` and `write_stream`.
     Write,
     /// `sync_data` and `sync_all`.
     Sync,
@@ -227,6 +227,50 @@ impl HookedFile {
     }
 }
 
+/// A [`HookedFile::write_stream`] in progress.
+struct HookedFeed<'a> {
+    file: &'a HookedFile,
+    feed: &'a mut dyn WriteFeed,
+    /// The hook stopped a write with this.
+    error: Option<io::Error>,
+}
+
+impl WriteFeed for HookedFeed<'_> {
+    fn next(&mut self, wait: bool) -> Feed {
+        if self.error.is_some() {
+            return Feed::End;
+        }
+        let write = match self.feed.next(wait) {
+            Feed::Write(write) => write,
+            other => return other,
+        };
+        let call = self
+            .file
+            .call(Kind::Write, "write_stream", write.buf.bytes());
+        let e = match self.file.hook.before(&call) {
+            Verdict::Forward => return Feed::Write(write),
+            Verdict::Fail(e) => e,
+            Verdict::Tear(e) => {
+                self.file.tear(write.buf.bytes(), write.offset);
+                e
+            }
+        };
+        self.feed.done(write, false);
+        self.error = Some(e);
+        Feed::End
+    }
+
+    fn done(&mut self, write: StreamWrite, ok: bool) {
+        if ok {
+            let call = self
+                .file
+                .call(Kind::Write, "write_stream", write.buf.bytes());
+            self.file.hook.after(&call);
+        }
+        self.feed.done(write, ok);
+    }
+}
+
 impl IoFile for HookedFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.hooked(Kind::Read, "read_at", || self.inner.read_at(buf, offset))
@@ -280,6 +324,22 @@ impl IoFile for HookedFile {
             self.hook.after(&self.call(Kind::Write, "write_batch", buf));
         }
         Ok(())
+    }
+    fn write_stream(&self, feed: &mut dyn WriteFeed) -> io::Result<()> {
+        // Forwarded as a stream; the hook sees each write as it is handed
+        // to the inner driver and again once it has completed. One the
+        // hook stops goes back failed (torn first, for a tear) and ends
+        // the stream; the writes already in flight finish.
+        let mut hooked = HookedFeed {
+            file: self,
+            feed,
+            error: None,
+        };
+        let res = self.inner.write_stream(&mut hooked);
+        match hooked.error.take() {
+            Some(e) => Err(e),
+            None => res,
+        }
     }
     fn sync_data(&self) -> io::Result<()> {
         self.hooked(Kind::Sync, "sync_data", || self.inner.sync_data())
