@@ -128,19 +128,31 @@ fn value(i: usize, gen: u8) -> Vec<u8> {
     v
 }
 
-/// Overwrites every key with generation `gen` (dirtying every frame).
-fn write_all(t: &Tree, gen: u8) {
-    for i in 0..KEYS {
-        t.put(format!("d{}/k{i:04}", i % 7).as_bytes(), &value(i, gen))
-            .unwrap();
+fn key(i: usize) -> Vec<u8> {
+    format!("d{}/k{i:04}", i % 7).into_bytes()
+}
+
+/// Overwrites the first `n` keys with generation `gen`.
+fn write_keys(t: &Tree, n: usize, gen: u8) {
+    for i in 0..n {
+        t.put(&key(i), &value(i, gen)).unwrap();
     }
 }
 
-fn check_all(t: &Tree, gen: u8) {
-    for i in 0..KEYS {
-        let got = t.get(format!("d{}/k{i:04}", i % 7).as_bytes()).unwrap();
+fn check_keys(t: &Tree, n: usize, gen: u8) {
+    for i in 0..n {
+        let got = t.get(&key(i)).unwrap();
         assert_eq!(got.as_deref(), Some(&value(i, gen)[..]), "key {i}");
     }
+}
+
+/// Overwrites every key with generation `gen` (dirtying every frame).
+fn write_all(t: &Tree, gen: u8) {
+    write_keys(t, KEYS, gen);
+}
+
+fn check_all(t: &Tree, gen: u8) {
+    check_keys(t, KEYS, gen);
 }
 
 /// Whether the process's arena exists yet.
@@ -330,23 +342,6 @@ fn tiny_memlock_limit_gives_plain_images() {
 /// several capture batches' worth of frames, so a round streams.
 const STREAM_KEYS: usize = 1500;
 
-fn stream_key(i: usize) -> Vec<u8> {
-    format!("d{}/k{i:04}", i % 7).into_bytes()
-}
-
-fn write_stream_keys(t: &Tree, gen: u8) {
-    for i in 0..STREAM_KEYS {
-        t.put(&stream_key(i), &value(i, gen)).unwrap();
-    }
-}
-
-fn check_stream_keys(t: &Tree, gen: u8) {
-    for i in 0..STREAM_KEYS {
-        let got = t.get(&stream_key(i)).unwrap();
-        assert_eq!(got.as_deref(), Some(&value(i, gen)[..]), "key {i}");
-    }
-}
-
 /// An `EIO` completion inside the io_uring driver while a round's images
 /// stream with many writes in flight: the round fails, every image buffer
 /// comes back to the pool, the tree refuses writes, and a reopen recovers
@@ -362,10 +357,10 @@ fn a_driver_error_mid_stream_fails_the_round_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (io, w) = Watch::new(d);
     let t = builder(dir.path(), io.clone()).open().unwrap();
-    write_stream_keys(&t, 1);
+    write_keys(&t, STREAM_KEYS, 1);
     t.checkpoint().unwrap();
     let pooled = t.cache_stats().pooled_images;
-    write_stream_keys(&t, 2);
+    write_keys(&t, STREAM_KEYS, 2);
     w.data().set_faults(Faults {
         fail_nth_completion: Some((10, libc::EIO)),
         ..Faults::default()
@@ -377,10 +372,10 @@ fn a_driver_error_mid_stream_fails_the_round_and_loses_nothing() {
         "every buffer came back"
     );
     assert!(t.put(b"x", b"y").is_err(), "the tree refuses writes");
-    check_stream_keys(&t, 2);
+    check_keys(&t, STREAM_KEYS, 2);
     drop(t);
     let t = builder(dir.path(), Arc::new(d)).open().unwrap();
-    check_stream_keys(&t, 2);
+    check_keys(&t, STREAM_KEYS, 2);
 }
 
 /// Short writes and a burst of `EAGAIN` completions during a streamed
@@ -397,9 +392,9 @@ fn short_writes_and_retries_mid_stream_keep_every_image_whole() {
     let dir = tempfile::tempdir().unwrap();
     let (io, w) = Watch::new(d);
     let t = builder(dir.path(), io.clone()).open().unwrap();
-    write_stream_keys(&t, 1);
+    write_keys(&t, STREAM_KEYS, 1);
     t.checkpoint().unwrap();
-    write_stream_keys(&t, 2);
+    write_keys(&t, STREAM_KEYS, 2);
     w.data().set_faults(Faults {
         short_write_every: Some(3),
         fail_nth_completion: Some((7, libc::EAGAIN)),
@@ -412,5 +407,5 @@ fn short_writes_and_retries_mid_stream_keep_every_image_whole() {
     drop(t);
     std::fs::write(dir.path().join("journal.wal"), b"").unwrap();
     let t = builder(dir.path(), Arc::new(d)).open().unwrap();
-    check_stream_keys(&t, 2);
+    check_keys(&t, STREAM_KEYS, 2);
 }
