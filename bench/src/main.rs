@@ -483,8 +483,8 @@ fn print_checkpoint(out: &ckpt::Outcome, args: &Args) {
          rate would have issued during each stall (hdrhistogram record_correct with the idle \
          period's mean interval between puts). longest put: the slowest put overlapping the round and \
          when it started, relative to the round's start. WAL MiB at cut: the WAL written since the \
-         last round (mostly the idle period's puts), which the round's cut fdatasyncs while holding \
-         the commit gate."
+         last round (mostly the idle period's puts), which the round's WAL rotation writes out and \
+         fdatasyncs (outside the commit gate)."
     );
     println!("\n#### Setup\n");
     println!("{}", ckpt::setup_table(out));
