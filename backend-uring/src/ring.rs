@@ -441,20 +441,11 @@ impl Ring {
             } else {
                 (run.ring.depth / 4).clamp(1, run.in_flight)
             };
-            match run.enter(want) {
-                Ok(()) => enter_failures = 0,
-                Err(e) => {
-                    enter_failures += 1;
-                    if !is_transient(&e) || enter_failures > MAX_ENTER_RETRIES {
-                        // Leave the rest to `drain`, which knows how to
-                        // stop safely on a broken ring.
-                        error.get_or_insert(e);
-                        break;
-                    }
-                    if e.raw_os_error() != Some(libc::EINTR) {
-                        std::thread::yield_now();
-                    }
-                }
+            if let Err(e) = run.enter_retrying(want, &mut enter_failures) {
+                // Leave the rest to `drain`, which knows how to stop
+                // safely on a broken ring.
+                error.get_or_insert(e);
+                break;
             }
             run.reap(ops, &mut pending, &mut error);
         }
@@ -553,18 +544,9 @@ impl Ring {
             if run.in_flight > 0 {
                 // Wake at every completion: a buffer back early lets the
                 // round capture (and disarm) its next frame sooner.
-                match run.enter(1) {
-                    Ok(()) => enter_failures = 0,
-                    Err(e) => {
-                        enter_failures += 1;
-                        if !is_transient(&e) || enter_failures > MAX_ENTER_RETRIES {
-                            error.get_or_insert(e);
-                            break;
-                        }
-                        if e.raw_os_error() != Some(libc::EINTR) {
-                            std::thread::yield_now();
-                        }
-                    }
+                if let Err(e) = run.enter_retrying(1, &mut enter_failures) {
+                    error.get_or_insert(e);
+                    break;
                 }
                 run.reap(&mut ops, &mut pending, &mut error);
             }
@@ -784,6 +766,30 @@ impl Run<'_> {
         let stats = &mut self.ring.stats;
         stats.max_submitted_at_once = stats.max_submitted_at_once.max(at_once);
         Ok(())
+    }
+
+    /// [`Run::enter`], with `failures` counting the calls that failed in
+    /// a row: a transient failure (see [`is_transient`]) within the retry
+    /// bound answers `Ok` so the caller reaps and enters again (after a
+    /// yield, unless it was `EINTR`); any other failure, or one past the
+    /// bound, is returned.
+    fn enter_retrying(&mut self, want: usize, failures: &mut u32) -> io::Result<()> {
+        match self.enter(want) {
+            Ok(()) => {
+                *failures = 0;
+                Ok(())
+            }
+            Err(e) => {
+                *failures += 1;
+                if !is_transient(&e) || *failures > MAX_ENTER_RETRIES {
+                    return Err(e);
+                }
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    std::thread::yield_now();
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Moves every available CQE into `self.ring.reaped`, returning how

@@ -4,29 +4,17 @@
 //! end of file, a refused buffer registration. Every test is skipped (with
 //! a note) where io_uring is unavailable.
 
+mod common;
+
+use common::{uring, CHUNK, OPTS};
+
 use std::io;
 use std::path::Path;
 
-use holt_backend_sync::{AlignedBuf, IoDriver, IoFile, OpenOptions, SyncDriver, ALIGN};
+use holt_backend_sync::{AlignedBuf, IoDriver, IoFile, SyncDriver, ALIGN};
 use holt_backend_uring::{
     BufferRegistration, Faults, UringDriver, UringFile, MAX_RETRIES, SLOT_BYTES,
 };
-
-const CHUNK: usize = 16 * ALIGN;
-const OPTS: OpenOptions = OpenOptions {
-    create: true,
-    direct: true,
-};
-
-fn uring() -> Option<UringDriver> {
-    match UringDriver::probe() {
-        Ok(d) => Some(d),
-        Err(reason) => {
-            eprintln!("skipped: io_uring unavailable here ({reason})");
-            None
-        }
-    }
-}
 
 /// A chunk whose bytes name `i` and their position.
 fn pattern(i: usize, len: usize) -> AlignedBuf {

@@ -4,29 +4,15 @@
 //! reaped, and the first error ending the stream with every buffer back.
 //! Every test is skipped (with a note) where io_uring is unavailable.
 
+mod common;
+
+use common::{uring, CHUNK, OPTS};
+
 use std::collections::VecDeque;
 
 use holt_backend_sync::IoDriver;
-use holt_backend_sync::{
-    AlignedBuf, Feed, IoFile, OpenOptions, StreamWrite, SyncDriver, WriteFeed, ALIGN,
-};
-use holt_backend_uring::{Faults, UringDriver};
-
-const CHUNK: usize = 16 * ALIGN;
-const OPTS: OpenOptions = OpenOptions {
-    create: true,
-    direct: true,
-};
-
-fn uring() -> Option<UringDriver> {
-    match UringDriver::probe() {
-        Ok(d) => Some(d),
-        Err(reason) => {
-            eprintln!("skipped: io_uring unavailable here ({reason})");
-            None
-        }
-    }
-}
+use holt_backend_sync::{AlignedBuf, Feed, IoFile, StreamWrite, SyncDriver, WriteFeed};
+use holt_backend_uring::Faults;
 
 /// A chunk whose bytes name `i` and their position.
 fn pattern(i: usize) -> AlignedBuf {

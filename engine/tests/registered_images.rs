@@ -342,6 +342,20 @@ fn tiny_memlock_limit_gives_plain_images() {
 /// several capture batches' worth of frames, so a round streams.
 const STREAM_KEYS: usize = 1500;
 
+/// A watched tree in `dir` whose next round streams: every key written
+/// and checkpointed (generation 1), then overwritten (generation 2).
+/// Returns the tree, its watch, and the image buffers pooled after the
+/// first round.
+fn streaming_tree(dir: &Path, d: UringDriver) -> (Tree, Arc<Watch>, usize) {
+    let (io, w) = Watch::new(d);
+    let t = builder(dir, io).open().unwrap();
+    write_keys(&t, STREAM_KEYS, 1);
+    t.checkpoint().unwrap();
+    let pooled = t.cache_stats().pooled_images;
+    write_keys(&t, STREAM_KEYS, 2);
+    (t, w, pooled)
+}
+
 /// An `EIO` completion inside the io_uring driver while a round's images
 /// stream with many writes in flight: the round fails, every image buffer
 /// comes back to the pool, the tree refuses writes, and a reopen recovers
@@ -355,12 +369,7 @@ fn a_driver_error_mid_stream_fails_the_round_and_loses_nothing() {
     }
     let Some(d) = uring() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (io, w) = Watch::new(d);
-    let t = builder(dir.path(), io.clone()).open().unwrap();
-    write_keys(&t, STREAM_KEYS, 1);
-    t.checkpoint().unwrap();
-    let pooled = t.cache_stats().pooled_images;
-    write_keys(&t, STREAM_KEYS, 2);
+    let (t, w, pooled) = streaming_tree(dir.path(), d);
     w.data().set_faults(Faults {
         fail_nth_completion: Some((10, libc::EIO)),
         ..Faults::default()
@@ -390,11 +399,7 @@ fn short_writes_and_retries_mid_stream_keep_every_image_whole() {
     }
     let Some(d) = uring() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (io, w) = Watch::new(d);
-    let t = builder(dir.path(), io.clone()).open().unwrap();
-    write_keys(&t, STREAM_KEYS, 1);
-    t.checkpoint().unwrap();
-    write_keys(&t, STREAM_KEYS, 2);
+    let (t, w, _) = streaming_tree(dir.path(), d);
     w.data().set_faults(Faults {
         short_write_every: Some(3),
         fail_nth_completion: Some((7, libc::EAGAIN)),
