@@ -305,7 +305,9 @@ pub(crate) fn decode_leaf(f: &AtomicFrame, r: u32) -> FResult<Leaf> {
     }
 }
 
-/// The child for `byte`: `(slot address, pointer)`.
+/// The child for `byte`: `(slot address, pointer)`. Inlined: a point
+/// get calls it at every inner node.
+#[inline]
 pub(crate) fn find_child(f: &AtomicFrame, n: &Inner, byte: u8) -> FResult<Option<(usize, u32)>> {
     let body = n.body();
     match n.kind {
@@ -339,6 +341,40 @@ pub(crate) fn find_child(f: &AtomicFrame, n: &Inner, byte: u8) -> FResult<Option
             let c = f.u32(slot)?;
             Ok((c != 0).then_some((slot, c)))
         }
+    }
+}
+
+/// The child pointer for `byte`, as [`find_child`] finds it (the same
+/// errors), for the point-get walk, which calls it at every inner node:
+/// always inlined, keys read as whole aligned words, Node4 keys compared
+/// at once like Node16's, no slot address.
+#[inline(always)]
+pub(crate) fn child_ptr(f: &AtomicFrame, n: &Inner, byte: u8) -> FResult<Option<u32>> {
+    let body = n.body();
+    let i = match n.kind {
+        N4 => {
+            let mut k = [0u64; 1];
+            f.words_into(body, &mut k)?;
+            search16(k[0], 0, n.count, byte)
+        }
+        N16 => {
+            let mut k = [0u64; 2];
+            f.words_into(body, &mut k)?;
+            search16(k[0], k[1], n.count, byte)
+        }
+        N48 => match f.u8(body + usize::from(byte))? {
+            0 => None,
+            idx @ 1..=48 => Some(usize::from(idx) - 1),
+            _ => return Err(Corrupt("node48 index")),
+        },
+        _ => {
+            let c = f.u32(n.child_slot_at(usize::from(byte)))?;
+            return Ok((c != 0).then_some(c));
+        }
+    };
+    match i {
+        Some(i) => f.u32(n.child_slot_at(i)).map(Some),
+        None => Ok(None),
     }
 }
 
@@ -822,6 +858,46 @@ mod tests {
         for r in [0, 4, 1028, FRAME_SIZE as u32] {
             assert!(leaf_or_inner_at(&f, r).is_none(), "pointer {r}");
         }
+    }
+
+    /// `child_ptr` (the point get's child lookup) finds what `find_child`
+    /// finds, for every inner kind, every count and every byte, including
+    /// bytes equal to a Node4's padding or a Node16's unused keys, and
+    /// reports a Node48 index past 48 as corruption. Deliberate bugs
+    /// tried: searching a Node4 over 8 keys (`search16(k[0], 0, 8, byte)`,
+    /// finds the pad); a Node48 slot one off (`Some(usize::from(idx))`);
+    /// accepting any Node48 index (`idx @ 1..` without the bound).
+    #[test]
+    fn child_ptr_agrees_with_find_child() {
+        for kind in [N4, N16, N48, N256] {
+            let f = AtomicFrame::zeroed();
+            let mut n = inner(&f, 1024, kind);
+            // Byte 0 is a child of none: unused key bytes and padding are 0.
+            let bytes: Vec<u8> = (0..capacity(kind).min(255))
+                .map(|i| ((i * 37 + 11) % 255 + 1) as u8)
+                .collect();
+            for (i, &b) in bytes.iter().enumerate() {
+                for probe in 0..=255u8 {
+                    let want = find_child(&f, &n, probe).unwrap().map(|(_, c)| c);
+                    let got = child_ptr(&f, &n, probe).unwrap();
+                    assert_eq!(got, want, "kind {kind} count {i} byte {probe}");
+                }
+                add_child(&f, &mut n, b, 4096 + 8 * i as u32).unwrap();
+            }
+            for (i, &b) in bytes.iter().enumerate() {
+                assert_eq!(child_ptr(&f, &n, b).unwrap(), Some(4096 + 8 * i as u32));
+            }
+            if kind == N4 {
+                // A pad byte that equals the byte asked for.
+                f.set_u8(n.body() + 5, 200).unwrap();
+                assert_eq!(child_ptr(&f, &n, 200).unwrap(), None, "Node4 pad");
+            }
+        }
+        let f = AtomicFrame::zeroed();
+        let n = inner(&f, 1024, N48);
+        f.set_u8(n.body() + 9, 49).unwrap();
+        assert!(find_child(&f, &n, 9).is_err());
+        assert!(child_ptr(&f, &n, 9).is_err(), "Node48 index 49");
     }
 
     #[test]

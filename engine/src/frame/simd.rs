@@ -8,6 +8,7 @@ pub(crate) use super::node::search_scalar as search16;
 /// Index of `byte` among the first `count` of 16 key bytes held in two
 /// little-endian words: one SSE2 compare of all 16 keys at once.
 #[cfg(target_arch = "x86_64")]
+#[inline]
 pub(crate) fn search16(lo: u64, hi: u64, count: usize, byte: u8) -> Option<usize> {
     use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set1_epi8, _mm_set_epi64x};
     // SAFETY: SSE2 is part of the x86_64 baseline target, so the CPU this

@@ -6,7 +6,7 @@ use super::{corrupt_in, Core};
 use crate::api::errors::Result;
 use crate::buffer::frame_table::Guard;
 use crate::buffer::CachedBlob;
-use crate::frame::node::{self, Node};
+use crate::frame::node::{self, Node, Quick};
 use crate::frame::{header, AtomicFrame, Corrupt, FResult};
 use crate::store::BlobGuid;
 
@@ -53,8 +53,21 @@ pub(crate) fn walk(
             return Ok(Step::Absent);
         }
         let rest = key.get(depth..).ok_or(Corrupt("walk past key end"))?;
-        match node::decode(f, r)? {
-            Node::Leaf(l) => {
+        // Leaves and inner nodes, nearly every node a get meets, are read
+        // inline (`leaf_or_inner_at`: the head and the second word, no
+        // call, no `Node` built in memory); a link, or anything that check
+        // turns down, goes through `decode`, which returns the link or the
+        // same corruption error.
+        let q = match node::leaf_or_inner_at(f, r) {
+            Some(q) => q,
+            None => match node::decode(f, r)? {
+                Node::Link(l) => return Ok(Step::Link(l.guid, depth)),
+                Node::Leaf(l) => Quick::Leaf(l),
+                Node::Inner(n) => Quick::Inner(n),
+            },
+        };
+        match q {
+            Quick::Leaf(l) => {
                 if l.suffix_len != rest.len()
                     || f.common_prefix(l.suffix_at(), l.suffix_len, rest)? != rest.len()
                 {
@@ -66,9 +79,10 @@ pub(crate) fn walk(
                 }
                 return Ok(Step::Found);
             }
-            Node::Inner(n) => {
+            Quick::Inner(n) => {
                 if n.prefix_len > rest.len()
-                    || f.common_prefix(n.prefix_at(), n.prefix_len, rest)? != n.prefix_len
+                    || (n.prefix_len > 0
+                        && f.common_prefix(n.prefix_at(), n.prefix_len, rest)? != n.prefix_len)
                 {
                     return Ok(Step::Absent);
                 }
@@ -84,9 +98,9 @@ pub(crate) fn walk(
                     }
                     return Ok(Step::Found);
                 };
-                match node::find_child(f, &n, b)? {
+                match node::child_ptr(f, &n, b)? {
                     None => return Ok(Step::Absent),
-                    Some((_, c)) => {
+                    Some(c) => {
                         // Most nodes a get meets span several cache lines
                         // (nodes are 8-aligned; after a random-order load
                         // of 10^6 objstore keys the child slot lay outside
@@ -104,7 +118,6 @@ pub(crate) fn walk(
                     }
                 }
             }
-            Node::Link(l) => return Ok(Step::Link(l.guid, depth)),
         }
     }
 }
@@ -124,10 +137,14 @@ pub(crate) fn fan_entry(f: &AtomicFrame, key: &[u8], depth: usize) -> FResult<Op
         .checked_sub(1)
         .and_then(|i| key.get(i))
         .ok_or(Corrupt("fan frame at depth 0"))?;
-    let Node::Inner(fan) = node::decode(f, root)? else {
-        return Err(Corrupt("fan frame root is not a fan node"));
+    let fan = match node::leaf_or_inner_at(f, root) {
+        Some(Quick::Inner(n)) => n,
+        _ => match node::decode(f, root)? {
+            Node::Inner(n) => n,
+            _ => return Err(Corrupt("fan frame root is not a fan node")),
+        },
     };
-    Ok(node::find_child(f, &fan, b)?.map(|(_, c)| c))
+    node::child_ptr(f, &fan, b)
 }
 
 /// Frame hops that consume no key byte (a fan frame spilling part of its
@@ -279,5 +296,59 @@ impl Core {
             self.descend(key, Some(out), &guard)?.3,
             Step::Found
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::node::{
+        add_child, inner_size, leaf_size, write_inner, write_leaf, write_link,
+    };
+    use crate::frame::node::{LINK_SIZE, N4};
+
+    /// A frame whose root Node4 (prefix `ab`) holds `c` -> leaf `d` = `v`,
+    /// `x` -> a link to GUID `[9; 16]`, and `z` -> a node of unknown kind.
+    fn frame() -> AtomicFrame {
+        let f = AtomicFrame::zeroed();
+        header::init(&f, [1; 16], 0).unwrap();
+        write_inner(&f, 1024, inner_size(N4, 2), N4, b"ab", 0).unwrap();
+        let Node::Inner(mut root) = node::decode(&f, 1024).unwrap() else {
+            panic!("root is not an inner node");
+        };
+        write_leaf(&f, 2048, leaf_size(1, 1), b"d", b"v").unwrap();
+        write_link(&f, 3072, LINK_SIZE, &[9; 16]).unwrap();
+        f.set_u64(4096, 9 | (32 << 32)).unwrap();
+        add_child(&f, &mut root, b'c', 2048).unwrap();
+        add_child(&f, &mut root, b'x', 3072).unwrap();
+        add_child(&f, &mut root, b'z', 4096).unwrap();
+        f.set_u32(header::OFF_ROOT, 1024).unwrap();
+        f
+    }
+
+    /// The point walk reads leaves and inner nodes inline and hands every
+    /// other node to `decode`: a link still ends the walk with the child
+    /// frame's GUID and the depth after its branch byte, and a node of
+    /// unknown kind is an error, not an absence (nor a panic). Deliberate
+    /// bug tried: treating whatever the inline check turns down as absent
+    /// (`None => return Ok(Step::Absent)`), which loses links and hides
+    /// corruption.
+    #[test]
+    fn walk_finds_values_follows_links_and_reports_corrupt_nodes() {
+        let f = frame();
+        let mut out = b"stale".to_vec();
+        assert!(matches!(
+            walk(&f, b"abcd", 0, Some(&mut out)),
+            Ok(Step::Found)
+        ));
+        assert_eq!(out, b"v");
+        assert!(matches!(walk(&f, b"abxq", 0, None), Ok(Step::Link(g, 3)) if g == [9; 16]));
+        assert!(walk(&f, b"abzq", 0, None).is_err(), "unknown node kind");
+        for absent in [&b"abq"[..], b"abce", b"ac", b"ab", b""] {
+            assert!(
+                matches!(walk(&f, absent, 0, None), Ok(Step::Absent)),
+                "{absent:?}"
+            );
+        }
     }
 }
