@@ -59,6 +59,22 @@ struct Slot {
     value_len: Option<usize>,
 }
 
+impl Slot {
+    /// The entry in `bytes` (a batch's buffer): the key and value lie
+    /// back to back, cut from one slice. A slot past the buffer (which
+    /// the batch never makes) reads as an empty key.
+    #[inline]
+    fn item<'a>(&self, bytes: &'a [u8]) -> ItemRef<'a> {
+        let len = self.key_len + self.value_len.unwrap_or(0);
+        let entry = bytes.get(self.start..self.start + len).unwrap_or_default();
+        let (key, value) = entry.split_at(self.key_len.min(entry.len()));
+        match self.value_len {
+            None => ItemRef::Common(key),
+            Some(_) => ItemRef::Key(key, value),
+        }
+    }
+}
+
 /// The entries of one batch. Keys and values lie back to back in one
 /// buffer, so collecting an entry allocates nothing once the buffers have
 /// grown, and a caller that reuses the batch reuses them.
@@ -93,16 +109,16 @@ impl Batch {
         self.slots.len()
     }
 
+    #[inline]
     pub(crate) fn get(&self, i: usize) -> Option<ItemRef<'_>> {
-        let s = self.slots.get(i)?;
-        let key = &self.bytes[s.start..s.start + s.key_len];
-        Some(match s.value_len {
-            None => ItemRef::Common(key),
-            Some(v) => {
-                let at = s.start + s.key_len;
-                ItemRef::Key(key, &self.bytes[at..at + v])
-            }
-        })
+        self.slots.get(i).map(|s| s.item(&self.bytes))
+    }
+
+    /// The entries in order: what a visitor hands its closure, one slot
+    /// after the next with no index to check against the slot list.
+    #[inline]
+    pub(crate) fn items(&self) -> impl Iterator<Item = ItemRef<'_>> + '_ {
+        self.slots.iter().map(|s| s.item(&self.bytes))
     }
 
     pub(crate) fn last(&self) -> Option<ItemRef<'_>> {
