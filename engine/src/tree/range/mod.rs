@@ -15,6 +15,10 @@
 //! emits it when it finds the subtree's first qualifying key and skips the
 //! rest of that subtree without visiting it.
 
+mod stream;
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use super::{corrupt_in, Core};
@@ -100,6 +104,7 @@ struct Scratch {
     path: Vec<u8>,
     kids: Vec<(u8, u32)>,
     stack: Vec<Level>,
+    opens: Vec<stream::Open>,
     /// `Frames::held`, empty between walks.
     held: Vec<Held>,
 }
@@ -443,6 +448,8 @@ struct Walker<'q, 'o> {
     /// The child lists of the nodes on `stack`, back to back.
     kids: Vec<(u8, u32)>,
     stack: Vec<Level>,
+    /// The open nodes of [`Walker::stream`], empty outside it.
+    opens: Vec<stream::Open>,
     out: &'o mut Batch,
     visits: usize,
     /// Frames loaded ahead of the walk (`load_siblings`), pinned for the
@@ -899,6 +906,13 @@ impl Walker<'_, '_> {
                     }
                     // What `visit` would do with this child, without the
                     // call and the general decode (the child is no link).
+                    // With no delimiter, the whole subtree qualifies.
+                    Some(Quick::Inner(n))
+                        if self.q.delimiter.is_none() && stream::sorted(n.kind) =>
+                    {
+                        step = self.stream(frame, n, at, b)?;
+                        continue;
+                    }
                     Some(Quick::Inner(n)) => {
                         self.tick()?;
                         self.path.truncate(at);
@@ -981,6 +995,7 @@ impl Core {
             sc.path.clear();
             sc.kids.clear();
             sc.stack.clear();
+            sc.opens.clear();
             // Room for a typical walk up front, not grown piecemeal.
             sc.path.reserve(256);
             sc.kids.reserve(4 * KIDS_CHUNK);
@@ -993,19 +1008,22 @@ impl Core {
                 path: sc.path,
                 kids: sc.kids,
                 stack: sc.stack,
+                opens: sc.opens,
                 out: &mut *out,
                 visits: 0,
                 prefetched: Vec::new(),
             };
             let res = w.run(self);
             let valid = w.frames.all_valid();
-            let (path, kids, stack, mut held) = (w.path, w.kids, w.stack, w.frames.held);
+            let (path, kids, stack, opens, mut held) =
+                (w.path, w.kids, w.stack, w.opens, w.frames.held);
             // Unpin (and unlatch) now; keep the room.
             held.clear();
             out.scratch = Scratch {
                 path,
                 kids,
                 stack,
+                opens,
                 held,
             };
             match res {
