@@ -9,12 +9,16 @@
 //! comes (its byte and pointer, two reads), a leaf goes into the batch
 //! straight from the frame, and an inner child is opened in place.
 //!
+//! A child at or past the frame's key-order mark (added or moved since
+//! the frame was last written in key order) lies a cache miss away from
+//! its neighbours: the stream reads it all the same, but first starts
+//! the next sibling's lines loading.
+//!
 //! Everything else is handed back to the general walk exactly where the
 //! stream stands ([`Walker::hand_over`]): a link (the subtree goes on in
 //! another frame), a wide node (`N48`/`N256`, whose chunked child reads
-//! the general walk does), a child past the frame's key-order mark (the
-//! general walk prefetches those) and anything malformed (the general
-//! visit reports it). The open nodes become general levels that resume
+//! the general walk does) and anything malformed (the general visit
+//! reports it). The open nodes become general levels that resume
 //! at the child the stream stopped at, so the entries and their order
 //! are those of the general walk.
 //!
@@ -111,8 +115,12 @@ impl Walker<'_, '_> {
             top.last = i32::from(k);
             top.next += 1;
             let at = top.at;
-            if c >= ordered {
-                return Ok(self.hand_over(frame, k));
+            if c >= ordered && top.next < top.node.count {
+                // Out of key order: start the next sibling's lines on
+                // their way while this child is read.
+                if let Ok(Some((_, nc))) = node::sorted_child(f, &top.node, top.next) {
+                    super::prefetch_node(f, nc);
+                }
             }
             match node::leaf_or_inner_at(f, c) {
                 Some(Quick::Leaf(l)) => {
