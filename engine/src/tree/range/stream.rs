@@ -3,8 +3,8 @@
 //! Below a node whose path is past the lower bound and inside the prefix,
 //! with no delimiter to look for, every key qualifies: the walk only has
 //! to emit the subtree's entries in order. For a subtree of small sorted
-//! nodes (`N4`/`N16`) and leaves lying in one frame's key-ordered region,
-//! [`Walker::stream`] does that with a stack of open nodes that hold no
+//! nodes (`N4`/`N16`) and leaves in one frame, [`Walker::stream`] does
+//! that with a stack of open nodes that hold no
 //! copied child lists: each child is read from its node when its turn
 //! comes (its byte and pointer, two reads), a leaf goes into the batch
 //! straight from the frame, and an inner child is opened in place.
