@@ -246,8 +246,7 @@ where
     F: FnMut(RangeEntryRef<'_>) -> ControlFlow<()>,
 {
     while cursor.fill(batch)? {
-        for i in 0..batch.len() {
-            let Some(item) = batch.get(i) else { break };
+        for item in batch.items() {
             if f(item.into()).is_break() {
                 return Ok(());
             }

@@ -506,6 +506,18 @@ pub(crate) fn children_from(
     Ok(256)
 }
 
+/// The `i`-th child of a sorted node (`N4`/`N16`, `i < count`):
+/// `(byte, pointer)`, two reads, no list to build. The caller checks that
+/// the bytes increase, as [`children_from`] does. `None` for a node of
+/// another kind or an index past its capacity.
+#[inline]
+pub(crate) fn sorted_child(f: &AtomicFrame, n: &Inner, i: usize) -> FResult<Option<(u8, u32)>> {
+    if !matches!(n.kind, N4 | N16) || i >= capacity(n.kind) {
+        return Ok(None);
+    }
+    Ok(Some((f.u8(n.body() + i)?, f.u32(n.child_slot_at(i))?)))
+}
+
 /// All children in byte order.
 pub(crate) fn children(f: &AtomicFrame, n: &Inner) -> FResult<Vec<(u8, u32)>> {
     let mut out = Vec::with_capacity(n.count);

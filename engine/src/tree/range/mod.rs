@@ -15,6 +15,10 @@
 //! emits it when it finds the subtree's first qualifying key and skips the
 //! rest of that subtree without visiting it.
 
+mod stream;
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use super::{corrupt_in, Core};
@@ -59,6 +63,22 @@ struct Slot {
     value_len: Option<usize>,
 }
 
+impl Slot {
+    /// The entry in `bytes` (a batch's buffer): the key and value lie
+    /// back to back, cut from one slice. A slot past the buffer (which
+    /// the batch never makes) reads as an empty key.
+    #[inline]
+    fn item<'a>(&self, bytes: &'a [u8]) -> ItemRef<'a> {
+        let len = self.key_len + self.value_len.unwrap_or(0);
+        let entry = bytes.get(self.start..self.start + len).unwrap_or_default();
+        let (key, value) = entry.split_at(self.key_len.min(entry.len()));
+        match self.value_len {
+            None => ItemRef::Common(key),
+            Some(_) => ItemRef::Key(key, value),
+        }
+    }
+}
+
 /// The entries of one batch. Keys and values lie back to back in one
 /// buffer, so collecting an entry allocates nothing once the buffers have
 /// grown, and a caller that reuses the batch reuses them.
@@ -84,6 +104,7 @@ struct Scratch {
     path: Vec<u8>,
     kids: Vec<(u8, u32)>,
     stack: Vec<Level>,
+    opens: Vec<stream::Open>,
     /// `Frames::held`, empty between walks.
     held: Vec<Held>,
 }
@@ -93,16 +114,16 @@ impl Batch {
         self.slots.len()
     }
 
+    #[inline]
     pub(crate) fn get(&self, i: usize) -> Option<ItemRef<'_>> {
-        let s = self.slots.get(i)?;
-        let key = &self.bytes[s.start..s.start + s.key_len];
-        Some(match s.value_len {
-            None => ItemRef::Common(key),
-            Some(v) => {
-                let at = s.start + s.key_len;
-                ItemRef::Key(key, &self.bytes[at..at + v])
-            }
-        })
+        self.slots.get(i).map(|s| s.item(&self.bytes))
+    }
+
+    /// The entries in order: what a visitor hands its closure, one slot
+    /// after the next with no index to check against the slot list.
+    #[inline]
+    pub(crate) fn items(&self) -> impl Iterator<Item = ItemRef<'_>> + '_ {
+        self.slots.iter().map(|s| s.item(&self.bytes))
     }
 
     pub(crate) fn last(&self) -> Option<ItemRef<'_>> {
@@ -427,6 +448,8 @@ struct Walker<'q, 'o> {
     /// The child lists of the nodes on `stack`, back to back.
     kids: Vec<(u8, u32)>,
     stack: Vec<Level>,
+    /// The open nodes of [`Walker::stream`], empty outside it.
+    opens: Vec<stream::Open>,
     out: &'o mut Batch,
     visits: usize,
     /// Frames loaded ahead of the walk (`load_siblings`), pinned for the
@@ -883,6 +906,13 @@ impl Walker<'_, '_> {
                     }
                     // What `visit` would do with this child, without the
                     // call and the general decode (the child is no link).
+                    // With no delimiter, the whole subtree qualifies.
+                    Some(Quick::Inner(n))
+                        if self.q.delimiter.is_none() && stream::sorted(n.kind) =>
+                    {
+                        step = self.stream(frame, n, at, b)?;
+                        continue;
+                    }
                     Some(Quick::Inner(n)) => {
                         self.tick()?;
                         self.path.truncate(at);
@@ -965,6 +995,7 @@ impl Core {
             sc.path.clear();
             sc.kids.clear();
             sc.stack.clear();
+            sc.opens.clear();
             // Room for a typical walk up front, not grown piecemeal.
             sc.path.reserve(256);
             sc.kids.reserve(4 * KIDS_CHUNK);
@@ -977,19 +1008,22 @@ impl Core {
                 path: sc.path,
                 kids: sc.kids,
                 stack: sc.stack,
+                opens: sc.opens,
                 out: &mut *out,
                 visits: 0,
                 prefetched: Vec::new(),
             };
             let res = w.run(self);
             let valid = w.frames.all_valid();
-            let (path, kids, stack, mut held) = (w.path, w.kids, w.stack, w.frames.held);
+            let (path, kids, stack, opens, mut held) =
+                (w.path, w.kids, w.stack, w.opens, w.frames.held);
             // Unpin (and unlatch) now; keep the room.
             held.clear();
             out.scratch = Scratch {
                 path,
                 kids,
                 stack,
+                opens,
                 held,
             };
             match res {

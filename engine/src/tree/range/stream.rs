@@ -1,0 +1,225 @@
+//! The walk's fast path through a subtree whose every key qualifies.
+//!
+//! Below a node whose path is past the lower bound and inside the prefix,
+//! with no delimiter to look for, every key qualifies: the walk only has
+//! to emit the subtree's entries in order. For a subtree of small sorted
+//! nodes (`N4`/`N16`) and leaves in one frame, [`Walker::stream`] does
+//! that with a stack of open nodes that hold no
+//! copied child lists: each child is read from its node when its turn
+//! comes (its byte and pointer, two reads), a leaf goes into the batch
+//! straight from the frame, and an inner child is opened in place.
+//!
+//! A child at or past the frame's key-order mark (added or moved since
+//! the frame was last written in key order) lies a cache miss away from
+//! its neighbours: the stream reads it all the same, but first starts
+//! the next sibling's lines loading.
+//!
+//! Everything else is handed back to the general walk exactly where the
+//! stream stands ([`Walker::hand_over`]): a link (the subtree goes on in
+//! another frame), a wide node (`N48`/`N256`, whose chunked child reads
+//! the general walk does) and anything malformed (the general visit
+//! reports it). The open nodes become general levels that resume
+//! at the child the stream stopped at, so the entries and their order
+//! are those of the general walk.
+//!
+//! The stream follows child pointers; it does not read the frame front
+//! to back. A pre-order frame lays a subtree out contiguously, but a
+//! freed node keeps its bytes (nothing clears it) and an edit under the
+//! mark can leave a stale copy there, so only the pointers say which
+//! bytes are live; and a child's branch byte is stored only in its
+//! parent, so the parent's body is read either way. In the ordered
+//! region the pointers lead forward through the frame in the order the
+//! stream reads them.
+//!
+//! Like every read of the walk, the stream reads optimistically: whatever
+//! it collects counts only once every frame of the batch validates
+//! (`Core::range_batch`).
+
+use super::{Abort, Ctx, Level, Lo, Pre, Step, Walker, VISIT_BUDGET};
+use crate::api::errors::Error;
+use crate::frame::node::{self, Quick};
+use crate::frame::Corrupt;
+
+/// Counts of this thread's streamed leaves and hand-overs, so that the
+/// tests can tell the stream ran (and gave up) where they expect it to.
+#[cfg(test)]
+pub(super) mod seen {
+    use std::cell::Cell;
+
+    thread_local! {
+        pub(crate) static LEAVES: Cell<usize> = const { Cell::new(0) };
+        pub(crate) static HANDED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// `(leaves, hand-overs)` since the last call.
+    pub(crate) fn take() -> (usize, usize) {
+        (LEAVES.with(|c| c.replace(0)), HANDED.with(|c| c.replace(0)))
+    }
+}
+
+/// A sorted node the stream is going through.
+#[derive(Debug)]
+pub(super) struct Open {
+    node: node::Inner,
+    /// Path length at which a child's branch byte goes.
+    at: usize,
+    /// The next child to read.
+    next: usize,
+    /// The last branch byte read (-1: none yet); bytes must increase.
+    last: i32,
+}
+
+/// Whether the stream opens a node of this kind itself.
+#[inline]
+pub(super) fn sorted(kind: u8) -> bool {
+    matches!(kind, node::N4 | node::N16)
+}
+
+impl Walker<'_, '_> {
+    /// Emits the subtree of inner node `n` in `frame`, the child for
+    /// byte `b` of a node whose path is `path[..at]`, every key below
+    /// which qualifies (the caller checked that the path is past the
+    /// lower bound and inside the prefix, and that there is no
+    /// delimiter). Returns [`Step::Go`] when the subtree is done or
+    /// handed back to the general walk (its levels then sit on top of
+    /// the stack), [`Step::Full`] when the batch filled up.
+    pub(super) fn stream(
+        &mut self,
+        frame: usize,
+        n: node::Inner,
+        at: usize,
+        b: u8,
+    ) -> std::result::Result<Step, Abort> {
+        self.opens.clear();
+        if let Step::Full = self.open(frame, n, at, b)? {
+            return Ok(Step::Full);
+        }
+        let ordered = self.frames.frame(frame).ordered_to();
+        loop {
+            let f = self.frames.frame(frame);
+            let Some(top) = self.opens.last_mut() else {
+                return Ok(Step::Go);
+            };
+            if top.next >= top.node.count {
+                self.opens.pop();
+                continue;
+            }
+            let Some((k, c)) = node::sorted_child(f, &top.node, top.next)
+                .map_err(|c| self.frames.fail(frame, c))?
+            else {
+                return Err(self.frames.fail(frame, Corrupt("sorted node kind")));
+            };
+            if i32::from(k) <= top.last {
+                return Err(self.frames.fail(frame, Corrupt("node keys out of order")));
+            }
+            top.last = i32::from(k);
+            top.next += 1;
+            let at = top.at;
+            if c >= ordered && top.next < top.node.count {
+                // Out of key order: start the next sibling's lines on
+                // their way while this child is read.
+                if let Ok(Some((_, nc))) = node::sorted_child(f, &top.node, top.next) {
+                    super::prefetch_node(f, nc);
+                }
+            }
+            match node::leaf_or_inner_at(f, c) {
+                Some(Quick::Leaf(l)) => {
+                    self.visits += 1;
+                    if self.visits > VISIT_BUDGET {
+                        return Err(self
+                            .frames
+                            .abort(Error::node_corrupt("range walk does not end")));
+                    }
+                    self.path.truncate(at);
+                    self.out
+                        .push_leaf(&self.path, Some(k), at, f, l, None)
+                        .map_err(|c| self.frames.fail(frame, c))?;
+                    #[cfg(test)]
+                    seen::LEAVES.with(|n| n.set(n.get() + 1));
+                    if self.out.len() >= self.q.limit {
+                        return Ok(Step::Full);
+                    }
+                }
+                Some(Quick::Inner(m)) if sorted(m.kind) => {
+                    if let Step::Full = self.open(frame, m, at, k)? {
+                        return Ok(Step::Full);
+                    }
+                }
+                _ => return Ok(self.hand_over(frame, k)),
+            }
+        }
+    }
+
+    /// Enters inner node `n` (the child for byte `b` below `path[..at]`):
+    /// its path, its own key if it holds a value, and an open node for
+    /// its children.
+    fn open(
+        &mut self,
+        frame: usize,
+        n: node::Inner,
+        at: usize,
+        b: u8,
+    ) -> std::result::Result<Step, Abort> {
+        self.tick()?;
+        let f = self.frames.frame(frame);
+        self.path.truncate(at);
+        self.path.push(b);
+        if n.prefix_len > 0 {
+            f.read_into(n.prefix_at(), n.prefix_len, &mut self.path)
+                .map_err(|c| self.frames.fail(frame, c))?;
+        }
+        if n.value != 0 {
+            let l = node::decode_leaf(f, n.value).map_err(|c| self.frames.fail(frame, c))?;
+            self.out
+                .push_key(&self.path, f, l.value_at(), l.value_len)
+                .map_err(|c| self.frames.fail(frame, c))?;
+            if self.out.len() >= self.q.limit {
+                return Ok(Step::Full);
+            }
+        }
+        self.opens.push(Open {
+            node: n,
+            at: self.path.len(),
+            next: 0,
+            last: -1,
+        });
+        Ok(Step::Go)
+    }
+
+    /// Hands the rest of the stream to the general walk: each open node
+    /// becomes a level whose children are read again from where the
+    /// stream stands, the top one from `k` (the child just read, which
+    /// the general walk visits itself), each one below it from the byte
+    /// after the child it went down into.
+    fn hand_over(&mut self, frame: usize, k: u8) -> Step {
+        #[cfg(test)]
+        seen::HANDED.with(|n| n.set(n.get() + 1));
+        let depth = self.opens.len();
+        let ctx = Ctx {
+            lo: Lo::Free,
+            pre: Pre::Within,
+            rollup: None,
+        };
+        let first = self.kids.len();
+        for (j, o) in self.opens.drain(..).enumerate() {
+            let resume = if j + 1 == depth {
+                usize::from(k)
+            } else {
+                // `last` is a byte here: the node went down into a child.
+                usize::try_from(o.last + 1).unwrap_or(0)
+            };
+            self.stack.push(Level {
+                frame,
+                node: o.node,
+                resume,
+                hint: false,
+                at: o.at,
+                first,
+                next: first,
+                end: first,
+                ctx,
+            });
+        }
+        Step::Go
+    }
+}
