@@ -266,6 +266,16 @@ pub trait IoFile: Send + Sync + Debug {
     /// unsynced writes is unknown; do not assume a retry recovers them.
     fn sync_data(&self) -> io::Result<()>;
 
+    /// Starts writing `len` bytes from `offset` (already written with
+    /// [`IoFile::write_at`]) to the device without waiting for them, so a
+    /// later [`IoFile::sync_data`] finds less to write and wait for. Makes
+    /// nothing durable by itself. Provided: does nothing (a file that
+    /// keeps no dirty pages of its own, or a platform without the call).
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
+
     /// Like [`IoFile::sync_data`] but also flushes all metadata: `fsync`.
     fn sync_all(&self) -> io::Result<()>;
 

@@ -129,6 +129,15 @@ impl IoFile for SyncFile {
         self.file.sync_data()
     }
 
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.direct || len == 0 {
+            // A direct file keeps no dirty pages; an empty range would
+            // mean "to the end of the file" to sync_file_range.
+            return Ok(());
+        }
+        sys::start_writeback(&self.file, offset, len)
+    }
+
     fn sync_all(&self) -> io::Result<()> {
         self.file.sync_all()
     }

@@ -382,6 +382,12 @@ impl IoFile for UringFile {
         self.sync.allocate(offset, len)
     }
 
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        // Like a buffered sync (see `sync_data`): a plain syscall on the
+        // caller's thread, which only queues the writeback.
+        self.sync.start_writeback(offset, len)
+    }
+
     fn is_direct(&self) -> bool {
         self.sync.is_direct()
     }

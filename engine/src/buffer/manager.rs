@@ -67,6 +67,11 @@ pub(crate) struct BufferManager {
     /// Page buffers for writers' saves into armed frames (P2, in
     /// `frame::image`).
     page_pool: Arc<PagePool>,
+    /// Captures made before the gate by [`BufferManager::prepare_images`]
+    /// for the next round's armed frames, each with room to save every
+    /// page of its frame (`CaptureImage::with_room`); what a round leaves
+    /// is dropped at its end.
+    captures: Mutex<Vec<CaptureImage>>,
     /// Next round id (capture slots name their round; 0 is "none").
     round_ids: AtomicU64,
     /// Most frames ever cached at once (`Tree::cache_stats`).
@@ -164,6 +169,7 @@ impl BufferManager {
             image_pool: ImagePool::new(pooled_images(capacity)),
             image_writer: Mutex::new(ImageWriter::new(writer_backend)),
             page_pool: Arc::new(PagePool::new(pooled_images(capacity) * PAGES / 2)),
+            captures: Mutex::new(Vec::new()),
             round_ids: AtomicU64::new(1),
             peak_resident: AtomicUsize::new(0),
         }
@@ -524,6 +530,12 @@ impl BufferManager {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn lock_captures(&self) -> std::sync::MutexGuard<'_, Vec<CaptureImage>> {
+        self.captures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Image buffers for the next round's captures, taken *before* the
     /// commit gate: one per frame dirty now, up to two capture batches, plus
     /// a few pooled ones for marks that arrive before the cut — the
@@ -531,13 +543,19 @@ impl BufferManager {
     /// Fresh buffers are touched here, so the round's copies do not pay
     /// their page faults.
     ///
-    /// The page pool for writers' saves is topped up here too (P2).
+    /// The page pool for writers' saves is topped up here too (P2), and
+    /// one capture per dirty frame (plus slack) is made with room for all
+    /// its pages, so no writer's save grows a page list.
     pub(crate) fn prepare_images(&self) -> Vec<AlignedBlobBuf> {
         let dirty = self.dirty.len();
         self.page_pool.reserve(
             dirty.saturating_mul(SAVED_PAGES_PER_FRAME),
             dirty.saturating_mul(PAGES),
         );
+        let fresh: Vec<CaptureImage> = (0..dirty + PREPARED_SLACK)
+            .map(|_| CaptureImage::with_room(&self.page_pool, PAGES))
+            .collect();
+        *self.lock_captures() = fresh;
         self.image_pool.for_round(
             &*self.backend,
             self.dirty.len().min(2 * self.capture_batch),
@@ -562,21 +580,26 @@ impl BufferManager {
         let deletes = self.pending_deletes.drain();
         let mut armed = Vec::with_capacity(dirty.len());
         let mut spare = images;
+        let mut captures = std::mem::take(&mut *self.lock_captures());
         for guid in dirty.keys() {
             // Dirty frames are never evicted (I1); one missing from the
             // cache was retired (and its delete is queued), or is the
             // leftover of a failed round's restore.
             if let Some(b) = self.cached(guid) {
-                if let Some(stale) = b
-                    .frame
-                    .capture
-                    .arm(id, CaptureImage::empty(&self.page_pool))
-                {
+                if let Some(stale) = b.frame.capture.arm(
+                    id,
+                    captures
+                        .pop()
+                        .unwrap_or_else(|| CaptureImage::with_room(&self.page_pool, PAGES)),
+                ) {
                     spare.extend(stale.into_whole());
                 }
                 armed.push(b);
             }
         }
+        // Unused ones (frames cleaned since) go back, to be dropped by the
+        // next prepare rather than freed under the gate.
+        *self.lock_captures() = captures;
         Round {
             bm: self,
             finished: false,
@@ -864,6 +887,31 @@ mod tests {
         let again = bm.lookup(&guids[1], &guard, &root).unwrap();
         assert!(!Arc::ptr_eq(again, r));
         assert!(!again.is_obsolete());
+    }
+
+    /// A round arms every dirty frame with a capture made before the
+    /// gate, room for all of the frame's pages already allocated, so no
+    /// writer's save grows its page list. Deliberate bug caught: arming
+    /// with `CaptureImage::empty` (room 0), as before.
+    #[test]
+    fn a_round_arms_captures_with_room_for_every_page() {
+        let (bm, guids) = with_clean_frames(3, 8);
+        for g in &guids {
+            bm.mark_dirty(*g, 7);
+        }
+        let _serial = bm.round_lock();
+        let images = bm.prepare_images();
+        let round = bm.begin_round(None, images);
+        for g in &guids {
+            let room = bm
+                .cached(g)
+                .unwrap()
+                .frame
+                .capture
+                .with_armed_buf(CaptureImage::page_room);
+            assert_eq!(room, Some(Some(PAGES)), "frame {g:?}");
+        }
+        bm.finish_round(round, false);
     }
 
     /// I1 under E1: pinned, latched and dirty frames stay.

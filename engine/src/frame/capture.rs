@@ -104,6 +104,16 @@ impl<I> CaptureSlot<I> {
         }
     }
 
+    /// `f` of the buffer an armed slot is filling (tests: what the round
+    /// armed it with).
+    #[cfg(test)]
+    pub(crate) fn with_armed_buf<R>(&self, f: impl FnOnce(&I) -> R) -> Option<R> {
+        match &self.lock().1 {
+            State::Armed { buf, .. } => Some(f(buf)),
+            State::Idle | State::Captured(_) => None,
+        }
+    }
+
     /// True while a capture is pending.
     #[cfg(test)]
     pub(crate) fn is_armed(&self) -> bool {

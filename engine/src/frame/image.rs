@@ -218,10 +218,30 @@ impl std::fmt::Debug for CaptureImage {
 
 impl CaptureImage {
     /// An image with nothing saved yet, saving into pages from `pool`.
+    #[cfg(test)]
     pub(crate) fn empty(pool: &Arc<PagePool>) -> Self {
+        Self::with_room(pool, 0)
+    }
+
+    /// Like [`CaptureImage::empty`], its list of saved pages allocated now
+    /// with room for `pages` entries, so saving up to that many never
+    /// grows it. The round makes these in its own thread: a list grown by
+    /// a writer's save (a `realloc` in the writer's malloc arena) and
+    /// dropped by the round (`make_whole`) made the round take that
+    /// arena's lock, and the writer's next grow then slept on it.
+    pub(crate) fn with_room(pool: &Arc<PagePool>, pages: usize) -> Self {
         Self::Pages {
             pool: Arc::clone(pool),
-            pages: Vec::new(),
+            pages: Vec::with_capacity(pages),
+        }
+    }
+
+    /// Room left in the saved-page list of an image still in pages.
+    #[cfg(test)]
+    pub(crate) fn page_room(&self) -> Option<usize> {
+        match self {
+            Self::Pages { pages, .. } => Some(pages.capacity() - pages.len()),
+            Self::Whole(_) => None,
         }
     }
 
@@ -276,6 +296,21 @@ impl CaptureImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An image made with room for a frame's pages saves that many
+    /// without growing its page list (a grow in the writer's thread is
+    /// what slept on the round's malloc arena lock). Deliberate bug
+    /// caught: `with_room` ignoring `pages` (an empty list, as before).
+    #[test]
+    fn an_image_with_room_saves_without_growing() {
+        let pool = Arc::new(PagePool::new(16));
+        let mut img = CaptureImage::with_room(&pool, 8);
+        assert_eq!(img.page_room(), Some(8));
+        for p in 0..8 {
+            img.fill(p, |d| d.fill(1));
+        }
+        assert_eq!(img.page_room(), Some(0), "eight saves, no grow");
+    }
 
     /// Saved pages land at their place in the whole image; pages filled
     /// afterwards go straight into it.

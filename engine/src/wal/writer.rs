@@ -56,6 +56,16 @@
 //! `replay`). Only commits' syncs extend: buffered writes are not synced
 //! one by one, and the sync at close is the last.
 //!
+//! Early writeback (buffered mode): a drain that leaves at least
+//! [`WRITEBACK_EVERY`] bytes written since the last such start asks the
+//! OS to start writing them to the device (`IoFile::start_writeback`,
+//! without waiting). Otherwise every buffered record since the last
+//! checkpoint stays dirty in the page cache until the rotation's
+//! fdatasync, which then writes tens of megabytes in the middle of a
+//! round and waits for them folio by folio, each completion waking the
+//! round's thread on the core a writer runs on. Durability is unchanged:
+//! only a sync makes anything durable.
+//!
 //! After a failed write or sync the WAL is *poisoned*: an fsync that
 //! failed may have dropped dirty pages for good, so nothing more is
 //! appended until the tree is reopened.
@@ -79,6 +89,16 @@ pub(crate) const ACTIVE: &str = "journal.wal";
 /// A syncing write that ends past the zero-filled part of the active file
 /// zero-fills it up to the next multiple of this (see the module docs).
 pub(crate) const PREALLOC: u64 = 1 << 20;
+
+/// Buffered drains start writeback of what they wrote once this much is
+/// unstarted (see the module docs).
+pub(crate) const WRITEBACK_EVERY: u64 = 1 << 20;
+
+/// Most writes [`Wal::rotate`] makes into the fresh file of what was
+/// appended while it ran (each takes less time than the one before, so
+/// what is left shrinks; the bound only stops a writer that appends
+/// faster than the disk takes it from keeping the round).
+const CATCH_UP_WRITES: usize = 4;
 
 /// Upper bound of a leader's wait for the crowd (see the module docs).
 pub(crate) const MAX_GATHER: Duration = Duration::from_millis(2);
@@ -121,6 +141,9 @@ struct State {
     synced: u64,
     /// Bytes of the active file known durable (covered by a sync).
     synced_len: u64,
+    /// Bytes of the active file whose writeback was started
+    /// (module docs, "Early writeback"); never above `file_len`.
+    writeback_from: u64,
     /// The active file's directory entry is known durable; until then the
     /// first sync of a record syncs the directory too.
     dir_synced: bool,
@@ -346,6 +369,7 @@ impl Wal {
                 written: last,
                 synced: last,
                 synced_len: len,
+                writeback_from: len,
                 dir_synced,
                 leader: false,
                 parked: Vec::new(),
@@ -623,6 +647,10 @@ impl Wal {
             .then(|| (end, (end / PREALLOC + 1) * PREALLOC));
         let file = Arc::clone(&st.file);
         let sync_dir = sync && !st.dir_synced;
+        // Early writeback (module docs): only buffered drains; a sync
+        // writes everything anyway.
+        let writeback = (!sync && has_records && end - st.writeback_from >= WRITEBACK_EVERY)
+            .then_some(st.writeback_from);
         drop(st);
         // Which stage failed matters: a write refused for lack of space
         // changed nothing durable and can be retried once space
@@ -640,6 +668,11 @@ impl Wal {
             if let Some((from, to)) = extend {
                 extended = extend_with_zeros(&*file, from, to)?;
             }
+            if let Some(from) = writeback {
+                // A hint: a failure here shows again at the next sync,
+                // which is what reports it.
+                let _ = file.start_writeback(from, end - from);
+            }
             if sync {
                 let t = Instant::now();
                 file.sync_data()?;
@@ -656,6 +689,9 @@ impl Wal {
                 if has_records {
                     st.file_len = end;
                     st.alloc_end = st.alloc_end.max(end);
+                }
+                if writeback.is_some() {
+                    st.writeback_from = end;
                 }
                 if let (true, Some((_, to))) = (extended, extend) {
                     st.alloc_end = st.alloc_end.max(to);
@@ -824,10 +860,12 @@ impl Wal {
                     st.file_len = 0;
                     st.alloc_end = 0;
                     st.synced_len = 0;
+                    st.writeback_from = 0;
                     st.dir_synced = true;
                     st.retired.push((upto, retired));
                 }
                 recycle(&mut st, buf);
+                st = self.catch_up(st)?;
                 self.end_round(st);
                 Ok(())
             }
@@ -848,17 +886,53 @@ impl Wal {
         }
     }
 
+    /// The end of a rotation, still leading: writes what was appended
+    /// while it ran to the fresh file, while that is at least a buffered
+    /// drain's worth ([`DRAIN_AT`]; at most [`CATCH_UP_WRITES`] times).
+    /// Nobody drained meanwhile, so otherwise the first writer to append
+    /// after the round would write it all — megabytes at a large append
+    /// rate, one put taking milliseconds — on its own time. Written, not
+    /// synced, as a buffered drain does; committers waiting for a sync
+    /// still lead it after the round. On failure the round is ended (see
+    /// `write_round`).
+    fn catch_up<'a>(&'a self, mut st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
+        for _ in 0..CATCH_UP_WRITES {
+            if st.buf.len() < DRAIN_AT {
+                break;
+            }
+            st = self.write_round(st, false, false)?;
+        }
+        Ok(st)
+    }
+
     /// A checkpoint at `cut` is durable: delete the retired files it
     /// covers (those whose highest seq is <= `cut`; a file rotated after
     /// the cut waits for the next round). A failed delete leaves the file for the next round. Returns
     /// true if any file went.
     pub(crate) fn release(&self, cut: u64) -> bool {
-        let mut st = self.lock();
-        let driver = &self.driver;
-        let before = st.retired.len();
-        st.retired
-            .retain(|(last, path)| *last > cut || driver.remove(path).is_err());
-        st.retired.len() < before
+        // Taken out under the mutex, deleted outside it: an unlink of tens
+        // of megabytes (with a discard per freed extent on some mounts)
+        // would otherwise hold up every append meanwhile.
+        let covered: Vec<(u64, PathBuf)> = {
+            let mut st = self.lock();
+            let (covered, kept) = std::mem::take(&mut st.retired)
+                .into_iter()
+                .partition(|(last, _)| *last <= cut);
+            st.retired = kept;
+            covered
+        };
+        let before = covered.len();
+        let failed: Vec<(u64, PathBuf)> = covered
+            .into_iter()
+            .filter(|(_, path)| self.driver.remove(path).is_err())
+            .collect();
+        let removed = failed.len() < before;
+        if !failed.is_empty() {
+            let mut st = self.lock();
+            st.retired.extend(failed);
+            st.retired.sort_by_key(|(last, _)| *last);
+        }
+        removed
     }
 }
 
@@ -1032,5 +1106,149 @@ mod tests {
         let st = wal.lock();
         assert_eq!(st.synced, 1100, "every record written and synced");
         assert_eq!(st.retired.len(), 1);
+    }
+
+    /// The active file, watched: records the writeback ranges started on
+    /// it and runs a hook (once) at its first sync.
+    struct Watched {
+        inner: Arc<dyn IoFile>,
+        writebacks: Mutex<Vec<(u64, u64)>>,
+        on_sync: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+        fired: AtomicBool,
+    }
+
+    impl std::fmt::Debug for Watched {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Watched").finish_non_exhaustive()
+        }
+    }
+
+    impl IoFile for Watched {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+            self.inner.read_at(buf, offset)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+            self.inner.write_at(buf, offset)
+        }
+        fn start_writeback(&self, offset: u64, len: u64) -> std::io::Result<()> {
+            self.writebacks.lock().unwrap().push((offset, len));
+            self.inner.start_writeback(offset, len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            if !self.fired.swap(true, Ordering::Relaxed) {
+                if let Some(hook) = self.on_sync.get() {
+                    hook();
+                }
+            }
+            self.inner.sync_data()
+        }
+        fn sync_all(&self) -> std::io::Result<()> {
+            self.inner.sync_all()
+        }
+        fn len(&self) -> std::io::Result<u64> {
+            self.inner.len()
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.inner.set_len(len)
+        }
+        fn allocate(&self, offset: u64, len: u64) -> std::io::Result<()> {
+            self.inner.allocate(offset, len)
+        }
+        fn is_direct(&self) -> bool {
+            self.inner.is_direct()
+        }
+        fn path(&self) -> &Path {
+            self.inner.path()
+        }
+    }
+
+    /// A WAL in `dir` whose active file is watched.
+    fn watched_wal(dir: &Path) -> (Wal, Arc<Watched>) {
+        let driver: Arc<dyn IoDriver> = Arc::new(crate::io::SyncDriver::new());
+        let inner = driver
+            .open(
+                &dir.join(ACTIVE),
+                OpenOptions {
+                    create: true,
+                    direct: false,
+                },
+            )
+            .unwrap();
+        let file = Arc::new(Watched {
+            inner,
+            writebacks: Mutex::new(Vec::new()),
+            on_sync: std::sync::OnceLock::new(),
+            fired: AtomicBool::new(false),
+        });
+        let active: Arc<dyn IoFile> = file.clone();
+        let wal = Wal::open(dir, driver, Some(active), 0, 0, 1, Vec::new()).unwrap();
+        (wal, file)
+    }
+
+    /// Buffered drains start writeback of what they wrote, a megabyte or
+    /// more at a time, front to back without gaps, so a rotation's sync
+    /// finds less than [`WRITEBACK_EVERY`] (plus the last drain) left to
+    /// write. Deliberate bug caught: drains never starting writeback (all
+    /// of it left to the rotation's fdatasync, inside the round).
+    #[test]
+    fn buffered_drains_start_writeback_every_megabyte() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, file) = watched_wal(dir.path());
+        let value = [3u8; 240];
+        for k in 0u32..16_000 {
+            wal.append(&[OpRef::Put(&k.to_le_bytes(), &value)], true)
+                .unwrap();
+        }
+        let st = wal.lock();
+        assert!(st.file_len > 3 * WRITEBACK_EVERY, "{} written", st.file_len);
+        let ranges = file.writebacks.lock().unwrap().clone();
+        assert!(ranges.len() >= 3, "{ranges:?}");
+        let mut next = 0;
+        for &(off, len) in &ranges {
+            assert_eq!(off, next, "no gap, no overlap: {ranges:?}");
+            assert!(len >= WRITEBACK_EVERY, "{ranges:?}");
+            next = off + len;
+        }
+        assert_eq!(next, st.writeback_from);
+        assert!(st.file_len - st.writeback_from < WRITEBACK_EVERY);
+    }
+
+    /// What writers append while a rotation runs is written to the fresh
+    /// file by the rotation itself (it is still the leader), not left for
+    /// the first writer after the round to write in one long put.
+    /// Deliberate bug caught: `rotate` ending its round without
+    /// `catch_up` (the buffer then holds everything appended meanwhile).
+    #[test]
+    fn a_rotation_writes_what_was_appended_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, file) = watched_wal(dir.path());
+        let wal = Arc::new(wal);
+        let value = [5u8; 240];
+        wal.append(&[OpRef::Put(b"first", &value)], true).unwrap();
+        let weak = Arc::downgrade(&wal);
+        let hook: Box<dyn Fn() + Send + Sync> = Box::new(move || {
+            // The rotation's sync: appends go on meanwhile.
+            if let Some(wal) = weak.upgrade() {
+                for k in 0u32..1000 {
+                    wal.append(&[OpRef::Put(&k.to_le_bytes(), &value)], true)
+                        .unwrap();
+                }
+            }
+        });
+        assert!(file.on_sync.set(hook).is_ok());
+        let cut = wal.cut();
+        wal.rotate(cut).unwrap();
+        let st = wal.lock();
+        assert_eq!(st.retired.len(), 1, "rotated");
+        assert_eq!(st.retired[0].0, cut, "the retired file ends at the cut");
+        assert_eq!(st.next_seq - 1, 1001);
+        assert!(
+            st.buf.len() < DRAIN_AT,
+            "{} bytes left for a writer",
+            st.buf.len()
+        );
+        assert!(st.file_len > 200_000, "the fresh file holds the appends");
+        assert_eq!(st.written, 1001, "every record handed to the OS");
+        assert_eq!(st.synced, cut, "written, not synced");
     }
 }
