@@ -865,8 +865,9 @@ impl Wal {
                     st.retired.push((upto, retired));
                 }
                 recycle(&mut st, buf);
-                st = self.catch_up(st)?;
-                self.end_round(st);
+                if let Some(st) = self.catch_up(st)? {
+                    self.end_round(st);
+                }
                 Ok(())
             }
             Err(e) if !wrote && e.kind() == std::io::ErrorKind::StorageFull => {
@@ -893,16 +894,30 @@ impl Wal {
     /// after the round would write it all — megabytes at a large append
     /// rate, one put taking milliseconds — on its own time. Written, not
     /// synced, as a buffered drain does; committers waiting for a sync
-    /// still lead it after the round. On failure the round is ended (see
-    /// `write_round`).
-    fn catch_up<'a>(&'a self, mut st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
+    /// still lead it after the round. `None`: the round is already ended,
+    /// because the disk is full. The catch-up is only an optimisation and
+    /// the rotation itself is done and durable, so that is not the
+    /// rotation's failure: the records stay buffered for the next drain
+    /// (`write_round` put them back), and the checkpoint goes on to
+    /// release retired files, which may be what frees the space. Any
+    /// other failure poisons the log and is returned (see `write_round`).
+    fn catch_up<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+    ) -> Result<Option<MutexGuard<'a, State>>> {
         for _ in 0..CATCH_UP_WRITES {
             if st.buf.len() < DRAIN_AT {
                 break;
             }
-            st = self.write_round(st, false, false)?;
+            st = match self.write_round(st, false, false) {
+                Ok(st) => st,
+                Err(Error::BackendIo(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+            };
         }
-        Ok(st)
+        Ok(Some(st))
     }
 
     /// A checkpoint at `cut` is durable: delete the retired files it
@@ -1164,8 +1179,12 @@ mod tests {
 
     /// A WAL in `dir` whose active file is watched.
     fn watched_wal(dir: &Path) -> (Wal, Arc<Watched>) {
-        let driver: Arc<dyn IoDriver> = Arc::new(crate::io::SyncDriver::new());
-        let inner = driver
+        watched_wal_on(dir, Arc::new(crate::io::SyncDriver::new()))
+    }
+
+    /// [`watched_wal`] with files after the first opened by `driver`.
+    fn watched_wal_on(dir: &Path, driver: Arc<dyn IoDriver>) -> (Wal, Arc<Watched>) {
+        let inner = crate::io::SyncDriver::new()
             .open(
                 &dir.join(ACTIVE),
                 OpenOptions {
@@ -1250,5 +1269,106 @@ mod tests {
         assert!(st.file_len > 200_000, "the fresh file holds the appends");
         assert_eq!(st.written, 1001, "every record handed to the OS");
         assert_eq!(st.synced, cut, "written, not synced");
+    }
+
+    /// Opens files whose writes all fail for lack of space (the disk
+    /// filled up after the active file was made).
+    #[derive(Debug)]
+    struct FullDisk(crate::io::SyncDriver);
+
+    #[derive(Debug)]
+    struct FullFile(Arc<dyn IoFile>);
+
+    impl IoFile for FullFile {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+            self.0.read_at(buf, offset)
+        }
+        fn write_at(&self, _: &[u8], _: u64) -> std::io::Result<()> {
+            Err(std::io::ErrorKind::StorageFull.into())
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.0.sync_data()
+        }
+        fn sync_all(&self) -> std::io::Result<()> {
+            self.0.sync_all()
+        }
+        fn len(&self) -> std::io::Result<u64> {
+            self.0.len()
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.0.set_len(len)
+        }
+        fn allocate(&self, _: u64, _: u64) -> std::io::Result<()> {
+            Err(std::io::ErrorKind::StorageFull.into())
+        }
+        fn is_direct(&self) -> bool {
+            self.0.is_direct()
+        }
+        fn path(&self) -> &Path {
+            self.0.path()
+        }
+    }
+
+    impl IoDriver for FullDisk {
+        fn open(&self, path: &Path, opts: OpenOptions) -> std::io::Result<Arc<dyn IoFile>> {
+            Ok(Arc::new(FullFile(self.0.open(path, opts)?)))
+        }
+        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+            self.0.rename(from, to)
+        }
+        fn remove(&self, path: &Path) -> std::io::Result<()> {
+            self.0.remove(path)
+        }
+        fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+            self.0.sync_dir(dir)
+        }
+        fn list_dir(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+            self.0.list_dir(dir)
+        }
+        fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+            self.0.create_dir_all(dir)
+        }
+        fn name(&self) -> &'static str {
+            "full-disk"
+        }
+    }
+
+    /// A rotation whose catch-up finds the disk full still succeeds: the
+    /// old file is retired and durable, the appends made meanwhile stay
+    /// buffered for a later drain, and the checkpoint can release the
+    /// retired file (which may be what frees the space). Deliberate bug
+    /// caught: `rotate` returning the catch-up's `StorageFull` (the round
+    /// then fails and never releases, so a full disk never clears).
+    #[test]
+    fn a_full_disk_during_the_catch_up_does_not_fail_the_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, file) =
+            watched_wal_on(dir.path(), Arc::new(FullDisk(crate::io::SyncDriver::new())));
+        let wal = Arc::new(wal);
+        let value = [6u8; 240];
+        wal.append(&[OpRef::Put(b"first", &value)], true).unwrap();
+        let weak = Arc::downgrade(&wal);
+        let hook: Box<dyn Fn() + Send + Sync> = Box::new(move || {
+            if let Some(wal) = weak.upgrade() {
+                for k in 0u32..1000 {
+                    wal.append(&[OpRef::Put(&k.to_le_bytes(), &value)], true)
+                        .unwrap();
+                }
+            }
+        });
+        assert!(file.on_sync.set(hook).is_ok());
+        let cut = wal.cut();
+        wal.rotate(cut)
+            .expect("the rotation itself is done and durable");
+        {
+            let st = wal.lock();
+            assert_eq!(st.retired.len(), 1, "rotated");
+            assert_eq!(st.next_seq - 1, 1001);
+            assert!(st.buf.len() >= DRAIN_AT, "the appends are kept");
+            assert_eq!(st.file_len, 0, "nothing reached the fresh file");
+            assert_eq!(st.written, cut);
+        }
+        assert!(wal.release(cut), "the retired file is released");
+        assert!(wal.lock().retired.is_empty());
     }
 }
