@@ -21,7 +21,7 @@ mod tests;
 
 use std::sync::Arc;
 
-use super::{corrupt_in, Core};
+use super::{corrupt_in, Core, MAX_KEY};
 use crate::api::errors::Result;
 use crate::buffer::cached_blob::FrameRead;
 use crate::buffer::CachedBlob;
@@ -693,6 +693,20 @@ impl Walker<'_, '_> {
         }
     }
 
+    /// No key is longer than [`MAX_KEY`], so neither is a live path: a
+    /// longer one comes from a child pointer that leads back up (torn
+    /// bytes, or a corrupt frame), and the walk stops there instead of
+    /// growing the path until the visit budget runs out (each lap can add
+    /// up to 64 KiB).
+    fn check_path(&self, frame: usize) -> std::result::Result<(), Abort> {
+        if self.path.len() > MAX_KEY {
+            return Err(self
+                .frames
+                .fail(frame, Corrupt("key path longer than the longest key")));
+        }
+        Ok(())
+    }
+
     fn inner(
         &mut self,
         frame: usize,
@@ -705,6 +719,7 @@ impl Walker<'_, '_> {
             f.read_into(n.prefix_at(), n.prefix_len, &mut self.path)
                 .map_err(|c| self.frames.fail(frame, c))?;
         }
+        self.check_path(frame)?;
         // Past the bound and inside the prefix, with no delimiter to look
         // for (or rolled up already), the path classifies as before.
         let (v, rollup) = if ctx.lo == Lo::Free

@@ -168,6 +168,7 @@ impl Walker<'_, '_> {
             f.read_into(n.prefix_at(), n.prefix_len, &mut self.path)
                 .map_err(|c| self.frames.fail(frame, c))?;
         }
+        self.check_path(frame)?;
         if n.value != 0 {
             let l = node::decode_leaf(f, n.value).map_err(|c| self.frames.fail(frame, c))?;
             self.out

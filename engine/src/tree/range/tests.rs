@@ -298,3 +298,40 @@ fn streamed_scans_under_concurrent_writers() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
 }
+
+/// A child pointer that leads back to its own node (a corrupt frame, or
+/// torn bytes) makes both walks report corruption once the path passes
+/// the longest possible key, through the stream (no delimiter) and the
+/// general walk (a delimiter). Deliberate bug caught: no path check in
+/// `open` / `inner` (each lap then adds the node's 101-byte prefix until
+/// the visit budget runs out, some 400 MiB later, with another message).
+#[test]
+fn a_child_pointer_back_to_its_node_is_reported_not_followed() {
+    use crate::frame::{header, node};
+    let tree = Tree::open(TreeConfig::memory()).unwrap();
+    let stem = [b"k".as_slice(), &[b'x'; 100]].concat();
+    for tail in [b"0/a", b"0/b", b"1/a", b"1/b"] {
+        tree.put(&[stem.as_slice(), tail].concat(), b"v").unwrap();
+    }
+    let f = &tree.inner.core.root.frame;
+    let root = header::root(f).unwrap();
+    let node::Node::Inner(n) = node::decode(f, root).unwrap() else {
+        panic!("the root is an inner node");
+    };
+    assert_eq!(n.prefix_len, stem.len());
+    let (slot, _) = node::find_child(f, &n, b'0').unwrap().unwrap();
+    f.set_u32(slot, root).unwrap();
+    for delimiter in [None, Some(b'|')] {
+        let mut b = tree.scan_prefix(b"");
+        if let Some(d) = delimiter {
+            b = b.delimiter(d);
+        }
+        let err = b
+            .for_each(|_| ControlFlow::Continue(()))
+            .expect_err("a cycle is corruption");
+        assert!(
+            err.to_string().contains("longer than the longest key"),
+            "{delimiter:?}: {err}"
+        );
+    }
+}
