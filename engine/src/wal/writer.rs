@@ -1232,21 +1232,15 @@ mod tests {
         assert!(st.file_len - st.writeback_from < WRITEBACK_EVERY);
     }
 
-    /// What writers append while a rotation runs is written to the fresh
-    /// file by the rotation itself (it is still the leader), not left for
-    /// the first writer after the round to write in one long put.
-    /// Deliberate bug caught: `rotate` ending its round without
-    /// `catch_up` (the buffer then holds everything appended meanwhile).
-    #[test]
-    fn a_rotation_writes_what_was_appended_meanwhile() {
-        let dir = tempfile::tempdir().unwrap();
-        let (wal, file) = watched_wal(dir.path());
+    /// Puts one record, then sets `file` (the WAL's active file) to
+    /// append 1000 more at its first sync, which is the rotation's: the
+    /// appends a rotation meets. Returns the WAL and the cut to rotate at.
+    fn appends_during_the_rotation(wal: Wal, file: &Watched) -> (Arc<Wal>, u64) {
         let wal = Arc::new(wal);
         let value = [5u8; 240];
         wal.append(&[OpRef::Put(b"first", &value)], true).unwrap();
         let weak = Arc::downgrade(&wal);
         let hook: Box<dyn Fn() + Send + Sync> = Box::new(move || {
-            // The rotation's sync: appends go on meanwhile.
             if let Some(wal) = weak.upgrade() {
                 for k in 0u32..1000 {
                     wal.append(&[OpRef::Put(&k.to_le_bytes(), &value)], true)
@@ -1256,6 +1250,19 @@ mod tests {
         });
         assert!(file.on_sync.set(hook).is_ok());
         let cut = wal.cut();
+        (wal, cut)
+    }
+
+    /// What writers append while a rotation runs is written to the fresh
+    /// file by the rotation itself (it is still the leader), not left for
+    /// the first writer after the round to write in one long put.
+    /// Deliberate bug caught: `rotate` ending its round without
+    /// `catch_up` (the buffer then holds everything appended meanwhile).
+    #[test]
+    fn a_rotation_writes_what_was_appended_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, file) = watched_wal(dir.path());
+        let (wal, cut) = appends_during_the_rotation(wal, &file);
         wal.rotate(cut).unwrap();
         let st = wal.lock();
         assert_eq!(st.retired.len(), 1, "rotated");
@@ -1344,20 +1351,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (wal, file) =
             watched_wal_on(dir.path(), Arc::new(FullDisk(crate::io::SyncDriver::new())));
-        let wal = Arc::new(wal);
-        let value = [6u8; 240];
-        wal.append(&[OpRef::Put(b"first", &value)], true).unwrap();
-        let weak = Arc::downgrade(&wal);
-        let hook: Box<dyn Fn() + Send + Sync> = Box::new(move || {
-            if let Some(wal) = weak.upgrade() {
-                for k in 0u32..1000 {
-                    wal.append(&[OpRef::Put(&k.to_le_bytes(), &value)], true)
-                        .unwrap();
-                }
-            }
-        });
-        assert!(file.on_sync.set(hook).is_ok());
-        let cut = wal.cut();
+        let (wal, cut) = appends_during_the_rotation(wal, &file);
         wal.rotate(cut)
             .expect("the rotation itself is done and durable");
         {
