@@ -305,51 +305,12 @@ pub(crate) fn decode_leaf(f: &AtomicFrame, r: u32) -> FResult<Leaf> {
     }
 }
 
-/// The child for `byte`: `(slot address, pointer)`. Inlined: a point
-/// get calls it at every inner node.
-#[inline]
-pub(crate) fn find_child(f: &AtomicFrame, n: &Inner, byte: u8) -> FResult<Option<(usize, u32)>> {
-    let body = n.body();
-    match n.kind {
-        N4 | N16 => {
-            let i = if n.kind == N16 {
-                search16(f.u64(body)?, f.u64(body + 8)?, n.count, byte)
-            } else {
-                search_scalar(f.u64(body)?, 0, n.count, byte)
-            };
-            match i {
-                Some(i) => {
-                    let slot = n.child_slot_at(i);
-                    Ok(Some((slot, f.u32(slot)?)))
-                }
-                None => Ok(None),
-            }
-        }
-        N48 => {
-            let idx = f.u8(body + usize::from(byte))? as usize;
-            if idx == 0 {
-                return Ok(None);
-            }
-            if idx > 48 {
-                return Err(Corrupt("node48 index"));
-            }
-            let slot = n.child_slot_at(idx - 1);
-            Ok(Some((slot, f.u32(slot)?)))
-        }
-        _ => {
-            let slot = n.child_slot_at(usize::from(byte));
-            let c = f.u32(slot)?;
-            Ok((c != 0).then_some((slot, c)))
-        }
-    }
-}
-
-/// The child pointer for `byte`, as [`find_child`] finds it (the same
-/// errors), for the point-get walk, which calls it at every inner node:
-/// always inlined, keys read as whole aligned words, Node4 keys compared
-/// at once like Node16's, no slot address.
+/// The child for `byte`: `(slot address, pointer)`. Always inlined: a
+/// point get calls it (through [`child_ptr`]) at every inner node. The
+/// keys of a sorted node are read as whole aligned words, a Node4's
+/// compared at once like a Node16's.
 #[inline(always)]
-pub(crate) fn child_ptr(f: &AtomicFrame, n: &Inner, byte: u8) -> FResult<Option<u32>> {
+pub(crate) fn find_child(f: &AtomicFrame, n: &Inner, byte: u8) -> FResult<Option<(usize, u32)>> {
     let body = n.body();
     let i = match n.kind {
         N4 => {
@@ -368,17 +329,31 @@ pub(crate) fn child_ptr(f: &AtomicFrame, n: &Inner, byte: u8) -> FResult<Option<
             _ => return Err(Corrupt("node48 index")),
         },
         _ => {
-            let c = f.u32(n.child_slot_at(usize::from(byte)))?;
-            return Ok((c != 0).then_some(c));
+            // Node256: the slot is the byte's; an empty one holds 0.
+            let slot = n.child_slot_at(usize::from(byte));
+            let c = f.u32(slot)?;
+            return Ok((c != 0).then_some((slot, c)));
         }
     };
     match i {
-        Some(i) => f.u32(n.child_slot_at(i)).map(Some),
+        Some(i) => {
+            let slot = n.child_slot_at(i);
+            Ok(Some((slot, f.u32(slot)?)))
+        }
         None => Ok(None),
     }
 }
 
-/// Scalar search of up to 16 sorted key bytes held in two words.
+/// The child pointer for `byte`: [`find_child`] without the slot address
+/// (the point-get walk's lookup).
+#[inline(always)]
+pub(crate) fn child_ptr(f: &AtomicFrame, n: &Inner, byte: u8) -> FResult<Option<u32>> {
+    Ok(find_child(f, n, byte)?.map(|(_, c)| c))
+}
+
+/// Scalar search of up to 16 sorted key bytes held in two words: the
+/// `search16` of targets without SSE2, and the check of the SSE2 one.
+#[cfg(any(test, not(target_arch = "x86_64")))]
 pub(crate) fn search_scalar(lo: u64, hi: u64, count: usize, byte: u8) -> Option<usize> {
     (0..count.min(16)).find(|&i| {
         let w = if i < 8 { lo } else { hi };
@@ -872,15 +847,16 @@ mod tests {
         }
     }
 
-    /// `child_ptr` (the point get's child lookup) finds what `find_child`
-    /// finds, for every inner kind, every count and every byte, including
-    /// bytes equal to a Node4's padding or a Node16's unused keys, and
-    /// reports a Node48 index past 48 as corruption. Deliberate bugs
-    /// tried: searching a Node4 over 8 keys (`search16(k[0], 0, 8, byte)`,
-    /// finds the pad); a Node48 slot one off (`Some(usize::from(idx))`);
-    /// accepting any Node48 index (`idx @ 1..` without the bound).
+    /// `find_child` (and `child_ptr`, the point get's lookup) finds the
+    /// children added so far and nothing else, for every inner kind, every
+    /// count and every byte, including bytes equal to a Node4's padding or
+    /// a Node16's unused keys, and reports a Node48 index past 48 as
+    /// corruption. Deliberate bugs tried: searching a Node4 over 8 keys
+    /// (`search16(k[0], 0, 8, byte)`, finds the pad); a Node48 slot one
+    /// off (`Some(usize::from(idx))`); accepting any Node48 index (`idx @
+    /// 1..` without the bound).
     #[test]
-    fn child_ptr_agrees_with_find_child() {
+    fn find_child_finds_exactly_the_children_added() {
         for kind in [N4, N16, N48, N256] {
             let f = AtomicFrame::zeroed();
             let mut n = inner(&f, 1024, kind);
@@ -890,9 +866,20 @@ mod tests {
                 .collect();
             for (i, &b) in bytes.iter().enumerate() {
                 for probe in 0..=255u8 {
-                    let want = find_child(&f, &n, probe).unwrap().map(|(_, c)| c);
-                    let got = child_ptr(&f, &n, probe).unwrap();
-                    assert_eq!(got, want, "kind {kind} count {i} byte {probe}");
+                    let want = bytes[..i]
+                        .iter()
+                        .position(|&x| x == probe)
+                        .map(|j| 4096 + 8 * j as u32);
+                    let found = find_child(&f, &n, probe).unwrap();
+                    assert_eq!(
+                        found.map(|(_, c)| c),
+                        want,
+                        "kind {kind} count {i} byte {probe}"
+                    );
+                    if let Some((slot, c)) = found {
+                        assert_eq!(f.u32(slot).unwrap(), c, "the slot holds the pointer");
+                    }
+                    assert_eq!(child_ptr(&f, &n, probe).unwrap(), want);
                 }
                 add_child(&f, &mut n, b, 4096 + 8 * i as u32).unwrap();
             }

@@ -8,7 +8,7 @@ use crate::buffer::frame_table::Guard;
 use crate::buffer::CachedBlob;
 use crate::frame::node::{self, Node, Quick};
 use crate::frame::{header, AtomicFrame, Corrupt, FResult};
-use crate::store::{BlobGuid, FRAME_SIZE};
+use crate::store::BlobGuid;
 
 /// Where a descent ended: the frame, the key bytes consumed above it,
 /// its parent frame (and that frame's depth) if it has one, and the walk
@@ -74,7 +74,7 @@ pub(crate) fn walk(
                     return Ok(Step::Absent);
                 }
                 if let Some(out) = out.as_deref_mut() {
-                    copy_value(f, l.value_at(), l.value_len, out)?;
+                    f.read_value(l.value_at(), l.value_len, out)?;
                 }
                 return Ok(Step::Found);
             }
@@ -92,7 +92,7 @@ pub(crate) fn walk(
                     }
                     let l = node::decode_leaf(f, n.value)?;
                     if let Some(out) = out.as_deref_mut() {
-                        copy_value(f, l.value_at(), l.value_len, out)?;
+                        f.read_value(l.value_at(), l.value_len, out)?;
                     }
                     return Ok(Step::Found);
                 };
@@ -118,27 +118,6 @@ pub(crate) fn walk(
             }
         }
     }
-}
-
-/// Replaces the contents of `out` with the `len` bytes at `at`: the
-/// aligned words that hold them copied whole (`copy_words`, one bounds
-/// check), then the leading bytes before `at` shifted out in one move.
-/// A found value is typically a few hundred bytes that start anywhere in
-/// a word; `read_into`'s word-by-word shifting, built for short keys
-/// appended to a batch, cost more than twice the instructions here.
-fn copy_value(f: &AtomicFrame, at: usize, len: usize, out: &mut Vec<u8>) -> FResult<()> {
-    let start = at & !7;
-    let skip = at - start;
-    let end = at
-        .checked_add(len)
-        .filter(|&e| e <= FRAME_SIZE)
-        .ok_or(Corrupt("value past frame end"))?;
-    out.clear();
-    out.resize(node::pad8(end) - start, 0);
-    f.copy_words(start, out)?;
-    out.copy_within(skip.., 0);
-    out.truncate(len);
-    Ok(())
 }
 
 /// Where a walk starts inside a frame: the root, or, in a fan frame
@@ -343,40 +322,6 @@ mod tests {
         add_child(&f, &mut root, b'z', 4096).unwrap();
         f.set_u32(header::OFF_ROOT, 1024).unwrap();
         f
-    }
-
-    /// `copy_value` replaces `out` with exactly the bytes `read_into`
-    /// reads, from every offset within a word and for lengths that end
-    /// anywhere in a word, up to the frame's last byte; a value that would
-    /// run past the frame is an error (and asks for no memory). Deliberate
-    /// bugs tried: not shifting out the leading bytes (`copy_within(0.., 0)`);
-    /// sizing the copy from the length alone (`pad8(len)`, which drops the
-    /// tail of a value that starts late in a word); no upper bound (the
-    /// past-the-end case then fails in `copy_words` only after a resize).
-    #[test]
-    fn copy_value_matches_read_into_at_every_alignment() {
-        let f = AtomicFrame::zeroed();
-        let bytes: Vec<u8> = (0..64u8)
-            .map(|i| i.wrapping_mul(37).wrapping_add(1))
-            .collect();
-        f.write(1024, &bytes).unwrap();
-        f.write(FRAME_SIZE - 64, &bytes).unwrap();
-        for base in [1024, FRAME_SIZE - 64] {
-            for skip in 0..8 {
-                for len in 0..=(64 - skip) {
-                    let mut want = Vec::new();
-                    f.read_into(base + skip, len, &mut want).unwrap();
-                    let mut got = b"previous contents".to_vec();
-                    copy_value(&f, base + skip, len, &mut got).unwrap();
-                    assert_eq!(got, want, "at {} len {len}", base + skip);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        assert!(copy_value(&f, FRAME_SIZE - 3, 4, &mut out).is_err());
-        assert!(copy_value(&f, 8, usize::MAX, &mut out).is_err());
-        assert!(copy_value(&f, 8, 64 << 20, &mut out).is_err());
-        assert!(out.capacity() < 1024, "no allocation for a bad length");
     }
 
     /// The point walk reads leaves and inner nodes inline and hands every
