@@ -413,6 +413,20 @@ impl Frames {
         }
     }
 
+    /// Counts one more node visited (`visits`) against [`VISIT_BUDGET`].
+    /// On `Frames` rather than the walker, so a caller still reading a
+    /// frame it borrowed from here can count.
+    #[inline]
+    fn tick(&self, visits: &mut usize) -> std::result::Result<(), Abort> {
+        *visits += 1;
+        if *visits > VISIT_BUDGET {
+            return Err(self.abort(crate::api::errors::Error::node_corrupt(
+                "range walk does not end",
+            )));
+        }
+        Ok(())
+    }
+
     fn abort(&self, e: crate::api::errors::Error) -> Abort {
         if self.all_valid() {
             Abort::Fail(e)
@@ -608,13 +622,7 @@ impl Walker<'_, '_> {
     }
 
     fn tick(&mut self) -> std::result::Result<(), Abort> {
-        self.visits += 1;
-        if self.visits > VISIT_BUDGET {
-            return Err(self.frames.abort(crate::api::errors::Error::node_corrupt(
-                "range walk does not end",
-            )));
-        }
-        Ok(())
+        self.frames.tick(&mut self.visits)
     }
 
     /// Visits the node at `ptr` in `frame`, reached with the path cut to
@@ -963,12 +971,7 @@ impl Walker<'_, '_> {
         let delim = self.q.delimiter;
         let (mut b, mut l) = (b, l);
         loop {
-            self.visits += 1;
-            if self.visits > VISIT_BUDGET {
-                return Err(self.frames.abort(crate::api::errors::Error::node_corrupt(
-                    "range walk does not end",
-                )));
-            }
+            self.frames.tick(&mut self.visits)?;
             self.out
                 .push_leaf(&self.path, Some(b), at, f, l, delim)
                 .map_err(|c| self.frames.fail(frame, c))?;

@@ -35,8 +35,7 @@
 //! it collects counts only once every frame of the batch validates
 //! (`Core::range_batch`).
 
-use super::{Abort, Ctx, Level, Lo, Pre, Step, Walker, VISIT_BUDGET};
-use crate::api::errors::Error;
+use super::{Abort, Ctx, Level, Lo, Pre, Step, Walker};
 use crate::frame::node::{self, Quick};
 use crate::frame::Corrupt;
 
@@ -124,12 +123,7 @@ impl Walker<'_, '_> {
             }
             match node::leaf_or_inner_at(f, c) {
                 Some(Quick::Leaf(l)) => {
-                    self.visits += 1;
-                    if self.visits > VISIT_BUDGET {
-                        return Err(self
-                            .frames
-                            .abort(Error::node_corrupt("range walk does not end")));
-                    }
+                    self.frames.tick(&mut self.visits)?;
                     self.path.truncate(at);
                     self.out
                         .push_leaf(&self.path, Some(k), at, f, l, None)
