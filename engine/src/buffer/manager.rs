@@ -69,8 +69,9 @@ pub(crate) struct BufferManager {
     page_pool: Arc<PagePool>,
     /// Captures made before the gate by [`BufferManager::prepare_images`]
     /// for the next round's armed frames, each with room to save every
-    /// page of its frame (`CaptureImage::with_room`); what a round leaves
-    /// is dropped at its end.
+    /// page of its frame (`CaptureImage::with_room`); those a round does
+    /// not arm (frames cleaned since) stay until the next prepare replaces
+    /// them, so none is freed under the gate.
     captures: Mutex<Vec<CaptureImage>>,
     /// Next round id (capture slots name their round; 0 is "none").
     round_ids: AtomicU64,
