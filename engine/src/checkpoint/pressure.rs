@@ -28,7 +28,7 @@
 //!
 //! Memory besides the cached frames: a round holds at most two capture
 //! batches of image buffers (`buffer::manager`, `capture_batch`: together
-//! no more than the pool keeps, plus a few pooled spares) plus the 4 KiB
+//! no more than the pool keeps, plus a few pooled spares) plus the 1 KiB
 //! pages writers save during it, and the image pool keeps at most
 //! `min(C/16, 64)` idle ones; [`Marks`] leave room for both inside the
 //! budget `C * 1.1 + 64 MiB`.

@@ -20,7 +20,7 @@
 //! bitmap is read and set under the slot's mutex, and the latch keeps the
 //! round's fill and a writer's save apart, so no page is filled twice and
 //! the round never copies a page a writer is changing. A writer therefore
-//! pays for the pages it touches (a 4 KiB copy each, typically the header
+//! pays for the pages it touches (a 1 KiB copy each, typically the header
 //! page and one or two more), not for a whole 512 KiB frame.
 //!
 //! The round takes the image with [`CaptureSlot::take`] (its own round id
@@ -38,7 +38,15 @@ use super::super::mutation;
 use super::super::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
 /// Most pages a frame may have (one bit each in the filled bitmap).
-pub(crate) const MAX_PAGES: usize = 128;
+pub(crate) const MAX_PAGES: usize = 512;
+
+/// Words of the filled bitmap.
+const WORDS: usize = MAX_PAGES / 64;
+
+/// Page `p`'s word and bit in the filled bitmap.
+const fn bit(p: usize) -> (usize, u64) {
+    (p / 64, 1 << (p % 64))
+}
 
 #[derive(Debug)]
 enum State<I> {
@@ -47,7 +55,7 @@ enum State<I> {
     /// the pages already in it (bit `p` = page `p`).
     Armed {
         buf: I,
-        filled: u128,
+        filled: [u64; WORDS],
     },
     /// Every page filled; waiting for the round to take it.
     Captured(I),
@@ -59,11 +67,11 @@ pub(crate) struct CaptureSlot<I> {
     /// The round whose capture is pending (0: none). Read without the
     /// mutex by every store; changed only under the mutex.
     armed: AtomicU64,
-    /// Mirror of the armed state's filled bitmap (pages 0..64, 64..128),
+    /// Mirror of the armed state's filled bitmap (64 pages a word),
     /// so a store into pages already saved skips the mutex. Set under the
     /// mutex; read by the exclusive latch holder, which the latch orders
     /// after every earlier holder's sets.
-    filled: [AtomicU64; 2],
+    filled: [AtomicU64; WORDS],
     /// The round id the state belongs to, and the state.
     state: Mutex<(u64, State<I>)>,
 }
@@ -72,7 +80,7 @@ impl<I> Default for CaptureSlot<I> {
     fn default() -> Self {
         Self {
             armed: AtomicU64::new(0),
-            filled: [AtomicU64::new(0), AtomicU64::new(0)],
+            filled: std::array::from_fn(|_| AtomicU64::new(0)),
             state: Mutex::new((0, State::Idle)),
         }
     }
@@ -93,9 +101,18 @@ impl<I> CaptureSlot<I> {
     pub(crate) fn arm(&self, round: u64, buf: I) -> Option<I> {
         debug_assert_ne!(round, 0, "round 0 means unarmed");
         let mut g = self.lock();
-        let old = std::mem::replace(&mut *g, (round, State::Armed { buf, filled: 0 }));
-        for half in &self.filled {
-            half.store(0, Ordering::Relaxed);
+        let old = std::mem::replace(
+            &mut *g,
+            (
+                round,
+                State::Armed {
+                    buf,
+                    filled: [0; WORDS],
+                },
+            ),
+        );
+        for word in &self.filled {
+            word.store(0, Ordering::Relaxed);
         }
         self.armed.store(round, Ordering::Release);
         match old.1 {
@@ -137,10 +154,10 @@ impl<I> CaptureSlot<I> {
 
     /// True if the mirror says pages `first..=last` are all saved.
     fn all_filled(&self, first: usize, last: usize) -> bool {
-        let lo = self.filled[0].load(Ordering::Relaxed);
-        let hi = self.filled[1].load(Ordering::Relaxed);
-        let bits = u128::from(lo) | (u128::from(hi) << 64);
-        (first..=last.min(MAX_PAGES - 1)).all(|p| bits & (1 << p) != 0)
+        (first..=last.min(MAX_PAGES - 1)).all(|p| {
+            let (w, b) = bit(p);
+            self.filled[w].load(Ordering::Relaxed) & b != 0
+        })
     }
 
     #[cold]
@@ -148,16 +165,13 @@ impl<I> CaptureSlot<I> {
         let mut g = self.lock();
         if let State::Armed { buf, filled } = &mut g.1 {
             for p in first..=last.min(MAX_PAGES - 1) {
-                if *filled & (1 << p) == 0 {
+                let (w, b) = bit(p);
+                if filled[w] & b == 0 {
                     fill(buf, p);
-                    *filled |= 1 << p;
+                    filled[w] |= b;
+                    self.filled[w].store(filled[w], Ordering::Relaxed);
                 }
             }
-            // Truncation intended: the low and the high half.
-            #[allow(clippy::cast_possible_truncation)]
-            let (lo, hi) = (*filled as u64, (*filled >> 64) as u64);
-            self.filled[0].store(lo, Ordering::Relaxed);
-            self.filled[1].store(hi, Ordering::Relaxed);
         }
     }
 
@@ -179,7 +193,8 @@ impl<I> CaptureSlot<I> {
             State::Armed { mut buf, filled } => {
                 let mut n = 0;
                 for p in 0..pages.min(MAX_PAGES) {
-                    if mutation::CAPTURE_IGNORES_SAVED || filled & (1 << p) == 0 {
+                    let (w, b) = bit(p);
+                    if mutation::CAPTURE_IGNORES_SAVED || filled[w] & b == 0 {
                         fill(&mut buf, p);
                         n += 1;
                     }
@@ -265,6 +280,37 @@ mod tests {
         assert_eq!(s.take(6), None, "another round's take gets nothing");
         assert_eq!(s.take(7), Some([1, 2, 3, 4]));
         assert_eq!(s.take(7), None);
+    }
+
+    /// Every page up to [`MAX_PAGES`] has its own bit: pages past the
+    /// first 128 (a frame has 512 of 1 KiB) are saved once, not refilled
+    /// by a later save or by the capture, and do not stand in for
+    /// another page. Deliberate bug caught: a bitmap of 128 bits (`bit`
+    /// taking `p % 128`, as the `u128` had), under which page 128 reads
+    /// as saved once page 0 is, so a store into it would go unsaved.
+    #[test]
+    fn every_page_has_its_own_bit() {
+        const N: usize = MAX_PAGES;
+        let s = CaptureSlot::<Vec<u8>>::default();
+        let mut frame: Vec<u8> = (0..N).map(|p| (p % 251) as u8).collect();
+        let fill = |frame: &Vec<u8>| {
+            let frame = frame.clone();
+            move |buf: &mut Vec<u8>, p: usize| {
+                assert_eq!(buf[p], 0, "page {p} filled twice");
+                buf[p] = frame[p].wrapping_add(1);
+            }
+        };
+        s.arm(1, vec![0; N]);
+        let stored = [0, 63, 64, 127, 128, 129, 300, N - 1];
+        for &p in &stored {
+            s.save(p, p, fill(&frame));
+            frame[p] = 0xEE;
+            s.save(p, p, fill(&frame)); // saved already: not refilled
+        }
+        assert_eq!(s.capture(N, fill(&frame)), Some(N - stored.len()));
+        let img = s.take(1).unwrap();
+        let want: Vec<u8> = (0..N).map(|p| (p % 251) as u8 + 1).collect();
+        assert_eq!(img, want, "every page as of the arming");
     }
 
     #[test]

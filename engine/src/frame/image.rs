@@ -1,5 +1,5 @@
 //! The image a checkpoint capture fills (`frame::capture`): while the
-//! slot is armed, writers save only the 4 KiB pages they are about to
+//! slot is armed, writers save only the 1 KiB pages (`mem::PAGE`) they are about to
 //! change, each in its own page buffer; the round then moves them into a
 //! whole-frame buffer and copies the other pages there. A writer on an
 //! armed frame therefore copies a few pages, never a 512 KiB image, and a
