@@ -232,6 +232,35 @@ impl Batch {
         Ok(())
     }
 
+    /// Appends the key `head` + `byte` + the suffix of leaf `l` in `f`,
+    /// and its value: [`Batch::push_leaf`] without a delimiter, for the
+    /// stream's loop to inline.
+    #[inline(always)]
+    fn push_under(&mut self, head: &[u8], byte: u8, f: &AtomicFrame, l: node::Leaf) -> FResult<()> {
+        let start = self.used;
+        let at = head.len() + 1;
+        let len = l.suffix_len + l.value_len;
+        let words = len.div_ceil(8) * 8;
+        let dst = self.room(at + words);
+        if let Some(d) = dst.get_mut(..at - 1) {
+            d.copy_from_slice(head);
+        }
+        if let Some(d) = dst.get_mut(at - 1) {
+            *d = byte;
+        }
+        f.copy_words(
+            l.suffix_at(),
+            dst.get_mut(at..at + words).unwrap_or_default(),
+        )?;
+        self.used = start + at + len;
+        self.slots.push(Slot {
+            start,
+            key_len: at + l.suffix_len,
+            value_len: Some(l.value_len),
+        });
+        Ok(())
+    }
+
     /// Appends `key` and the `len` value bytes at `at` in `f`.
     fn push_key(&mut self, key: &[u8], f: &AtomicFrame, at: usize, len: usize) -> FResult<()> {
         let start = self.used;
@@ -378,6 +407,10 @@ struct Frames {
 impl Frames {
     fn frame(&self, i: usize) -> &AtomicFrame {
         &self.held[i].blob().frame
+    }
+
+    fn blob(&self, i: usize) -> &Arc<CachedBlob> {
+        self.held[i].blob()
     }
 
     fn enter(&mut self, blob: Arc<CachedBlob>) -> std::result::Result<usize, Abort> {

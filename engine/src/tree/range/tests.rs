@@ -144,7 +144,11 @@ const PREFIXES: [&[u8]; 8] = [
 /// down into (`o.last`, not `o.last + 1`: keys come twice); `open`
 /// without the node's own key (`d/NN/x` missing); a streamed leaf's
 /// head cut one byte short (`path.truncate(at - 1)`: wrong keys); no
-/// full-batch check after `open` emits a node's own key.
+/// full-batch check after `open` emits a node's own key; `push_under`'s
+/// key one byte short (the value starts one byte early); a sorted node's
+/// fourth key byte misread (`SortedKids::key`); a leaf's head taken as
+/// the whole path rather than cut to its parent's (the bytes of a
+/// sibling subtree already left stay in the key).
 #[test]
 fn stream_matches_the_model_under_a_mark_over_unordered_nodes() {
     let tree = Tree::open(TreeConfig::memory()).unwrap();
