@@ -42,8 +42,9 @@ use std::sync::Arc;
 use crate::frame::node::{self, Quick, SortedKids};
 use crate::frame::Corrupt;
 
-/// Counts of this thread's streamed leaves and hand-overs, so that the
-/// tests can tell the stream ran (and gave up) where they expect it to.
+/// Counts of this thread's streamed leaves and hand-overs (and of entries
+/// handed to a sink mid-walk), so that the tests can tell the stream ran
+/// (and gave up) where they expect it to.
 #[cfg(test)]
 pub(super) mod seen {
     use std::cell::Cell;
@@ -51,11 +52,19 @@ pub(super) mod seen {
     thread_local! {
         pub(crate) static LEAVES: Cell<usize> = const { Cell::new(0) };
         pub(crate) static HANDED: Cell<usize> = const { Cell::new(0) };
+        pub(crate) static GIVEN: Cell<usize> = const { Cell::new(0) };
+        pub(crate) static CUT: Cell<usize> = const { Cell::new(0) };
     }
 
     /// `(leaves, hand-overs)` since the last call.
     pub(crate) fn take() -> (usize, usize) {
         (LEAVES.with(|c| c.replace(0)), HANDED.with(|c| c.replace(0)))
+    }
+
+    /// `(entries handed to a sink during a walk, batches cut short at
+    /// the entries handed over)` since the last call.
+    pub(crate) fn take_given() -> (usize, usize) {
+        (GIVEN.with(|c| c.replace(0)), CUT.with(|c| c.replace(0)))
     }
 }
 
@@ -79,7 +88,7 @@ pub(super) fn sorted(kind: u8) -> bool {
     matches!(kind, node::N4 | node::N16)
 }
 
-impl Walker<'_, '_> {
+impl Walker<'_, '_, '_> {
     /// Emits the subtree of inner node `n` in `frame`, the child for
     /// byte `b` of a node whose path is `path[..at]`, every key below
     /// which qualifies (the caller checked that the path is past the
@@ -144,7 +153,7 @@ impl Walker<'_, '_> {
                         .map_err(|c| self.frames.fail(frame, c))?;
                     #[cfg(test)]
                     seen::LEAVES.with(|n| n.set(n.get() + 1));
-                    if self.out.len() >= limit {
+                    if self.out.len() >= limit || !self.give()? {
                         return Ok(Step::Full);
                     }
                 }
