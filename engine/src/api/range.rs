@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 
 use crate::api::errors::Result;
 use crate::api::tree::Tree;
-use crate::tree::range::{Batch, ItemRef, Lower, Query};
+use crate::tree::range::{Batch, ItemRef, Lower, Query, Sink};
 
 /// One item of a range listing.
 #[derive(Debug, Clone)]
@@ -177,9 +177,10 @@ impl RangeBuilder {
     /// for the whole call is passed exactly once), without the two
     /// allocations per entry that an owned [`RangeEntry`] costs.
     ///
-    /// `f` runs outside the tree's latches, between batches' walks, so it
-    /// may read or write the tree; entries it writes may or may not be
-    /// passed to it later. The first error fetching a batch is returned
+    /// `f` runs outside the tree's latches (between batches' walks, or
+    /// during an optimistic walk, which holds none: an entry is passed as
+    /// soon as everything read for it validates), so it may read or write
+    /// the tree; entries it writes may or may not be passed to it later. The first error fetching a batch is returned
     /// (entries before it were passed already).
     ///
     /// ```
@@ -241,18 +242,26 @@ impl IntoIterator for RangeBuilder {
     }
 }
 
+/// Runs `f` on each entry: the walk hands it entries as they validate
+/// ([`Sink`]), and the rest of each batch follows once the batch is
+/// complete.
 fn visit<F>(cursor: &mut Cursor, batch: &mut Batch, f: &mut F) -> Result<()>
 where
     F: FnMut(RangeEntryRef<'_>) -> ControlFlow<()>,
 {
-    while cursor.fill(batch)? {
-        for item in batch.items() {
+    loop {
+        let mut g = |item: ItemRef<'_>| f(item.into());
+        let mut sink = Sink::new(&mut g);
+        if !cursor.fill(batch, Some(&mut sink))? || sink.stopped() {
+            return Ok(());
+        }
+        let given = sink.given();
+        for item in batch.items().skip(given) {
             if f(item.into()).is_break() {
                 return Ok(());
             }
         }
     }
-    Ok(())
 }
 
 thread_local! {
@@ -312,9 +321,10 @@ impl Cursor {
         }
     }
 
-    /// Collects the next batch into `out`. `Ok(false)`: the iteration is
-    /// over (`out` is then empty).
-    fn fill(&mut self, out: &mut Batch) -> Result<bool> {
+    /// Collects the next batch into `out`, handing entries to `sink` as
+    /// they validate if there is one. `Ok(false)`: the iteration is over
+    /// (`out` is then empty).
+    fn fill(&mut self, out: &mut Batch, sink: Option<&mut Sink<'_>>) -> Result<bool> {
         if self.done {
             return Ok(false);
         }
@@ -326,7 +336,7 @@ impl Cursor {
             limit,
         };
         out.reset(limit, BYTES_PER_ENTRY);
-        let res = self.tree.inner.core.range_batch(&q, out);
+        let res = self.tree.inner.core.range_batch(&q, out, sink);
         let exhausted = match res {
             Ok(x) => x,
             Err(e) => {
@@ -380,7 +390,7 @@ impl Iterator for RangeIter {
                 return Some(Ok(RangeEntryRef::from(item).to_entry()));
             }
             self.pos = 0;
-            match self.cursor.fill(&mut self.batch) {
+            match self.cursor.fill(&mut self.batch, None) {
                 Err(e) => return Some(Err(e)),
                 Ok(false) => return None,
                 Ok(true) => {}

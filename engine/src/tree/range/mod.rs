@@ -126,6 +126,25 @@ impl Batch {
         self.slots.iter().map(|s| s.item(&self.bytes))
     }
 
+    /// The entries from the `i`-th on.
+    #[inline]
+    fn items_from(&self, i: usize) -> impl Iterator<Item = ItemRef<'_>> + '_ {
+        self.slots
+            .get(i..)
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.item(&self.bytes))
+    }
+
+    /// Keeps the first `n` entries.
+    fn truncate(&mut self, n: usize) {
+        self.slots.truncate(n);
+        self.used = self
+            .slots
+            .last()
+            .map_or(0, |s| s.start + s.key_len + s.value_len.unwrap_or(0));
+    }
+
     pub(crate) fn last(&self) -> Option<ItemRef<'_>> {
         self.len().checked_sub(1).and_then(|i| self.get(i))
     }
@@ -227,6 +246,35 @@ impl Batch {
         self.slots.push(Slot {
             start,
             key_len,
+            value_len: Some(l.value_len),
+        });
+        Ok(())
+    }
+
+    /// Appends the key `head` + `byte` + the suffix of leaf `l` in `f`,
+    /// and its value: [`Batch::push_leaf`] without a delimiter, for the
+    /// stream's loop to inline.
+    #[inline(always)]
+    fn push_under(&mut self, head: &[u8], byte: u8, f: &AtomicFrame, l: node::Leaf) -> FResult<()> {
+        let start = self.used;
+        let at = head.len() + 1;
+        let len = l.suffix_len + l.value_len;
+        let words = len.div_ceil(8) * 8;
+        let dst = self.room(at + words);
+        if let Some(d) = dst.get_mut(..at - 1) {
+            d.copy_from_slice(head);
+        }
+        if let Some(d) = dst.get_mut(at - 1) {
+            *d = byte;
+        }
+        f.copy_words(
+            l.suffix_at(),
+            dst.get_mut(at..at + words).unwrap_or_default(),
+        )?;
+        self.used = start + at + len;
+        self.slots.push(Slot {
+            start,
+            key_len: at + l.suffix_len,
             value_len: Some(l.value_len),
         });
         Ok(())
@@ -380,6 +428,10 @@ impl Frames {
         &self.held[i].blob().frame
     }
 
+    fn blob(&self, i: usize) -> &Arc<CachedBlob> {
+        self.held[i].blob()
+    }
+
     fn enter(&mut self, blob: Arc<CachedBlob>) -> std::result::Result<usize, Abort> {
         // A fan frame is entered once per branch byte its link stands
         // for; hold it once (a second shared acquire behind a waiting
@@ -454,7 +506,48 @@ fn prefetch_node(f: &AtomicFrame, ptr: u32) {
     f.prefetch(off + 128);
 }
 
-struct Walker<'q, 'o> {
+/// A visitor the walk hands entries to as it goes (the borrowing
+/// `for_each`), instead of all of them after the batch's walk: a
+/// streamed leaf is handed over as soon as every frame the walk has read
+/// still validates, so the visitor's work on one entry overlaps the
+/// walk's on the next (the CPU runs the two independent streams of
+/// instructions side by side), as a cursor-based store's does. Entries
+/// handed over stay in the batch; the caller hands over the rest
+/// (`batch[given..]`) once the batch is complete. One sink serves one
+/// batch: entries are handed over only while none were torn (a torn read
+/// ends the batch there), so the count never has to go back.
+///
+/// Only an optimistic walk hands entries over: one under shared latches
+/// must not run the visitor, which may write the tree.
+pub(crate) struct Sink<'f> {
+    f: &'f mut dyn FnMut(ItemRef<'_>) -> std::ops::ControlFlow<()>,
+    /// Entries of the batch handed over.
+    given: usize,
+    /// The visitor asked to stop.
+    stopped: bool,
+}
+
+impl<'f> Sink<'f> {
+    pub(crate) fn new(f: &'f mut dyn FnMut(ItemRef<'_>) -> std::ops::ControlFlow<()>) -> Self {
+        Self {
+            f,
+            given: 0,
+            stopped: false,
+        }
+    }
+
+    /// Entries of the last batch handed over already.
+    pub(crate) fn given(&self) -> usize {
+        self.given
+    }
+
+    /// Whether the visitor asked to stop.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped
+    }
+}
+
+struct Walker<'q, 'o, 's> {
     q: &'q Query<'q>,
     frames: Frames,
     /// The key bytes from the root down to the node being visited.
@@ -469,9 +562,11 @@ struct Walker<'q, 'o> {
     /// Frames loaded ahead of the walk (`load_siblings`), pinned for the
     /// batch.
     prefetched: Vec<Arc<CachedBlob>>,
+    /// Where entries go as they are validated ([`Sink`]).
+    sink: Option<&'o mut Sink<'s>>,
 }
 
-impl Walker<'_, '_> {
+impl Walker<'_, '_, '_> {
     /// Classifies the path after bytes were appended from `from` on.
     fn advance(&self, ctx: &Ctx, from: usize) -> (Verdict, Option<usize>) {
         let path = &self.path;
@@ -623,6 +718,34 @@ impl Walker<'_, '_> {
 
     fn tick(&mut self) -> std::result::Result<(), Abort> {
         self.frames.tick(&mut self.visits)
+    }
+
+    /// Hands the entries collected since the last call to the sink, if
+    /// there is one and the walk is optimistic: first every frame read so
+    /// far must validate (else the walk restarts, and `range_batch` ends
+    /// the batch at the entries already handed over). `Ok(false)`: the
+    /// visitor asked to stop, and so does the walk.
+    #[inline]
+    fn give(&mut self) -> std::result::Result<bool, Abort> {
+        let Some(sink) = self.sink.as_deref_mut() else {
+            return Ok(true);
+        };
+        if self.frames.shared {
+            return Ok(true);
+        }
+        if !self.frames.all_valid() {
+            return Err(Abort::Restart);
+        }
+        for item in self.out.items_from(sink.given) {
+            #[cfg(test)]
+            stream::seen::GIVEN.with(|n| n.set(n.get() + 1));
+            if (sink.f)(item).is_break() {
+                sink.stopped = true;
+                break;
+            }
+        }
+        sink.given = self.out.len();
+        Ok(!sink.stopped)
     }
 
     /// Visits the node at `ptr` in `frame`, reached with the path cut to
@@ -1004,7 +1127,16 @@ impl Walker<'_, '_> {
 impl Core {
     /// Collects the next batch of entries into `out` (cleared first).
     /// Returns whether the tree holds nothing past them.
-    pub(crate) fn range_batch(&self, q: &Query<'_>, out: &mut Batch) -> Result<bool> {
+    ///
+    /// With a `sink`, entries are handed to it during the walk as they
+    /// validate ([`Sink`]); if a later read is torn, the batch ends at the
+    /// entries handed over (it is not walked again: they were passed on).
+    pub(crate) fn range_batch(
+        &self,
+        q: &Query<'_>,
+        out: &mut Batch,
+        mut sink: Option<&mut Sink<'_>>,
+    ) -> Result<bool> {
         let mut attempt = 0usize;
         loop {
             out.clear();
@@ -1030,6 +1162,7 @@ impl Core {
                 out: &mut *out,
                 visits: 0,
                 prefetched: Vec::new(),
+                sink: sink.as_deref_mut(),
             };
             let res = w.run(self);
             let valid = w.frames.all_valid();
@@ -1044,9 +1177,19 @@ impl Core {
                 opens,
                 held,
             };
+            let given = sink.as_deref().map_or(0, Sink::given);
             match res {
                 Ok(done) if valid => return Ok(done),
                 Err(Abort::Fail(e)) => return Err(e),
+                _ if given > 0 => {
+                    // Torn after entries were handed over: the batch is
+                    // those entries, and the next one starts after them.
+                    self.bm.counters.restarts.add(1);
+                    #[cfg(test)]
+                    stream::seen::CUT.with(|n| n.set(n.get() + 1));
+                    out.truncate(given);
+                    return Ok(false);
+                }
                 _ => {
                     self.bm.counters.restarts.add(1);
                     attempt += 1;

@@ -6,7 +6,8 @@
 //! nodes (`N4`/`N16`) and leaves in one frame, [`Walker::stream`] does
 //! that with a stack of open nodes that hold no
 //! copied child lists: each child is read from its node when its turn
-//! comes (its byte and pointer, two reads), a leaf goes into the batch
+//! comes (its byte from the keys read when the node was opened, its
+//! pointer one read), a leaf goes into the batch
 //! straight from the frame, and an inner child is opened in place.
 //!
 //! A child at or past the frame's key-order mark (added or moved since
@@ -36,11 +37,14 @@
 //! (`Core::range_batch`).
 
 use super::{Abort, Ctx, Level, Lo, Pre, Step, Walker};
-use crate::frame::node::{self, Quick};
+use std::sync::Arc;
+
+use crate::frame::node::{self, Quick, SortedKids};
 use crate::frame::Corrupt;
 
-/// Counts of this thread's streamed leaves and hand-overs, so that the
-/// tests can tell the stream ran (and gave up) where they expect it to.
+/// Counts of this thread's streamed leaves and hand-overs (and of entries
+/// handed to a sink mid-walk), so that the tests can tell the stream ran
+/// (and gave up) where they expect it to.
 #[cfg(test)]
 pub(super) mod seen {
     use std::cell::Cell;
@@ -48,11 +52,19 @@ pub(super) mod seen {
     thread_local! {
         pub(crate) static LEAVES: Cell<usize> = const { Cell::new(0) };
         pub(crate) static HANDED: Cell<usize> = const { Cell::new(0) };
+        pub(crate) static GIVEN: Cell<usize> = const { Cell::new(0) };
+        pub(crate) static CUT: Cell<usize> = const { Cell::new(0) };
     }
 
     /// `(leaves, hand-overs)` since the last call.
     pub(crate) fn take() -> (usize, usize) {
         (LEAVES.with(|c| c.replace(0)), HANDED.with(|c| c.replace(0)))
+    }
+
+    /// `(entries handed to a sink during a walk, batches cut short at
+    /// the entries handed over)` since the last call.
+    pub(crate) fn take_given() -> (usize, usize) {
+        (GIVEN.with(|c| c.replace(0)), CUT.with(|c| c.replace(0)))
     }
 }
 
@@ -60,6 +72,8 @@ pub(super) mod seen {
 #[derive(Debug)]
 pub(super) struct Open {
     node: node::Inner,
+    /// Its keys and child slots, read when it was opened.
+    kids: SortedKids,
     /// Path length at which a child's branch byte goes.
     at: usize,
     /// The next child to read.
@@ -74,7 +88,7 @@ pub(super) fn sorted(kind: u8) -> bool {
     matches!(kind, node::N4 | node::N16)
 }
 
-impl Walker<'_, '_> {
+impl Walker<'_, '_, '_> {
     /// Emits the subtree of inner node `n` in `frame`, the child for
     /// byte `b` of a node whose path is `path[..at]`, every key below
     /// which qualifies (the caller checked that the path is past the
@@ -82,6 +96,12 @@ impl Walker<'_, '_> {
     /// delimiter). Returns [`Step::Go`] when the subtree is done or
     /// handed back to the general walk (its levels then sit on top of
     /// the stack), [`Step::Full`] when the batch filled up.
+    ///
+    /// The loop holds the frame itself (a clone of its handle, so that
+    /// opening a node can borrow the walker) and a leaf goes into the
+    /// batch inline ([`super::Batch::push_under`]): per leaf, a key byte
+    /// from a register, one pointer read, the leaf's two head words and
+    /// the copy.
     pub(super) fn stream(
         &mut self,
         frame: usize,
@@ -93,44 +113,47 @@ impl Walker<'_, '_> {
         if let Step::Full = self.open(frame, n, at, b)? {
             return Ok(Step::Full);
         }
-        let ordered = self.frames.frame(frame).ordered_to();
+        let blob = Arc::clone(self.frames.blob(frame));
+        let f = &blob.frame;
+        let ordered = f.ordered_to();
+        let limit = self.q.limit;
         loop {
-            let f = self.frames.frame(frame);
             let Some(top) = self.opens.last_mut() else {
                 return Ok(Step::Go);
             };
-            if top.next >= top.node.count {
+            let i = top.next;
+            if i >= top.kids.count {
                 self.opens.pop();
                 continue;
             }
-            let Some((k, c)) = node::sorted_child(f, &top.node, top.next)
-                .map_err(|c| self.frames.fail(frame, c))?
-            else {
-                return Err(self.frames.fail(frame, Corrupt("sorted node kind")));
-            };
+            let k = top.kids.key(i);
             if i32::from(k) <= top.last {
                 return Err(self.frames.fail(frame, Corrupt("node keys out of order")));
             }
             top.last = i32::from(k);
-            top.next += 1;
+            top.next = i + 1;
             let at = top.at;
-            if c >= ordered && top.next < top.node.count {
+            let c = top
+                .kids
+                .child(f, i)
+                .map_err(|c| self.frames.fail(frame, c))?;
+            if c >= ordered && i + 1 < top.kids.count {
                 // Out of key order: start the next sibling's lines on
                 // their way while this child is read.
-                if let Ok(Some((_, nc))) = node::sorted_child(f, &top.node, top.next) {
+                if let Ok(nc) = top.kids.child(f, i + 1) {
                     super::prefetch_node(f, nc);
                 }
             }
             match node::leaf_or_inner_at(f, c) {
                 Some(Quick::Leaf(l)) => {
                     self.frames.tick(&mut self.visits)?;
-                    self.path.truncate(at);
+                    let head = self.path.get(..at).unwrap_or_default();
                     self.out
-                        .push_leaf(&self.path, Some(k), at, f, l, None)
+                        .push_under(head, k, f, l)
                         .map_err(|c| self.frames.fail(frame, c))?;
                     #[cfg(test)]
                     seen::LEAVES.with(|n| n.set(n.get() + 1));
-                    if self.out.len() >= self.q.limit {
+                    if self.out.len() >= limit || !self.give()? {
                         return Ok(Step::Full);
                     }
                 }
@@ -156,6 +179,9 @@ impl Walker<'_, '_> {
     ) -> std::result::Result<Step, Abort> {
         self.tick()?;
         let f = self.frames.frame(frame);
+        let Some(kids) = node::sorted_kids(f, &n).map_err(|c| self.frames.fail(frame, c))? else {
+            return Err(self.frames.fail(frame, Corrupt("sorted node kind")));
+        };
         self.path.truncate(at);
         self.path.push(b);
         if n.prefix_len > 0 {
@@ -174,6 +200,7 @@ impl Walker<'_, '_> {
         }
         self.opens.push(Open {
             node: n,
+            kids,
             at: self.path.len(),
             next: 0,
             last: -1,

@@ -144,7 +144,11 @@ const PREFIXES: [&[u8]; 8] = [
 /// down into (`o.last`, not `o.last + 1`: keys come twice); `open`
 /// without the node's own key (`d/NN/x` missing); a streamed leaf's
 /// head cut one byte short (`path.truncate(at - 1)`: wrong keys); no
-/// full-batch check after `open` emits a node's own key.
+/// full-batch check after `open` emits a node's own key; `push_under`'s
+/// key one byte short (the value starts one byte early); a sorted node's
+/// fourth key byte misread (`SortedKids::key`); a leaf's head taken as
+/// the whole path rather than cut to its parent's (the bytes of a
+/// sibling subtree already left stay in the key).
 #[test]
 fn stream_matches_the_model_under_a_mark_over_unordered_nodes() {
     let tree = Tree::open(TreeConfig::memory()).unwrap();
@@ -334,4 +338,77 @@ fn a_child_pointer_back_to_its_node_is_reported_not_followed() {
             "{delimiter:?}: {err}"
         );
     }
+}
+
+/// `for_each` hands streamed entries to its closure during the walk
+/// (`Sink`). A closure that stops after `k` entries gets exactly the
+/// first `k`, wherever `k` falls in the batch; a closure that writes the
+/// tree's frame every 50 entries (allowed: it runs outside the latches)
+/// makes the walk's next hand-over find its reads torn, and the batch
+/// ends at the entries handed over: every key once, in order. Deliberate
+/// bugs tried: a cut batch walked again from its start instead of
+/// truncated (`out.truncate(given)` dropped: keys come twice); `give`
+/// without the validation (entries read after a write are handed over,
+/// and only the batch's final check cuts it); the sink's stop ignored
+/// (`sink.stopped` left false: entries after the stop); the rest of a
+/// batch after the entries handed over not passed on (`skip(given)` as
+/// `skip(given + 1)`).
+#[test]
+fn for_each_hands_entries_over_during_the_walk() {
+    let tree = Tree::open(TreeConfig::memory()).unwrap();
+    let mut m = Model::new();
+    for i in 0..600u32 {
+        put(
+            &tree,
+            &mut m,
+            format!("v/{:02}/{i:04}", i % 7).as_bytes(),
+            &i.to_le_bytes(),
+        );
+    }
+    tree.inner.core.root.frame.mark_ordered().unwrap();
+    let keys: Vec<Vec<u8>> = m.keys().cloned().collect();
+    seen::take_given();
+    for k in [1, 2, 5, 17, 99, 100, 101, 128, 129, 250] {
+        let mut got = Vec::new();
+        tree.scan_prefix(b"v/")
+            .for_each(|e| {
+                if let RangeEntryRef::Key { key, .. } = e {
+                    got.push(key.to_vec());
+                }
+                if got.len() == k {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+        assert_eq!(got, keys[..k], "stop after {k}");
+    }
+    assert!(
+        seen::take_given().0 > 0,
+        "entries were handed over mid-walk"
+    );
+
+    let mut got = Vec::new();
+    let mut writes = 0;
+    tree.scan_prefix(b"v/")
+        .for_each(|e| {
+            if let RangeEntryRef::Key { key, .. } = e {
+                got.push(key.to_vec());
+                if got.len() % 50 == 0 && got.len() < keys.len() {
+                    tree.put(&keys[0], b"rewritten").unwrap();
+                    writes += 1;
+                }
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(got, keys, "every key once, in order");
+    let (given, cut) = seen::take_given();
+    // Each write is found at the next hand-over: the batch ends there,
+    // not only where it would have ended anyway.
+    assert!(
+        given > 0 && cut >= writes,
+        "handed over {given}, {writes} writes, cut {cut}"
+    );
 }
