@@ -445,6 +445,28 @@ impl AtomicFrame {
         self.write_le(off, 8, v)
     }
 
+    /// Stores the `n` words at `src_off` of `src` at `off` (both
+    /// 8-aligned): a node moved to another frame word for word, with
+    /// no byte buffer in between. Exclusive latch on `self` required;
+    /// `src` must be another frame.
+    pub(crate) fn store_words_from(
+        &self,
+        off: usize,
+        src: &AtomicFrame,
+        src_off: usize,
+        n: usize,
+    ) -> FResult<()> {
+        let from = src.word_run(src_off, n)?;
+        let to = self.word_run(off, n)?;
+        if n > 0 {
+            self.before_store(off, 8 * n);
+        }
+        for (d, w) in to.iter().zip(from) {
+            d.store(w.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Stores `src` at `off`. Exclusive latch required.
     ///
     /// One bounds check and one capture check for the whole range, then
@@ -720,6 +742,43 @@ mod tests {
         out.clear();
         f.read_into(FRAME_SIZE - 8, 8, &mut out).unwrap();
         assert_eq!(out, [around[56], around[57], around[58], 1, 2, 3, 4, 5]);
+    }
+
+    /// `store_words_from` copies exactly the words asked for between two
+    /// frames, up to the last word of the frame; an unaligned offset or a
+    /// run past the end on either side is an error that stores nothing.
+    /// Deliberate bug tried: checking only the destination's bounds (the
+    /// source run past the end is then copied short, without an error).
+    #[test]
+    fn word_copies_between_frames_are_exact_and_checked() {
+        let src = AtomicFrame::zeroed();
+        let dst = AtomicFrame::zeroed();
+        let data: Vec<u8> = (0..48u8).map(|i| i | 0x40).collect();
+        src.write(1024, &data).unwrap();
+        src.write(FRAME_SIZE - 48, &data).unwrap();
+        dst.write(2048, &[0xEE; 64]).unwrap();
+        dst.store_words_from(2056, &src, 1032, 4).unwrap();
+        let mut want = vec![0xEE; 64];
+        want[8..40].copy_from_slice(&data[8..40]);
+        let mut out = Vec::new();
+        dst.read_into(2048, 64, &mut out).unwrap();
+        assert_eq!(out, want);
+        dst.store_words_from(FRAME_SIZE - 16, &src, FRAME_SIZE - 16, 2)
+            .unwrap();
+        out.clear();
+        dst.read_into(FRAME_SIZE - 16, 16, &mut out).unwrap();
+        assert_eq!(out, &data[32..]);
+        for (to, from, n) in [
+            (2052, 1032, 1),
+            (2056, 1036, 1),
+            (FRAME_SIZE - 8, 1032, 2),
+            (2048, FRAME_SIZE - 8, 2),
+        ] {
+            assert!(dst.store_words_from(to, &src, from, n).is_err());
+        }
+        out.clear();
+        dst.read_into(2048, 64, &mut out).unwrap();
+        assert_eq!(out, want);
     }
 
     #[test]
