@@ -182,6 +182,25 @@ impl Core {
         }
     }
 
+    /// Whether the walk for `key` inside `blob`, entered at key depth
+    /// `depth`, ends there (the key is present or absent, but crosses no
+    /// link), by an optimistic walk that never waits. For a caller that
+    /// knows the descent for `key` takes the route to `blob` (a batch's
+    /// pin pass, from the key before it): then `blob` is where
+    /// [`Core::locate`] would end. `false` on any doubt (a link, a
+    /// latched, changing or obsolete frame, a corrupt node): the caller
+    /// then locates from the root, which reports any error.
+    pub(crate) fn ends_in(&self, blob: &CachedBlob, key: &[u8], depth: usize) -> bool {
+        let Ok(v) = blob.latch.try_optimistic() else {
+            return false;
+        };
+        if blob.is_obsolete() {
+            return false;
+        }
+        let step = walk(&blob.frame, key, depth, None);
+        blob.latch.validate(v).is_ok() && matches!(step, Ok(Step::Found | Step::Absent))
+    }
+
     /// The frame holding the link through which `key` reaches frame
     /// `child` at key depth `depth`, and that frame's depth, by an
     /// optimistic descent that never waits for a latch (the caller may
