@@ -11,8 +11,8 @@ use crate::frame::{header, AtomicFrame, Corrupt, FResult};
 use crate::store::FRAME_SIZE;
 
 /// Least room beyond the edit itself that makes a repack worth its cost
-/// (a copy of every node in the frame) when the edit could spill
-/// instead. A frame that fills during a load gets repacked right after
+/// (a copy of every node in the frame) when the edit adds a key and
+/// could spill instead. A frame that fills during a load gets repacked right after
 /// each spill (reclaiming the half that moved), then again for the gaps
 /// node growth left since (a few KiB), then for the few hundred bytes
 /// freed meanwhile, often enough for one more key: objstore n = 2e5, 322
@@ -25,8 +25,9 @@ const MIN_REPACK_GAIN: usize = FRAME_SIZE / 64;
 /// [`Outcome::NoRoom`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Effort {
-    /// Repack only if that frees [`MIN_REPACK_GAIN`] beyond the edit;
-    /// otherwise the caller spills.
+    /// For an edit that adds a key, repack only if that frees
+    /// [`MIN_REPACK_GAIN`] beyond the edit; otherwise the caller spills.
+    /// A replacement repacks whenever that makes room.
     Spill,
     /// Repack whenever that makes room (when a spill found nothing to
     /// move).
@@ -406,9 +407,12 @@ pub(crate) fn insert_routed(
     }
     let bytes = need(&p, key, value.len());
     if bytes > alloc::tail_room(f)? {
-        let slack = match effort {
-            Effort::Spill => MIN_REPACK_GAIN,
-            Effort::Repack => 0,
+        // A replacement frees the old leaf as it goes, so the frame's live
+        // bytes hardly grow: it repacks as before the rule, where a spill
+        // would lower the fill of a frame that updates keep full.
+        let slack = match (effort, &p) {
+            (Effort::Spill, Plan::Replace { .. }) | (Effort::Repack, _) => 0,
+            (Effort::Spill, _) => MIN_REPACK_GAIN,
         };
         if bytes + slack > alloc::reclaimable(f)? {
             return Ok(Outcome::NoRoom);
@@ -470,5 +474,25 @@ pub(crate) mod tests {
             };
             assert_eq!(old, v);
         }
+    }
+
+    /// A replacement that needs a new leaf in a full frame repacks for
+    /// however little room that makes, under `Effort::Spill` too: it frees
+    /// the old leaf, so a spill would only lower the fill of a frame that
+    /// updates keep full. Deliberate bug tried: the `MIN_REPACK_GAIN` slack
+    /// for replacements as well (the update reports `NoRoom`).
+    #[test]
+    fn replacements_repack_however_little_that_frees() {
+        let f = AtomicFrame::zeroed();
+        nearly_full(&f, [4; 16]);
+        let compacts = f.u32(header::OFF_COMPACTS).unwrap();
+        let bigger = [7u8; 64];
+        let out = insert(&f, b"k1", 0, &bigger).unwrap();
+        assert!(matches!(out, Outcome::Done(Some(ref old)) if old == b"v1"));
+        assert_eq!(f.u32(header::OFF_COMPACTS).unwrap(), compacts + 1);
+        let Outcome::Done(Some(old)) = insert(&f, b"k1", 0, b"w").unwrap() else {
+            panic!("k1 is not in the frame");
+        };
+        assert_eq!(old, bigger);
     }
 }
