@@ -894,10 +894,6 @@ type ViewEntry<'a> = (&'a [u8], Option<Cow<'a, [u8]>>);
 /// A batch's net effect, sorted by key, the last op on a key winning.
 type BatchView<'a> = Vec<ViewEntry<'a>>;
 
-/// [`BatchView`] of a batch of puts and deletes only: validated in op
-/// order (the first bad op's error), then a stable sort by key keeps the
-/// ops on one key in batch order, so the last of each run is the one
-/// that counts. No lookups, no map: this is the bulk-load path.
 /// Whether the descents of `prev` and `key` take the same route down to
 /// a frame at key depth `depth`: links are followed by the key bytes
 /// consumed above them, so keys that share their first `depth` bytes
@@ -906,6 +902,10 @@ fn same_route(prev: &[u8], key: &[u8], depth: usize) -> bool {
     matches!((prev.get(..depth), key.get(..depth)), (Some(a), Some(b)) if a == b)
 }
 
+/// [`BatchView`] of a batch of puts and deletes only: validated in op
+/// order (the first bad op's error), then a stable sort by key keeps the
+/// ops on one key in batch order, so the last of each run is the one
+/// that counts. No lookups, no map: this is the bulk-load path.
 fn batch_view(batch: &TxnBatch) -> Result<BatchView<'_>> {
     let mut all: BatchView<'_> = Vec::with_capacity(batch.pending.len());
     for op in &batch.pending {
