@@ -12,7 +12,7 @@ use crate::api::errors::{Error, Result};
 use crate::api::range::RangeBuilder;
 use crate::api::stats::{CacheStats, TreeStats, WalStats};
 use crate::api::txn::{BatchOp, TxnBatch};
-use crate::buffer::BufferManager;
+use crate::buffer::{BufferManager, CachedBlob};
 use crate::checkpoint::pressure::Pressure;
 use crate::checkpoint::{Checkpointer, Counters as CkptCounters};
 use crate::io::IoDriver;
@@ -679,10 +679,25 @@ impl Tree {
             // the batch while it is still untouched; the frames stay pinned
             // (unevictable) until the batch is applied. Each put starts at
             // the frame its pin pass found (`Core::put_from`) instead of
-            // descending from the root a second time.
-            let mut pins = Vec::with_capacity(view.len());
+            // descending from the root a second time. The view is in key
+            // order, so a key often shares the route of the key before it:
+            // then only its walk inside that frame is checked
+            // (`Core::ends_in`), not the descent from the root.
+            let mut pins: Vec<(Arc<CachedBlob>, usize)> = Vec::with_capacity(view.len());
+            let mut prev: &[u8] = &[];
             for (k, _) in &view {
-                pins.push(core.locate(k)?);
+                let again = pins.last().filter(|(blob, depth)| {
+                    same_route(prev, k, *depth) && core.ends_in(blob, k, *depth)
+                });
+                let at = match again {
+                    Some((blob, depth)) => (Arc::clone(blob), *depth),
+                    None => {
+                        let loc = core.locate(k)?;
+                        (loc.blob, loc.depth)
+                    }
+                };
+                pins.push(at);
+                prev = k;
             }
             // One record for the whole batch: its after-images.
             let ops: Vec<OpRef<'_>> = view
@@ -697,9 +712,9 @@ impl Tree {
             // Puts before deletes: should the apply fail midway anyway, a
             // moved value is never lost (at worst present twice).
             let applied = (|| -> Result<()> {
-                for ((k, v), loc) in view.iter().zip(&pins) {
+                for ((k, v), (blob, depth)) in view.iter().zip(&pins) {
                     if let Some(v) = v {
-                        let at = (Arc::clone(&loc.blob), loc.depth);
+                        let at = (Arc::clone(blob), *depth);
                         core.put_from(Some(at), k, v, &mut log)?;
                     }
                 }
@@ -878,6 +893,14 @@ type ViewEntry<'a> = (&'a [u8], Option<Cow<'a, [u8]>>);
 
 /// A batch's net effect, sorted by key, the last op on a key winning.
 type BatchView<'a> = Vec<ViewEntry<'a>>;
+
+/// Whether the descents of `prev` and `key` take the same route down to
+/// a frame at key depth `depth`: links are followed by the key bytes
+/// consumed above them, so keys that share their first `depth` bytes
+/// reach the same frame at that depth (while the tree does not change).
+fn same_route(prev: &[u8], key: &[u8], depth: usize) -> bool {
+    matches!((prev.get(..depth), key.get(..depth)), (Some(a), Some(b)) if a == b)
+}
 
 /// [`BatchView`] of a batch of puts and deletes only: validated in op
 /// order (the first bad op's error), then a stable sort by key keeps the

@@ -19,13 +19,21 @@
 //! for the first time is already zero, and only a slot used before is
 //! cleared when a zeroed frame is asked for. (Clearing by hand would touch
 //! every page twice: the kernel clears it on the first write anyway.)
+//!
+//! That first touch is expensive (a 2 MiB page cleared by the kernel, and
+//! under virtualisation the host backing it too): a bulk load's spills
+//! spent a tenth of its time in it. Once the process has needed a second
+//! chunk, a background thread keeps [`READY`] chunks mapped and touched
+//! ahead (`Arena::ready`), so a growing tree finds its next chunk already
+//! faulted in while the thread pays for the one after on another core.
+//! The ready chunks are still all zero (touched by writing zeros).
 
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, Once};
 
 use crate::store::FRAME_SIZE;
 
@@ -36,6 +44,8 @@ pub(crate) const WORDS: usize = FRAME_SIZE / 8;
 
 /// Fully free chunks kept for reuse.
 const KEEP_EMPTY: usize = 4;
+/// Chunks the prefault thread keeps mapped and touched ahead.
+const READY: usize = 2;
 const ALL_FREE: u8 = (1 << PER_CHUNK) - 1;
 
 struct Arena {
@@ -49,9 +59,17 @@ struct Arena {
     partial: Vec<usize>,
     /// Chunks with every slot free.
     empty: usize,
+    /// Chunks mapped and touched ahead by the prefault thread, not yet
+    /// in `chunks` (all zero).
+    ready: Vec<usize>,
 }
 
 static ARENA: Mutex<Option<Arena>> = Mutex::new(None);
+/// Wakes the prefault thread when `Arena::ready` ran short.
+static WANT_READY: Condvar = Condvar::new();
+/// The prefault thread is started once, when the process first needs a
+/// second chunk.
+static PREFAULT: Once = Once::new();
 
 /// One frame's words, owned; returned to the free list on drop.
 pub(crate) struct FrameWords {
@@ -111,11 +129,57 @@ fn with_arena<R>(f: impl FnOnce(&mut Arena) -> R) -> R {
 
 /// A slot, and whether it was never handed out before (so still zero).
 fn take_slot() -> (NonNull<AtomicU64>, bool) {
-    let (addr, fresh) = with_arena(Arena::take);
+    let (addr, fresh, grew) = with_arena(|a| {
+        let before = a.chunks.len();
+        let (addr, fresh) = a.take();
+        (addr, fresh, before > 0 && a.chunks.len() > before)
+    });
+    if grew {
+        PREFAULT.call_once(|| {
+            // Without the thread every chunk is faulted in on first use,
+            // as before; nothing else depends on it.
+            let _ = std::thread::Builder::new()
+                .name("holt-prefault".into())
+                .spawn(prefault);
+        });
+        WANT_READY.notify_one();
+    }
     // Slot addresses come from `new_chunk`, which never returns null.
     let ptr = NonNull::new(addr as *mut AtomicU64)
         .unwrap_or_else(|| std::alloc::handle_alloc_error(layout()));
     (ptr, fresh)
+}
+
+/// The prefault thread: keeps `READY` chunks mapped and touched ahead.
+fn prefault() {
+    loop {
+        {
+            let mut g = ARENA
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            while g.get_or_insert_with(Arena::new).ready.len() >= READY {
+                g = WANT_READY
+                    .wait(g)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        }
+        let base = new_chunk();
+        touch(base);
+        with_arena(|a| a.ready.push(base));
+    }
+}
+
+/// Faults in every page of the chunk at `base` (fresh from `new_chunk`,
+/// not yet handed out) by writing a zero byte to it, leaving it all zero.
+fn touch(base: usize) {
+    for page in (0..CHUNK).step_by(4096) {
+        // SAFETY: `base + page` lies in the CHUNK-byte mapping `new_chunk`
+        // made, which nothing else refers to until it is pushed to
+        // `Arena::ready`; writing a zero byte keeps the memory as the
+        // kernel provided it (zero). Volatile, so the write (the fault it
+        // causes is its purpose) is not optimised away.
+        unsafe { std::ptr::write_volatile((base + page) as *mut u8, 0) };
+    }
 }
 
 fn put_slot(addr: usize) {
@@ -131,6 +195,7 @@ impl Arena {
             fresh: HashMap::new(),
             partial: Vec::new(),
             empty: 0,
+            ready: Vec::new(),
         }
     }
 
@@ -159,7 +224,7 @@ impl Arena {
             });
             return (base + i * FRAME_SIZE, fresh);
         }
-        let base = new_chunk();
+        let base = self.ready.pop().unwrap_or_else(new_chunk);
         self.chunks.insert(base, ALL_FREE & !1);
         self.fresh.insert(base, ALL_FREE & !1);
         self.partial.push(base);
@@ -285,6 +350,38 @@ mod tests {
         }
         for base in a.chunks.keys().copied().collect::<Vec<_>>() {
             free_chunk(base);
+        }
+    }
+
+    /// A chunk the prefault thread made ready is used before a new one
+    /// is mapped, its slots are fresh, and `touch` left it all zero.
+    /// Deliberate bugs tried: mapping a new chunk whatever `ready` holds
+    /// (`new_chunk()` in `take`), and touching with a non-zero byte.
+    #[test]
+    fn ready_chunks_are_used_first_and_are_zero() {
+        use std::sync::atomic::Ordering;
+        let mut a = Arena::new();
+        let base = new_chunk();
+        touch(base);
+        a.ready.push(base);
+        let (addr, fresh) = a.take();
+        assert_eq!((addr, fresh), (base, true));
+        assert!(a.ready.is_empty());
+        // SAFETY: the chunk's slots belong to `a` (this test's arena), and
+        // its words are initialised (kernel zero-fill, then zero bytes).
+        let w = unsafe { std::slice::from_raw_parts(base as *const AtomicU64, CHUNK / 8) };
+        assert!(w.iter().all(|x| x.load(Ordering::Relaxed) == 0));
+        let rest: Vec<(usize, bool)> = (1..PER_CHUNK).map(|_| a.take()).collect();
+        assert!(rest
+            .iter()
+            .all(|&(x, fresh)| fresh && x & !(CHUNK - 1) == base));
+        for x in std::iter::once(addr).chain(rest.into_iter().map(|r| r.0)) {
+            if let Some(b) = a.put(x) {
+                free_chunk(b);
+            }
+        }
+        for b in a.chunks.keys().copied().collect::<Vec<_>>() {
+            free_chunk(b);
         }
     }
 

@@ -19,15 +19,21 @@ use crate::store::{BlobGuid, FRAME_SIZE};
 /// Most nodes a frame can hold; a walk that visits more is looping.
 const MAX_NODES: usize = FRAME_SIZE / 8;
 
-/// Child-pointer slots of an inner node, in slot order (not byte order).
-fn child_slots(f: &AtomicFrame, n: &Inner) -> FResult<Vec<(usize, u32)>> {
+/// Where an inner node's child-pointer slots start, and how many there
+/// are (used or not).
+fn slot_range(n: &Inner) -> (usize, usize) {
     let body = n.body();
-    let (at, cap) = match n.kind {
+    match n.kind {
         N4 => (body + 8, n.count.min(4)),
         N16 => (body + 16, n.count.min(16)),
         N48 => (body + 256, 48),
         _ => (body, 256),
-    };
+    }
+}
+
+/// Child-pointer slots of an inner node, in slot order (not byte order).
+fn child_slots(f: &AtomicFrame, n: &Inner) -> FResult<Vec<(usize, u32)>> {
+    let (at, cap) = slot_range(n);
     let mut out = Vec::with_capacity(n.count);
     for i in 0..cap {
         let slot = at + 4 * i;
@@ -39,30 +45,43 @@ fn child_slots(f: &AtomicFrame, n: &Inner) -> FResult<Vec<(usize, u32)>> {
     Ok(out)
 }
 
-/// Child-pointer slots of an inner node in key (branch byte) order:
-/// `(slot address, pointer)`. Only a `N48` keeps its slots in another
-/// order (insertion); its index is walked byte by byte instead.
-fn child_slots_in_order(f: &AtomicFrame, n: &Inner) -> FResult<Vec<(usize, u32)>> {
-    if n.kind != N48 {
-        return child_slots(f, n);
+/// Calls `visit(slot address, pointer)` for each child of an inner node
+/// in descending key (branch byte) order, without collecting them: a
+/// copy pushes them on its stack this way to pop them in key order. Only
+/// a `N48` keeps its slots in another order (insertion); its index is
+/// walked byte by byte instead.
+fn child_slots_descending(
+    f: &AtomicFrame,
+    n: &Inner,
+    mut visit: impl FnMut(usize, u32),
+) -> FResult<()> {
+    if n.kind == N48 {
+        let body = n.body();
+        for b in (0..256).rev() {
+            let idx = usize::from(f.u8(body + b)?);
+            if idx == 0 {
+                continue;
+            }
+            if idx > 48 {
+                return Err(Corrupt("node48 index"));
+            }
+            let slot = body + 256 + 4 * (idx - 1);
+            let c = f.u32(slot)?;
+            if c != 0 {
+                visit(slot, c);
+            }
+        }
+        return Ok(());
     }
-    let body = n.body();
-    let mut out = Vec::with_capacity(n.count);
-    for b in 0..256 {
-        let idx = usize::from(f.u8(body + b)?);
-        if idx == 0 {
-            continue;
-        }
-        if idx > 48 {
-            return Err(Corrupt("node48 index"));
-        }
-        let slot = body + 256 + 4 * (idx - 1);
+    let (at, cap) = slot_range(n);
+    for i in (0..cap).rev() {
+        let slot = at + 4 * i;
         let c = f.u32(slot)?;
         if c != 0 {
-            out.push((slot, c));
+            visit(slot, c);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Calls `visit` once on every node of the subtree at `root` (pre-order,
@@ -168,17 +187,18 @@ pub(crate) fn copy_subtree_sharing(
     if root == 0 {
         return Ok(0);
     }
-    let mut buf = Vec::new();
     let mut copy_one = |r: u32, stack: &mut Vec<(usize, u32)>| -> FResult<u32> {
         if let Some(&done) = copied_links.get(&r) {
             return Ok(done);
         }
         let n = node::decode(src, r)?;
+        // Whole words: node sizes are multiples of 8 (`node::head_size`).
         let need = node::needed_size(&n);
+        if need % 8 != 0 {
+            return Err(Corrupt("node size"));
+        }
         let at = alloc::alloc_reserved(dst, need)?;
-        buf.clear();
-        src.read_into(node::node_off(&n), need, &mut buf)?;
-        dst.write(at, &buf)?;
+        dst.store_words_from(at, src, node::node_off(&n), need / 8)?;
         dst.set_u32(at + node::OFF_SIZE, need as u32)?;
         match n {
             Node::Inner(i) => {
@@ -192,9 +212,9 @@ pub(crate) fn copy_subtree_sharing(
                 // subtree by branch byte (pre-order). An in-order scan
                 // then reads the copy front to back.
                 let delta = at as isize - i.off as isize;
-                for (slot, c) in child_slots_in_order(src, &i)?.into_iter().rev() {
+                child_slots_descending(src, &i, |slot, c| {
                     stack.push(((slot as isize + delta) as usize, c));
-                }
+                })?;
                 if i.value != 0 {
                     stack.push((moved.value_slot(), i.value));
                 }

@@ -52,8 +52,6 @@ fn choose(f: &AtomicFrame, prefer_root: bool) -> FResult<Option<Choice>> {
     struct Item {
         parent: usize,
         total: usize,
-        /// Children: (branch byte, item index, is a link).
-        kids: Vec<(u8, usize, bool)>,
         ptr: u32,
         /// Key bytes from the frame root to where this node's children
         /// start (its prefix included, branch byte not).
@@ -61,33 +59,45 @@ fn choose(f: &AtomicFrame, prefer_root: bool) -> FResult<Option<Choice>> {
         /// The subtree holds a link.
         links: bool,
     }
+    // Every parent-child edge as (parent index, branch byte, child index,
+    // child is a link), in one flat list: a node's edges are reserved
+    // together, in byte order, when it is visited, and filled in as its
+    // children are, so the list is grouped by parent in visiting order
+    // with no sort and no list per node (a frame has thousands of nodes,
+    // and a spill measures the whole frame).
     let mut items: Vec<Item> = Vec::new();
-    // (ptr, parent index, branch byte, depth where the node starts)
-    let mut stack: Vec<(u32, usize, u8, usize)> = vec![(root, usize::MAX, 0, 0)];
-    while let Some((ptr, parent, byte, depth)) = stack.pop() {
+    let mut edges: Vec<(usize, u8, usize, bool)> = Vec::new();
+    let mut kids: Vec<(u8, u32)> = Vec::new();
+    // (ptr, parent index, depth where the node starts, its edge)
+    let mut stack: Vec<(u32, usize, usize, usize)> = vec![(root, usize::MAX, 0, usize::MAX)];
+    while let Some((ptr, parent, depth, edge)) = stack.pop() {
         if items.len() > FRAME_SIZE / 8 {
             return Err(Corrupt("node graph has a cycle"));
         }
         let n = node::decode(f, ptr)?;
         let me = items.len();
+        let link = matches!(n, Node::Link(_));
         let mut item = Item {
             parent,
             total: node::needed_size(&n),
-            kids: Vec::new(),
             ptr,
             child_depth: depth,
-            links: matches!(n, Node::Link(_)),
+            links: link,
         };
-        if let Some(p) = items.get_mut(parent) {
-            p.kids.push((byte, me, matches!(n, Node::Link(_))));
+        if let Some(e) = edges.get_mut(edge) {
+            e.2 = me;
+            e.3 = link;
         }
         if let Node::Inner(i) = n {
             item.child_depth = depth + i.prefix_len;
             if i.value != 0 {
                 item.total += node::needed_size(&node::decode(f, i.value)?);
             }
-            for (b, c) in node::children(f, &i)? {
-                stack.push((c, me, b, depth + i.prefix_len + 1));
+            kids.clear();
+            node::children_from(f, &i, 0, 256, &mut kids)?;
+            for &(b, c) in &kids {
+                stack.push((c, me, depth + i.prefix_len + 1, edges.len()));
+                edges.push((me, b, usize::MAX, false));
             }
         }
         items.push(item);
@@ -107,17 +117,20 @@ fn choose(f: &AtomicFrame, prefer_root: bool) -> FResult<Option<Choice>> {
     // it: moving such a run keeps the routing to child frames here, in
     // the upper frame, instead of pushing it a level down.
     let mut best_free: Option<(usize, Choice)> = None;
-    for (idx, it) in items.iter().enumerate() {
-        if it.kids.is_empty() {
+    for group in edges.chunk_by(|a, b| a.0 == b.0) {
+        let Some(&(idx, ..)) = group.first() else {
             continue;
-        }
-        let mut kids = it.kids.clone();
-        kids.sort_unstable_by_key(|k| k.0);
+        };
+        let Some(it) = items.get(idx) else {
+            return Err(Corrupt("spill: edge of no node"));
+        };
+        // `group`: (idx, branch byte, child index, is a link), by byte.
+        let kids = group;
         // Runs never include a link (a link may stand in several slots; a
         // run splitting its group would leave it shared across frames).
         let mut start = 0;
         while start < kids.len() {
-            if kids[start].2 {
+            if kids[start].3 {
                 start += 1;
                 continue;
             }
@@ -125,13 +138,16 @@ fn choose(f: &AtomicFrame, prefer_root: bool) -> FResult<Option<Choice>> {
             let mut sum = 0usize;
             let mut links = false;
             // Grow the run while that brings it closer to the target.
-            while end < kids.len() && !kids[end].2 {
-                let s = items[kids[end].1].total;
+            while end < kids.len() && !kids[end].3 {
+                let Some(kid) = items.get(kids[end].2) else {
+                    return Err(Corrupt("spill: edge to no node"));
+                };
+                let s = kid.total;
                 if sum > 0 && sum.abs_diff(target) < (sum + s).abs_diff(target) {
                     break;
                 }
                 sum += s;
-                links |= items[kids[end].1].links;
+                links |= kid.links;
                 end += 1;
             }
             let whole_root = idx == 0 && start == 0 && end == kids.len();
@@ -149,7 +165,7 @@ fn choose(f: &AtomicFrame, prefer_root: bool) -> FResult<Option<Choice>> {
                     &mut best
                 };
                 if slot.as_ref().is_none_or(|(s, _)| score < *s) {
-                    let bytes = kids[start..end].iter().map(|k| k.0).collect();
+                    let bytes = kids[start..end].iter().map(|k| k.1).collect();
                     *slot = Some((
                         score,
                         Choice {
