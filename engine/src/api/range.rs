@@ -180,8 +180,11 @@ impl RangeBuilder {
     /// `f` runs outside the tree's latches (between batches' walks, or
     /// during an optimistic walk, which holds none: an entry is passed as
     /// soon as everything read for it validates), so it may read or write
-    /// the tree; entries it writes may or may not be passed to it later. The first error fetching a batch is returned
-    /// (entries before it were passed already).
+    /// the tree; entries it writes may or may not be passed to it later.
+    /// While it runs mid-walk, the few frames the walk has entered stay
+    /// pinned (not evictable), as they are for the walk itself. The first
+    /// error fetching a batch is returned (entries before it were passed
+    /// already).
     ///
     /// ```
     /// use std::ops::ControlFlow;

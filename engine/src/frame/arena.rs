@@ -163,7 +163,11 @@ fn prefault() {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
         }
-        let base = new_chunk();
+        // A refused mapping ends the thread: chunks are then mapped and
+        // faulted in on first use, as without it.
+        let Some(base) = try_new_chunk() else {
+            return;
+        };
         touch(base);
         with_arena(|a| a.ready.push(base));
     }
@@ -244,7 +248,9 @@ impl Arena {
         if *mask != ALL_FREE {
             return None;
         }
-        if self.empty < KEEP_EMPTY {
+        // Chunks touched ahead count as idle too: what the process keeps
+        // mapped for reuse stays within KEEP_EMPTY chunks.
+        if self.empty + self.ready.len() < KEEP_EMPTY {
             self.empty += 1;
             return None;
         }
@@ -270,8 +276,16 @@ fn layout() -> std::alloc::Layout {
     std::alloc::Layout::from_size_align(CHUNK, CHUNK).unwrap_or_else(|_| unreachable!())
 }
 
-/// Maps a new chunk, aligned to CHUNK so that it can be one huge page.
+/// Maps a new chunk, aligned to CHUNK so that it can be one huge page;
+/// a refused mapping is an allocation failure.
 fn new_chunk() -> usize {
+    try_new_chunk().unwrap_or_else(|| std::alloc::handle_alloc_error(layout()))
+}
+
+/// [`new_chunk`], or `None` if the kernel refuses the mapping (the
+/// prefault thread maps ahead of need and must not abort the process
+/// for memory nothing asked for yet).
+fn try_new_chunk() -> Option<usize> {
     // Map twice the size and trim to an aligned CHUNK: mmap only promises
     // page alignment.
     let len = 2 * CHUNK;
@@ -287,7 +301,7 @@ fn new_chunk() -> usize {
         )
     };
     if raw == libc::MAP_FAILED {
-        std::alloc::handle_alloc_error(layout());
+        return None;
     }
     let start = raw as usize;
     let base = (start + CHUNK - 1) & !(CHUNK - 1);
@@ -306,7 +320,7 @@ fn new_chunk() -> usize {
         }
         libc::madvise(base as *mut libc::c_void, CHUNK, libc::MADV_HUGEPAGE);
     }
-    base
+    Some(base)
 }
 
 #[cfg(test)]
@@ -349,6 +363,35 @@ mod tests {
             }
         }
         for base in a.chunks.keys().copied().collect::<Vec<_>>() {
+            free_chunk(base);
+        }
+    }
+
+    /// Chunks touched ahead count toward the idle reserve: with `READY`
+    /// of them waiting, freeing every slot keeps only `KEEP_EMPTY -
+    /// READY` empty chunks, so the process never holds more than
+    /// `KEEP_EMPTY` idle chunks in all. Deliberate bug tried: the old
+    /// test `self.empty < KEEP_EMPTY`, which kept `KEEP_EMPTY` empty
+    /// chunks on top of the ready ones.
+    #[test]
+    fn ready_chunks_count_toward_the_idle_reserve() {
+        let mut a = Arena::new();
+        let n = (KEEP_EMPTY + 1) * PER_CHUNK;
+        let addrs: Vec<usize> = (0..n).map(|_| a.take().0).collect();
+        for _ in 0..READY {
+            let base = try_new_chunk().expect("a 2 MiB mapping");
+            a.ready.push(base);
+        }
+        let mut freed = 0;
+        for x in addrs {
+            if let Some(base) = a.put(x) {
+                free_chunk(base);
+                freed += 1;
+            }
+        }
+        assert_eq!(freed, READY + 1);
+        assert_eq!(a.empty + a.ready.len(), KEEP_EMPTY);
+        for base in a.chunks.keys().chain(&a.ready).copied().collect::<Vec<_>>() {
             free_chunk(base);
         }
     }

@@ -10,8 +10,8 @@
 //! Stores are only made by the holder of the frame's exclusive latch, so a
 //! partial-word store may load, merge and store the word without a CAS.
 //!
-//! Every store goes through one of three funnels (`write_le`, `write`,
-//! `store_image`), and each first tells the frame's checkpoint capture
+//! Every store goes through one of four funnels (`write_le`, `write`,
+//! `store_words_from`, `store_image`), and each first tells the frame's checkpoint capture
 //! slot which pages it is about to change (`before_store`): while a round
 //! has the frame armed, those pages are copied into the round's image
 //! before their first change (`frame::capture`).

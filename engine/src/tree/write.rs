@@ -32,11 +32,13 @@ impl Core {
 
     /// [`Core::put`] starting at `first`, the frame (and its depth) where
     /// an earlier `locate` of `key` ended (a batch's pin pass), instead of
-    /// descending from the root again. A stale location is harmless: it
-    /// is exactly what a concurrent change between `locate` and the latch
-    /// produces, and the insert reports it (an obsolete frame, or the
-    /// key's path now crossing a link after a spill), which falls back to
-    /// a fresh descent.
+    /// descending from the root again. The location must have been right
+    /// for `key` when it was taken; it may have gone stale since, which
+    /// is harmless: that is exactly what a concurrent change between
+    /// `locate` and the latch produces, and the insert reports it (an
+    /// obsolete frame, or the key's path now crossing a link after a
+    /// spill), which falls back to a fresh descent. (A frame that never
+    /// owned `key` is not caught: the key would be written into it.)
     pub(crate) fn put_from(
         &self,
         mut first: Option<(Arc<CachedBlob>, usize)>,
