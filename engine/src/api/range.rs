@@ -259,7 +259,7 @@ where
             return Ok(());
         }
         let given = sink.given();
-        for item in batch.items().skip(given) {
+        for item in batch.items_from(given) {
             if f(item.into()).is_break() {
                 return Ok(());
             }

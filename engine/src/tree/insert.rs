@@ -381,7 +381,9 @@ fn adds_fan_byte(f: &AtomicFrame, p: &Plan) -> FResult<bool> {
 
 /// Inserts `key -> value` into frame `f`, whose root sits at key `depth`.
 /// An edit that would add a branch byte to a fan frame's fan node returns
-/// [`Outcome::Unrouted`]; see [`insert_routed`].
+/// [`Outcome::Unrouted`]; see [`insert_routed`]. (Writers call
+/// `insert_routed` with their [`Effort`]; this is the tests' shorthand.)
+#[cfg(test)]
 pub(crate) fn insert(f: &AtomicFrame, key: &[u8], depth: usize, value: &[u8]) -> FResult<Outcome> {
     insert_routed(f, key, depth, value, false, Effort::Spill)
 }

@@ -46,6 +46,9 @@ impl Core {
         value: &[u8],
         log: &mut dyn FnMut() -> Result<u64>,
     ) -> Result<Option<Vec<u8>>> {
+        // Small repacks are left to a spill; once a spill finds nothing
+        // to move, the put goes round again repacking for its own room.
+        let mut effort = Effort::Spill;
         loop {
             let (blob, depth) = match first.take() {
                 Some(at) => at,
@@ -57,8 +60,7 @@ impl Core {
             let Some(w) = self.lock_live(blob) else {
                 continue;
             };
-            let mut routed = false;
-            let mut outcome = insert::insert(w.frame(), key, depth, value)
+            let mut outcome = insert::insert_routed(w.frame(), key, depth, value, false, effort)
                 .map_err(|c| corrupt_in(w.blob(), c))?;
             if matches!(outcome, Outcome::Unrouted) {
                 // Adding a byte to the fan node is right only while the
@@ -67,8 +69,7 @@ impl Core {
                 if self.parent_of(key, &w.blob().guid, depth).is_none() {
                     continue;
                 }
-                routed = true;
-                outcome = insert::insert_routed(w.frame(), key, depth, value, true, Effort::Spill)
+                outcome = insert::insert_routed(w.frame(), key, depth, value, true, effort)
                     .map_err(|c| corrupt_in(w.blob(), c))?;
             }
             match outcome {
@@ -109,25 +110,13 @@ impl Core {
                         self.bm.mark_dirty(pw.blob().guid, seq);
                     }
                     match spilled {
+                        // Nothing can move out: a repack that makes room
+                        // for this edit alone is the last resort.
+                        Spilled::Nothing if effort == Effort::Spill => {
+                            effort = Effort::Repack;
+                        }
                         Spilled::Nothing => {
-                            // Nothing can move out: a repack that makes
-                            // room for this edit alone is the last resort
-                            // (`Effort::Spill` skips small repacks).
-                            let last = insert::insert_routed(
-                                w.frame(),
-                                key,
-                                depth,
-                                value,
-                                routed,
-                                Effort::Repack,
-                            )
-                            .map_err(|c| corrupt_in(w.blob(), c))?;
-                            let Outcome::Done(old) = last else {
-                                return Err(Error::Internal("a frame cannot hold one entry"));
-                            };
-                            let seq = log()?;
-                            self.bm.mark_dirty(w.blob().guid, seq);
-                            return Ok(old);
+                            return Err(Error::Internal("a frame cannot hold one entry"))
                         }
                         Spilled::Below | Spilled::Beside | Spilled::Shifted => {
                             self.bm.mark_dirty(w.blob().guid, seq);

@@ -119,16 +119,11 @@ impl Batch {
         self.slots.get(i).map(|s| s.item(&self.bytes))
     }
 
-    /// The entries in order: what a visitor hands its closure, one slot
-    /// after the next with no index to check against the slot list.
+    /// The entries in order from the `i`-th on: what a visitor hands its
+    /// closure, one slot after the next with no index to check against
+    /// the slot list.
     #[inline]
-    pub(crate) fn items(&self) -> impl Iterator<Item = ItemRef<'_>> + '_ {
-        self.slots.iter().map(|s| s.item(&self.bytes))
-    }
-
-    /// The entries from the `i`-th on.
-    #[inline]
-    fn items_from(&self, i: usize) -> impl Iterator<Item = ItemRef<'_>> + '_ {
+    pub(crate) fn items_from(&self, i: usize) -> impl Iterator<Item = ItemRef<'_>> + '_ {
         self.slots
             .get(i..)
             .unwrap_or_default()
@@ -213,22 +208,7 @@ impl Batch {
         delim: Option<u8>,
     ) -> FResult<()> {
         let start = self.used;
-        let at = head.len() + usize::from(byte.is_some());
-        let key_len = at + l.suffix_len;
-        let len = l.suffix_len + l.value_len;
-        // The head, the branch byte and the leaf's bytes rounded up to
-        // whole words (the bytes past `len` are left as room).
-        let dst = self.room(at + len.div_ceil(8) * 8);
-        if let Some(d) = dst.get_mut(..head.len()) {
-            d.copy_from_slice(head);
-        }
-        if let (Some(b), Some(d)) = (byte, dst.get_mut(head.len())) {
-            *d = b;
-        }
-        let words = dst
-            .get_mut(at..at + len.div_ceil(8) * 8)
-            .unwrap_or_default();
-        f.copy_words(l.suffix_at(), words)?;
+        let key_len = self.copy_leaf(head, byte, f, l)?;
         if let Some(d) = delim {
             let key = &self.bytes[start..start + key_len];
             if let Some(i) = key.get(from..).and_then(|k| k.iter().position(|&x| x == d)) {
@@ -242,12 +222,7 @@ impl Batch {
                 return Ok(());
             }
         }
-        self.used = start + at + len;
-        self.slots.push(Slot {
-            start,
-            key_len,
-            value_len: Some(l.value_len),
-        });
+        self.commit_leaf(start, key_len, l);
         Ok(())
     }
 
@@ -257,27 +232,49 @@ impl Batch {
     #[inline(always)]
     fn push_under(&mut self, head: &[u8], byte: u8, f: &AtomicFrame, l: node::Leaf) -> FResult<()> {
         let start = self.used;
-        let at = head.len() + 1;
-        let len = l.suffix_len + l.value_len;
-        let words = len.div_ceil(8) * 8;
+        let key_len = self.copy_leaf(head, Some(byte), f, l)?;
+        self.commit_leaf(start, key_len, l);
+        Ok(())
+    }
+
+    /// Copies `head`, the branch byte and leaf `l`'s bytes (its key
+    /// suffix and value, rounded up to whole words; the bytes past them
+    /// are left as room) to the fill mark, without moving the mark.
+    /// Returns the key's length.
+    #[inline(always)]
+    fn copy_leaf(
+        &mut self,
+        head: &[u8],
+        byte: Option<u8>,
+        f: &AtomicFrame,
+        l: node::Leaf,
+    ) -> FResult<usize> {
+        let at = head.len() + usize::from(byte.is_some());
+        let words = (l.suffix_len + l.value_len).div_ceil(8) * 8;
         let dst = self.room(at + words);
-        if let Some(d) = dst.get_mut(..at - 1) {
+        if let Some(d) = dst.get_mut(..head.len()) {
             d.copy_from_slice(head);
         }
-        if let Some(d) = dst.get_mut(at - 1) {
-            *d = byte;
+        if let (Some(b), Some(d)) = (byte, dst.get_mut(head.len())) {
+            *d = b;
         }
         f.copy_words(
             l.suffix_at(),
             dst.get_mut(at..at + words).unwrap_or_default(),
         )?;
-        self.used = start + at + len;
+        Ok(at + l.suffix_len)
+    }
+
+    /// Records the entry [`Batch::copy_leaf`] copied at `start`: key and
+    /// value, and the fill mark moved to its true end.
+    #[inline(always)]
+    fn commit_leaf(&mut self, start: usize, key_len: usize, l: node::Leaf) {
+        self.used = start + key_len + l.value_len;
         self.slots.push(Slot {
             start,
-            key_len: at + l.suffix_len,
+            key_len,
             value_len: Some(l.value_len),
         });
-        Ok(())
     }
 
     /// Appends `key` and the `len` value bytes at `at` in `f`.
