@@ -641,6 +641,15 @@ impl Tree {
     /// failing op's error is returned and nothing is applied. An empty
     /// batch is `Ok(())`.
     ///
+    /// Memory: every frame the batch touches stays in the cache until
+    /// the batch is applied (pinned, then dirty), and no checkpoint round
+    /// can run meanwhile. A batch that touches more frames than
+    /// `buffer_pool_size` raises the cache past the pool by the difference
+    /// while it runs; the pressure rule brings it back afterwards. Keep
+    /// batches over trees much larger than the pool to a few thousand keys
+    /// or fewer (a key-ordered batch touches far fewer frames than a
+    /// random one).
+    ///
     /// # Errors
     /// The first failing op's error ([`Error::KeyTooLong`],
     /// [`Error::ValueTooLong`], [`Error::NotFound`], [`Error::DstExists`]),
