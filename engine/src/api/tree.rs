@@ -645,10 +645,10 @@ impl Tree {
     /// the batch is applied (pinned, then dirty), and no checkpoint round
     /// can run meanwhile. A batch that touches more frames than
     /// `buffer_pool_size` raises the cache past the pool by the difference
-    /// while it runs; the pressure rule brings it back afterwards. Keep
-    /// batches over trees much larger than the pool to a few thousand keys
-    /// or fewer (a key-ordered batch touches far fewer frames than a
-    /// random one).
+    /// while it runs; the pressure rule brings it back afterwards. A batch
+    /// of `k` keys in random order touches up to `k` frames (one in key
+    /// order, far fewer): to stay inside the budget over a tree larger
+    /// than the pool, keep `k` below the pool's frame count.
     ///
     /// # Errors
     /// The first failing op's error ([`Error::KeyTooLong`],
