@@ -28,8 +28,15 @@ pub(crate) struct TreeInner {
     /// multi-key batches (`txn`, `rename`) hold it exclusively so their
     /// validation and their application see the same state; a checkpoint
     /// cut holds it exclusively for the drain and the arming of captures
-    /// only. Every holder of a frame's exclusive latch holds the gate.
-    gate: RwLock<()>,
+    /// only (`checkpoint::round`).
+    ///
+    /// **Gate rule** (stated here once): every exclusive latch holder that
+    /// stores into a frame (writers, `txn`/`rename`, `compact()`, merge
+    /// and order passes) holds this gate, shared or exclusive. Eviction
+    /// and loads latch exclusively without it but store no frame bytes
+    /// under the latch. A round's cut arms copy-on-write captures relying
+    /// on it.
+    pub(crate) gate: RwLock<()>,
     /// No WAL and `memory_flush_on_write`: write dirty frames through after
     /// every mutation.
     write_through: bool,
@@ -37,21 +44,15 @@ pub(crate) struct TreeInner {
     /// backends, which outlive the tree).
     write_back_on_drop: bool,
     /// Persistent mode: the WAL and the frame store.
-    durable: Option<Durable>,
+    pub(crate) durable: Option<Durable>,
     /// Set after a failed checkpoint write or sync: writes are refused
     /// until the tree is reopened (reads keep working).
-    poisoned: AtomicBool,
+    pub(crate) poisoned: AtomicBool,
     /// Background checkpointer counters (`stats().checkpointer`).
     pub(crate) ckpt_counters: CkptCounters,
     ckpt_running: AtomicBool,
     /// Write-back under cache pressure (P1, persistent mode).
     pub(crate) pressure: Pressure,
-}
-
-/// What a checkpoint round did.
-pub(crate) struct RoundOutcome {
-    pub(crate) frames: usize,
-    pub(crate) released_wal: bool,
 }
 
 /// Owned by every clone of a [`Tree`]; its drop (with the last handle)
@@ -151,101 +152,6 @@ impl TreeInner {
             let _ = self.core.bm.backend().flush();
         }
     }
-}
-
-fn is_disk_full(e: &Error) -> bool {
-    matches!(e, Error::BackendIo(io) if io.kind() == std::io::ErrorKind::StorageFull)
-}
-
-impl TreeInner {
-    /// One checkpoint round (DESIGN.md §8, docs/design.md "Checkpoint
-    /// round"). Under the commit gate only the cut: P = the last assigned
-    /// WAL seq (writers log while holding the gate shared, so every
-    /// record <= P is applied), the dirty and pending-delete maps drained
-    /// (I3) and each drained frame's capture slot armed — no I/O and no
-    /// frame copy. With writers running again: capture the frames as of P
-    /// (a store into an armed frame first saves the pages it changes), sync
-    /// and rotate the WAL (W2D: every record <= P is durable before the
-    /// manifest), write the images to free slots, persist the manifest and
-    /// release the retired WAL files P covers. A failure disarms and
-    /// merges the drained entries back (I3) and leaves the previous
-    /// manifest and all WAL files in force.
-    pub(crate) fn checkpoint_round(&self) -> Result<RoundOutcome> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(Error::Poisoned);
-        }
-        let Some(d) = &self.durable else {
-            let frames = self.write_back()?;
-            self.core.bm.backend().flush()?;
-            return Ok(RoundOutcome {
-                frames,
-                released_wal: false,
-            });
-        };
-        let bm = &self.core.bm;
-        let _serial = bm.round_lock();
-        self.order_dirty()?;
-        let images = bm.prepare_images();
-        let (cut, mut round) = {
-            let _g = write_gate(&self.gate);
-            let cut = d.wal.cut();
-            (cut, bm.begin_round(Some(cut), images))
-        };
-        let res = bm
-            .capture_round(&mut round)
-            .and_then(|()| d.wal.rotate(cut))
-            .and_then(|()| bm.persist(&mut round))
-            .and_then(|()| {
-                d.store.set_checkpoint_meta(cut, cut);
-                d.store.flush()
-            });
-        let frames = bm.finish_round(round, res.is_ok());
-        match res {
-            Ok(()) => {
-                let released_wal = d.wal.release(cut);
-                Ok(RoundOutcome {
-                    frames,
-                    released_wal,
-                })
-            }
-            Err(e) => {
-                if !is_disk_full(&e) {
-                    self.poisoned.store(true, Ordering::Release);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// No-WAL write-back: every dirty frame and pending delete goes to
-    /// the backend. The same cut as a checkpoint round: under the commit
-    /// gate only the drain and the arming, so the images form one
-    /// consistent cut (a spill's parent and child frame are never written
-    /// apart) while writers copy-on-write instead of waiting.
-    fn write_back(&self) -> Result<usize> {
-        let bm = &self.core.bm;
-        let _serial = bm.round_lock();
-        self.order_dirty()?;
-        let images = bm.prepare_images();
-        let mut round = {
-            let _g = write_gate(&self.gate);
-            bm.begin_round(None, images)
-        };
-        let res = bm
-            .capture_round(&mut round)
-            .and_then(|()| bm.persist(&mut round));
-        let frames = bm.finish_round(round, res.is_ok());
-        res.map(|()| frames)
-    }
-
-    /// Before a round's cut (round lock held): dirty frames whose nodes
-    /// have drifted out of key order are repacked, so the round writes
-    /// them ordered and scans read them front to back
-    /// (`Core::order_pass`). Holds the commit gate shared, like a writer.
-    fn order_dirty(&self) -> Result<()> {
-        let _g = read_gate(&self.gate);
-        self.core.order_pass().map(|_| ())
-    }
 
     /// A merge pass of the background checkpointer. Holds the commit gate
     /// shared like every other writer: a round's cut relies on no
@@ -341,11 +247,11 @@ impl std::fmt::Debug for Tree {
     }
 }
 
-fn read_gate(g: &RwLock<()>) -> RwLockReadGuard<'_, ()> {
+pub(crate) fn read_gate(g: &RwLock<()>) -> RwLockReadGuard<'_, ()> {
     g.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn write_gate(g: &RwLock<()>) -> RwLockWriteGuard<'_, ()> {
+pub(crate) fn write_gate(g: &RwLock<()>) -> RwLockWriteGuard<'_, ()> {
     g.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -994,7 +900,3 @@ fn batch_view_renaming<'a>(core: &Core, batch: &'a TxnBatch) -> Result<BatchView
     }
     Ok(view.into_iter().collect())
 }
-
-#[cfg(test)]
-#[path = "tree_round_tests.rs"]
-mod round_tests;

@@ -1,7 +1,7 @@
 //! Background checkpointing (API.md §3 `CheckpointConfig`): a planner
 //! thread decides when a round is due (every `idle_interval`, or early once
 //! `dirty_blob_threshold` frames are dirty) and queues it; an I/O thread
-//! runs the rounds (`TreeInner::checkpoint_round`, preceded by a merge pass
+//! runs the rounds (`round`, preceded by a merge pass
 //! of sparse frames when `auto_merge` is on); an eviction thread sweeps
 //! idle clean frames every `eviction_interval`.
 //!
@@ -13,6 +13,7 @@
 //! in the dropping thread, before the final round.
 
 pub(crate) mod pressure;
+pub(crate) mod round;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};

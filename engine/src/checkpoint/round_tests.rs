@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use super::{write_gate, Tree, TreeInner};
 use crate::api::config::TreeConfig;
+use crate::api::tree::{write_gate, Tree, TreeInner};
 use crate::store::{AlignedBlobBuf, Backend, MemoryBackend};
 
 /// A tree over `backend` that writes back only on `checkpoint()`.
