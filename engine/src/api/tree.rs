@@ -1,7 +1,10 @@
 //! [`Tree`]: the handle applications use.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
+// Also what its clones share (`TreeInner`: the commit gate, the poison
+// flag, logging and durability after a write, close with the last
+// handle). The batch commit is in `api::txn`, the checkpoint round in
+// `checkpoint::round`. (Plain comments: this module's docs are public.)
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -11,8 +14,8 @@ use crate::api::config::{Storage, TreeConfig};
 use crate::api::errors::{Error, Result};
 use crate::api::range::RangeBuilder;
 use crate::api::stats::{CacheStats, TreeStats, WalStats};
-use crate::api::txn::{BatchOp, TxnBatch};
-use crate::buffer::{BufferManager, CachedBlob};
+use crate::api::txn::TxnBatch;
+use crate::buffer::BufferManager;
 use crate::checkpoint::pressure::Pressure;
 use crate::checkpoint::{Checkpointer, Counters as CkptCounters};
 use crate::io::IoDriver;
@@ -165,7 +168,7 @@ impl TreeInner {
         self.check_writable().is_err()
     }
 
-    fn check_writable(&self) -> Result<()> {
+    pub(crate) fn check_writable(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::Poisoned);
         }
@@ -179,7 +182,7 @@ impl TreeInner {
 
     /// Appends the WAL record for `ops` (persistent mode) and returns its
     /// seq; 0 without a WAL.
-    fn log(&self, ops: &[OpRef<'_>]) -> Result<u64> {
+    pub(crate) fn log(&self, ops: &[OpRef<'_>]) -> Result<u64> {
         match &self.durable {
             Some(d) => d.wal.append(ops, !self.cfg.wal_sync_on_commit),
             None => Ok(0),
@@ -255,14 +258,14 @@ pub(crate) fn write_gate(g: &RwLock<()>) -> RwLockWriteGuard<'_, ()> {
     g.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn check_key(key: &[u8]) -> Result<()> {
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
     if key.len() > MAX_KEY {
         return Err(Error::KeyTooLong { len: key.len() });
     }
     Ok(())
 }
 
-fn check_value(value: &[u8]) -> Result<()> {
+pub(crate) fn check_value(value: &[u8]) -> Result<()> {
     if value.len() > MAX_VALUE {
         return Err(Error::ValueTooLong { len: value.len() });
     }
@@ -569,90 +572,6 @@ impl Tree {
         self.commit(&batch)
     }
 
-    fn commit(&self, batch: &TxnBatch) -> Result<()> {
-        let ops = &batch.pending;
-        if ops.is_empty() {
-            return Ok(());
-        }
-        let inner = &*self.inner;
-        inner.check_writable()?;
-        let seq = {
-            let _g = write_gate(&inner.gate);
-            let core = &inner.core;
-            // The batch's net effect in key order: key -> Some(value) /
-            // None (deleted), the last op on a key winning.
-            let view = if ops.iter().any(|op| matches!(op, BatchOp::Rename { .. })) {
-                batch_view_renaming(core, batch)?
-            } else {
-                batch_view(batch)?
-            };
-            if view.is_empty() {
-                return Ok(());
-            }
-            // Every frame the batch will touch must load and decode before
-            // anything is applied, so a corrupt or unreadable frame fails
-            // the batch while it is still untouched; the frames stay pinned
-            // (unevictable) until the batch is applied. Each put starts at
-            // the frame its pin pass found (`Core::put_from`) instead of
-            // descending from the root a second time. The view is in key
-            // order, so a key often shares the route of the key before it:
-            // then only its walk inside that frame is checked
-            // (`Core::ends_in`), not the descent from the root.
-            let mut pins: Vec<(Arc<CachedBlob>, usize)> = Vec::with_capacity(view.len());
-            let mut prev: &[u8] = &[];
-            for (k, _) in &view {
-                let again = pins.last().filter(|(blob, depth)| {
-                    same_route(prev, k, *depth) && core.ends_in(blob, k, *depth)
-                });
-                let at = match again {
-                    Some((blob, depth)) => (Arc::clone(blob), *depth),
-                    None => {
-                        let loc = core.locate(k)?;
-                        (loc.blob, loc.depth)
-                    }
-                };
-                pins.push(at);
-                prev = k;
-            }
-            // One record for the whole batch: its after-images.
-            let ops: Vec<OpRef<'_>> = view
-                .iter()
-                .map(|(k, v)| match v {
-                    Some(v) => OpRef::Put(k, v),
-                    None => OpRef::Delete(k),
-                })
-                .collect();
-            let seq = inner.log(&ops)?;
-            let mut log = || Ok(seq);
-            // Puts before deletes: should the apply fail midway anyway, a
-            // moved value is never lost (at worst present twice).
-            let applied = (|| -> Result<()> {
-                for ((k, v), (blob, depth)) in view.iter().zip(&pins) {
-                    if let Some(v) = v {
-                        let at = (Arc::clone(blob), *depth);
-                        core.put_from(Some(at), k, v, &mut log)?;
-                    }
-                }
-                for (k, v) in &view {
-                    if v.is_none() {
-                        core.delete(k, &mut log)?;
-                    }
-                }
-                Ok(())
-            })();
-            drop(pins);
-            if let Err(e) = applied {
-                // Half a batch is in the cache: no checkpoint may persist
-                // it. The WAL (if any) holds the whole batch, so a reopen
-                // recovers it whole.
-                inner.poisoned.store(true, Ordering::Release);
-                return Err(e);
-            }
-            seq
-        };
-        self.after_mutation(seq)
-    }
-
     /// Iterates the whole tree in key order; narrow it with
     /// [`RangeBuilder::prefix`], [`RangeBuilder::start_after`] and
     /// [`RangeBuilder::delimiter`].
@@ -782,7 +701,7 @@ impl Tree {
     /// write-through (`TreeInner::after_write`), then the pressure rule
     /// P1 (`checkpoint::pressure`) in persistent mode, which may wait for
     /// a background round.
-    fn after_mutation(&self, seq: u64) -> Result<()> {
+    pub(crate) fn after_mutation(&self, seq: u64) -> Result<()> {
         self.inner.after_write(seq)?;
         if self.inner.durable.is_some() {
             self.inner.pressure.relieve(&self.inner);
@@ -801,102 +720,4 @@ impl Tree {
     pub const fn page_size() -> u32 {
         FRAME_SIZE as u32
     }
-}
-
-/// A key and what the batch leaves there (`None`: deleted).
-type ViewEntry<'a> = (&'a [u8], Option<Cow<'a, [u8]>>);
-
-/// A batch's net effect, sorted by key, the last op on a key winning.
-type BatchView<'a> = Vec<ViewEntry<'a>>;
-
-/// Whether the descents of `prev` and `key` take the same route down to
-/// a frame at key depth `depth`: links are followed by the key bytes
-/// consumed above them, so keys that share their first `depth` bytes
-/// reach the same frame at that depth (while the tree does not change).
-fn same_route(prev: &[u8], key: &[u8], depth: usize) -> bool {
-    matches!((prev.get(..depth), key.get(..depth)), (Some(a), Some(b)) if a == b)
-}
-
-/// [`BatchView`] of a batch of puts and deletes only: validated in op
-/// order (the first bad op's error), then a stable sort by key keeps the
-/// ops on one key in batch order, so the last of each run is the one
-/// that counts. No lookups, no map: this is the bulk-load path.
-fn batch_view(batch: &TxnBatch) -> Result<BatchView<'_>> {
-    let mut all: BatchView<'_> = Vec::with_capacity(batch.pending.len());
-    for op in &batch.pending {
-        if matches!(op, BatchOp::Rename { .. }) {
-            return Err(Error::Internal("a rename in a batch without renames"));
-        }
-        all.extend(plain_entry(batch, op)?);
-    }
-    all.sort_by(|a, b| a.0.cmp(b.0));
-    let mut view: BatchView<'_> = Vec::with_capacity(all.len());
-    for e in all {
-        match view.last_mut() {
-            Some(last) if last.0 == e.0 => *last = e,
-            _ => view.push(e),
-        }
-    }
-    Ok(view)
-}
-
-/// The view entry of a put or a delete, validated (a put's key and
-/// value); `None` for a delete of an oversize key, which no tree holds,
-/// and for a rename (the caller's business).
-fn plain_entry<'a>(batch: &'a TxnBatch, op: &BatchOp) -> Result<Option<ViewEntry<'a>>> {
-    Ok(match *op {
-        BatchOp::Put { key, value } => {
-            let (k, v) = (batch.at(key), batch.at(value));
-            check_key(k)?;
-            check_value(v)?;
-            Some((k, Some(Cow::Borrowed(v))))
-        }
-        BatchOp::Delete { key } => {
-            let k = batch.at(key);
-            (k.len() <= MAX_KEY).then_some((k, None))
-        }
-        BatchOp::Rename { .. } => None,
-    })
-}
-
-/// [`BatchView`] of a batch with renames: each op is validated against
-/// the state the batch itself has produced so far (a rename may move a
-/// key put earlier in the batch), looking keys the batch has not touched
-/// up in the tree.
-fn batch_view_renaming<'a>(core: &Core, batch: &'a TxnBatch) -> Result<BatchView<'a>> {
-    let mut view: BTreeMap<&'a [u8], Option<Cow<'a, [u8]>>> = BTreeMap::new();
-    let lookup = |view: &BTreeMap<&'a [u8], Option<Cow<'a, [u8]>>>,
-                  k: &[u8]|
-     -> Result<Option<Cow<'a, [u8]>>> {
-        match view.get(k) {
-            Some(v) => Ok(v.clone()),
-            None if k.len() > MAX_KEY => Ok(None),
-            None => Ok(core.get(k)?.map(Cow::Owned)),
-        }
-    };
-    for op in &batch.pending {
-        match *op {
-            BatchOp::Put { .. } | BatchOp::Delete { .. } => {
-                if let Some((k, v)) = plain_entry(batch, op)? {
-                    view.insert(k, v);
-                }
-            }
-            BatchOp::Rename { src, dst, force } => {
-                let (src, dst) = (batch.at(src), batch.at(dst));
-                let Some(v) = lookup(&view, src)? else {
-                    return Err(Error::NotFound);
-                };
-                if src == dst {
-                    continue;
-                }
-                if !force && lookup(&view, dst)?.is_some() {
-                    return Err(Error::DstExists);
-                }
-                check_key(dst)?;
-                view.insert(src, None);
-                view.insert(dst, Some(v));
-            }
-        }
-    }
-    Ok(view.into_iter().collect())
 }
