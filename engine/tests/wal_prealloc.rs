@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use common::hooked::{Call, Hook, HookedDriver, Kind};
 use common::{builder, per_driver, Driver};
 
-/// The zero-filling granule (`wal::writer::PREALLOC`).
+/// The zero-filling granule (`wal::writer::group_commit::PREALLOC`).
 const MIB: u64 = 1 << 20;
 
 fn wal_len(dir: &Path) -> u64 {

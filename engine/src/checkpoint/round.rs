@@ -4,7 +4,7 @@
 //! checkpointer (`checkpoint`), the pressure rule (`checkpoint::pressure`),
 //! `Tree::checkpoint`, recovery past a WAL gap and the last handle's close
 //! all run it; `BufferManager`'s round steps (`buffer::manager`) and
-//! `Wal::rotate`/`release` (`wal::writer`) do the work.
+//! `Wal::rotate`/`release` (`wal::writer::rotation`) do the work.
 //!
 //! A round, one at a time (the buffer manager's round lock):
 //! 1. **Prepare**, no gate: dirty frames out of key order are repacked

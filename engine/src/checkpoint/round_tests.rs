@@ -245,7 +245,7 @@ fn retired_wal_with_records_above_the_cut_waits_for_the_next_round() {
             !d.wal.release(p),
             "the retired file holds seqs above the cut"
         );
-        let name = crate::wal::writer::retired_name(upto);
+        let name = crate::wal::writer::rotation::retired_name(upto);
         assert!(dir.path().join(&name).exists(), "{name} kept");
     }
     drop(tree); // checkpointer disabled: no final round
@@ -259,7 +259,7 @@ fn retired_wal_with_records_above_the_cut_waits_for_the_next_round() {
         .filter_map(|e| e.ok())
         .filter(|e| {
             let name = e.file_name();
-            crate::wal::writer::retired_seq(&name.to_string_lossy()).is_some()
+            crate::wal::writer::rotation::retired_seq(&name.to_string_lossy()).is_some()
         })
         .count();
     assert_eq!(retired, 0, "a later round's cut covers and releases them");

@@ -26,7 +26,8 @@ use std::sync::Arc;
 use holt_backend_sync::{IoDriver, IoFile, OpenOptions};
 
 use super::record::{self, Record};
-use super::writer::{retired_seq, ACTIVE};
+use super::writer::rotation::retired_seq;
+use super::writer::ACTIVE;
 use crate::api::errors::{Error, Result};
 
 pub(crate) struct Scanned {
@@ -279,7 +280,7 @@ mod tests {
     fn zero_tail_ends_the_scan_at_the_logical_end() {
         let mut b = log(3, 4);
         let logical = b.len();
-        b.resize(crate::wal::writer::PREALLOC as usize, 0);
+        b.resize(crate::wal::writer::group_commit::PREALLOC as usize, 0);
         let mut out = Vec::new();
         let valid = parse(&b, true, &mut out).unwrap().valid;
         assert_eq!((valid, out.len()), (logical, 12));
