@@ -208,6 +208,39 @@ fn new_leaf(f: &AtomicFrame, suffix: &[u8], value: &[u8]) -> FResult<u32> {
     Ok(at as u32)
 }
 
+/// The Node4 a split puts in place of a leaf or an inner node: `prefix`
+/// (the bytes the old entry and the key share), no value, no children
+/// yet. Returns its offset and the node.
+fn new_node4(f: &AtomicFrame, prefix: &[u8]) -> FResult<(usize, Inner)> {
+    let size = node::inner_size(N4, prefix.len());
+    let n4 = alloc_reserved(f, size)?;
+    node::write_inner(f, n4, size, N4, prefix, 0)?;
+    let Node::Inner(n) = node::decode(f, n4 as u32)? else {
+        return Err(Corrupt("new node4"));
+    };
+    Ok((n4, n))
+}
+
+/// A split's new leaf: the rest of `key` past its branch byte at `branch`
+/// (the leaf hangs under that byte in `n`), or, when the key ends at
+/// `branch`, a value leaf set as `n`'s value.
+fn attach_key_leaf(
+    f: &AtomicFrame,
+    n: &mut Inner,
+    key: &[u8],
+    branch: usize,
+    value: &[u8],
+) -> FResult<()> {
+    let new_byte = key.get(branch).copied();
+    let from = if new_byte.is_some() {
+        branch + 1
+    } else {
+        branch
+    };
+    let l = new_leaf(f, &key[from..], value)?;
+    attach(f, n, new_byte, l)
+}
+
 fn read(f: &AtomicFrame, off: usize, len: usize) -> FResult<Vec<u8>> {
     let mut v = Vec::with_capacity(len);
     f.read_into(off, len, &mut v)?;
@@ -259,12 +292,7 @@ fn execute(f: &AtomicFrame, p: Plan, key: &[u8], value: &[u8]) -> FResult<Option
         } => {
             let suffix = read(f, leaf.suffix_at(), leaf.suffix_len)?;
             let old_value = read(f, leaf.value_at(), leaf.value_len)?;
-            let size = node::inner_size(N4, common);
-            let n4 = alloc_reserved(f, size)?;
-            node::write_inner(f, n4, size, N4, &suffix[..common], 0)?;
-            let Node::Inner(mut n) = node::decode(f, n4 as u32)? else {
-                return Err(Corrupt("new node4"));
-            };
+            let (n4, mut n) = new_node4(f, &suffix[..common])?;
             // The old leaf is rewritten in place with its shorter suffix.
             let old_rest = &suffix[common..];
             let (old_suffix, old_byte) = match old_rest.split_first() {
@@ -276,15 +304,7 @@ fn execute(f: &AtomicFrame, p: Plan, key: &[u8], value: &[u8]) -> FResult<Option
             f.write(leaf.suffix_at(), old_suffix)?;
             f.write(leaf.suffix_at() + old_suffix.len(), &old_value)?;
             attach(f, &mut n, old_byte, leaf.off as u32)?;
-            let branch = at + common;
-            let new_byte = key.get(branch).copied();
-            let from = if new_byte.is_some() {
-                branch + 1
-            } else {
-                branch
-            };
-            let l = new_leaf(f, &key[from..], value)?;
-            attach(f, &mut n, new_byte, l)?;
+            attach_key_leaf(f, &mut n, key, at + common, value)?;
             f.set_u32(slot, n4 as u32)?;
             Ok(None)
         }
@@ -295,12 +315,7 @@ fn execute(f: &AtomicFrame, p: Plan, key: &[u8], value: &[u8]) -> FResult<Option
             common,
         } => {
             let prefix = read(f, old.prefix_at(), old.prefix_len)?;
-            let size = node::inner_size(N4, common);
-            let n4 = alloc_reserved(f, size)?;
-            node::write_inner(f, n4, size, N4, &prefix[..common], 0)?;
-            let Node::Inner(mut n) = node::decode(f, n4 as u32)? else {
-                return Err(Corrupt("new node4"));
-            };
+            let (n4, mut n) = new_node4(f, &prefix[..common])?;
             // Shorten the old node's prefix in place: the body moves left.
             let keep = &prefix[common + 1..];
             let body_len =
@@ -310,15 +325,7 @@ fn execute(f: &AtomicFrame, p: Plan, key: &[u8], value: &[u8]) -> FResult<Option
             f.set_u16(old.off + node::OFF_PLEN, keep.len() as u16)?;
             f.write(old.off + node::BYTES_AT + node::pad8(keep.len()), &body)?;
             attach(f, &mut n, Some(prefix[common]), old.off as u32)?;
-            let branch = at + common;
-            let new_byte = key.get(branch).copied();
-            let from = if new_byte.is_some() {
-                branch + 1
-            } else {
-                branch
-            };
-            let l = new_leaf(f, &key[from..], value)?;
-            attach(f, &mut n, new_byte, l)?;
+            attach_key_leaf(f, &mut n, key, at + common, value)?;
             f.set_u32(slot, n4 as u32)?;
             Ok(None)
         }
@@ -451,6 +458,40 @@ pub(crate) mod tests {
         alloc::free(f, gap, 4096).unwrap();
         assert_eq!(alloc::tail_room(f).unwrap(), 16);
         assert_eq!(alloc::reclaimable(f).unwrap(), 16 + 4096);
+    }
+
+    /// Inserts `keys` in order into a fresh frame (key `i` gets value
+    /// `[i; 3]`), then checks each reads back with its value.
+    fn insert_and_read_back(keys: &[&[u8]]) {
+        let f = AtomicFrame::zeroed();
+        header::init(&f, [5; 16], 0).unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            let out = insert(&f, k, 0, &[i as u8; 3]).unwrap();
+            assert!(matches!(out, Outcome::Done(None)), "{k:?}");
+        }
+        for (i, k) in keys.iter().enumerate() {
+            let Outcome::Done(Some(old)) = insert(&f, k, 0, b"w").unwrap() else {
+                panic!("{k:?} is not in the frame");
+            };
+            assert_eq!(old, [i as u8; 3], "{k:?}");
+        }
+    }
+
+    /// Splits of a leaf and of an inner node's prefix, each with a key
+    /// that goes on past the branch (a leaf under its byte) and one that
+    /// ends there (the Node4's value), keep both sides. Deliberate bug
+    /// tried: `attach_key_leaf` keeping the branch byte in the new leaf
+    /// (`from = branch` always), which loses every key that goes on past
+    /// the branch.
+    #[test]
+    fn splits_keep_both_sides() {
+        // The root leaf "abcd" split by "abxy" at "ab", then that Node4's
+        // prefix split by "aq" at "a": keys that go on past the branch.
+        insert_and_read_back(&[b"abcd", b"abxy", b"aq"]);
+        // Keys that end at the branch: the leaf "abcd" split by "ab", the
+        // Node4 "xyz" (of "xyz1" and "xyz2") split by "xy".
+        insert_and_read_back(&[b"abcd", b"ab"]);
+        insert_and_read_back(&[b"xyz1", b"xyz2", b"xy"]);
     }
 
     /// A repack that would free less than `MIN_REPACK_GAIN` is left to the
