@@ -32,7 +32,7 @@ use holt::{Error, Tree, TreeBuilder};
 const POOL: usize = 128;
 /// Keys written; at 16 KiB each they fill a few dozen frames.
 const KEYS: usize = 600;
-/// Capture batch for [`POOL`] (`buffer/manager.rs`, `capture_batch`).
+/// Capture batch for [`POOL`] (`buffer/round.rs`, `capture_batch`).
 const BATCH: usize = 4;
 /// Pause before each data-file write entry: long against a 4-frame
 /// capture, so the round captures while the batch is at the writer.

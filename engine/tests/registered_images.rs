@@ -28,7 +28,7 @@ const FRAME: usize = 512 << 10;
 const POOL: usize = 256;
 /// Image buffers the pool keeps, and so the arena slots the first round
 /// reserves, for a pool of `POOL` frames: `POOL / 16` (at least 8, at
-/// most 64; `buffer/manager.rs`).
+/// most 64; `buffer/round.rs`).
 const KEPT_IMAGES: usize = POOL / 16;
 const KEYS: usize = 240;
 

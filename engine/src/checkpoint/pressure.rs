@@ -27,7 +27,7 @@
 //! no round per put.
 //!
 //! Memory besides the cached frames: a round holds at most two capture
-//! batches of image buffers (`buffer::manager`, `capture_batch`: together
+//! batches of image buffers (`buffer::round`, `capture_batch`: together
 //! no more than the pool keeps, plus a few pooled spares) plus the 1 KiB
 //! pages writers save during it, and the image pool keeps at most
 //! `min(C/16, 64)` idle ones; [`Marks`] leave room for both inside the

@@ -3,7 +3,7 @@
 //! the tree durable and lets the WAL go up to it. The background
 //! checkpointer (`checkpoint`), the pressure rule (`checkpoint::pressure`),
 //! `Tree::checkpoint`, recovery past a WAL gap and the last handle's close
-//! all run it; `BufferManager`'s round steps (`buffer::manager`) and
+//! all run it; `BufferManager`'s round steps (`buffer::round`) and
 //! `Wal::rotate`/`release` (`wal::writer::rotation`) do the work.
 //!
 //! A round, one at a time (the buffer manager's round lock):

@@ -39,7 +39,7 @@ fn val(i: usize, gen: u8) -> Vec<u8> {
 }
 
 /// The cut of a round, as `write_back` takes it; returns the round.
-fn cut(inner: &TreeInner, max_seq: Option<u64>) -> crate::buffer::manager::Round<'_> {
+fn cut(inner: &TreeInner, max_seq: Option<u64>) -> crate::buffer::round::Round<'_> {
     let bm = &inner.core.bm;
     let images = bm.prepare_images();
     let _g = write_gate(&inner.gate);
