@@ -17,7 +17,7 @@ use super::image_writer::ImageWriter;
 use super::round::{capture_batch, pooled_images};
 use crate::api::errors::{Error, Result};
 use crate::frame::image::{CaptureImage, PagePool};
-use crate::frame::{copy, header, AtomicFrame, PAGES};
+use crate::frame::{header, validate, AtomicFrame, PAGES};
 use crate::store::{AlignedBlobBuf, Backend, BlobGuid};
 
 /// Root frame GUID: every tree's root frame has this name.
@@ -489,7 +489,7 @@ impl BufferManager {
 fn check_image(guid: &BlobGuid, image: &[u8]) -> Result<AtomicFrame> {
     header::verify_image_crc(image).map_err(|e| corrupt(*guid, e))?;
     let frame = AtomicFrame::from_image(image).map_err(|e| corrupt(*guid, e))?;
-    copy::validate(&frame, guid).map_err(|e| corrupt(*guid, e))?;
+    validate::validate(&frame, guid).map_err(|e| corrupt(*guid, e))?;
     Ok(frame)
 }
 

@@ -16,6 +16,7 @@ pub(crate) mod image;
 pub(crate) mod mem;
 pub(crate) mod node;
 mod simd;
+pub(crate) mod validate;
 
 pub(crate) use header::HEADER_SIZE;
 pub(crate) use mem::{AtomicFrame, Corrupt, FResult, PAGES};
