@@ -15,13 +15,12 @@
 //!   cut — by the first store into it (the store funnel of
 //!   `frame::mem` saves a page before changing it, under the exclusive
 //!   latch), otherwise by the round under the shared latch. This needs
-//!   every exclusive latch holder that stores into a frame to hold the
-//!   tree's commit gate (so none is inside a frame while the cut arms it).
-//!   Eviction and loads take exclusive latches without the gate, but never
-//!   store frame bytes under them (eviction only marks the frame obsolete;
-//!   a load latches a frame nobody can reach before it is installed, and
-//!   fresh frames are not armed). No armed slot outlives its round: a
-//!   failed or dropped round disarms them all.
+//!   the gate rule (`TreeInner::gate`): no exclusive latch holder that
+//!   stores into a frame is inside one while the cut arms it. Eviction
+//!   only marks a frame obsolete; a load latches a frame nobody can reach
+//!   before it is installed, and fresh frames are not armed. No armed
+//!   slot outlives its round: a failed or dropped round disarms them all
+//!   (`round`).
 
 pub(crate) mod cached_blob;
 pub(crate) mod counters;
