@@ -1142,10 +1142,9 @@ impl Walker<'_, '_, '_> {
                     }
                     // What `visit` would do with this child, without the
                     // call and the general decode (the child is no link).
-                    // With no delimiter, the whole subtree qualifies.
-                    Some(Quick::Inner(n))
-                        if self.q.delimiter.is_none() && stream::sorted(n.kind) =>
-                    {
+                    // The whole subtree qualifies; with a delimiter, the
+                    // stream leaves a node that rolls up to `inner`.
+                    Some(Quick::Inner(n)) if stream::sorted(n.kind) => {
                         step = self.stream(frame, n, at, b)?;
                         continue;
                     }
