@@ -364,6 +364,15 @@ struct Level {
     ctx: Ctx,
 }
 
+/// Where [`Walker::seek`] left the walk.
+enum Seek {
+    /// Go on down to the child at this pointer, whose branch byte is on
+    /// the path after `at` bytes, in this context.
+    Down(u32, usize, Ctx),
+    /// The visit ended here.
+    Here(Step),
+}
+
 /// How a visit left the walk.
 enum Step {
     /// Carry on with the next child.
@@ -753,20 +762,23 @@ impl Walker<'_, '_, '_> {
         core: &Core,
         mut frame: usize,
         mut ptr: u32,
-        base: usize,
+        mut base: usize,
         byte: Option<u8>,
-        ctx: Ctx,
+        mut ctx: Ctx,
     ) -> std::result::Result<Step, Abort> {
         self.path.truncate(base);
         if let Some(b) = byte {
             self.path.push(b);
         }
+        // Whether `ptr` was read from a child slot (a link may stand
+        // there, nowhere else).
+        let mut slot = byte.is_some();
         loop {
             self.tick()?;
             let f = self.frames.frame(frame);
             match node::decode(f, ptr).map_err(|c| self.frames.fail(frame, c))? {
                 Node::Link(l) => {
-                    if byte.is_none() {
+                    if !slot {
                         return Err(self
                             .frames
                             .fail(frame, Corrupt("link outside a child slot")));
@@ -816,6 +828,10 @@ impl Walker<'_, '_, '_> {
                         }
                     };
                 }
+                Node::Inner(n) if self.seeks(&ctx) => match self.seek(frame, n, base, ctx)? {
+                    Seek::Down(c, at, next) => (ptr, base, ctx, slot) = (c, at, next, true),
+                    Seek::Here(step) => return Ok(step),
+                },
                 Node::Inner(n) => return self.inner(frame, n, base, ctx),
             }
         }
@@ -835,13 +851,66 @@ impl Walker<'_, '_, '_> {
         Ok(())
     }
 
-    fn inner(
+    /// Whether a node reached in `ctx` is on the way down to the prefix:
+    /// its path is a proper prefix of the filter's, so only the child for
+    /// the prefix's next byte can hold a qualifying key (every qualifying
+    /// key starts with the prefix), whatever the lower bound. The general
+    /// walk would read the node's children one at a time from that byte
+    /// (or the bound's, if greater) and stop at the first one past the
+    /// prefix; [`Walker::seek`] goes straight down instead, and the lower
+    /// bound is still applied to the path at every node on the way.
+    #[inline]
+    fn seeks(&self, ctx: &Ctx) -> bool {
+        ctx.pre == Pre::Before
+    }
+
+    /// Visits inner node `n` on the way down to the prefix ([`Walker::
+    /// seeks`]): appends its compressed path and, if the path is still
+    /// above the prefix, looks up the child for the prefix's next byte
+    /// the way a point get does and returns it ([`Seek::Down`], the byte
+    /// on the path) without keeping a level for `n`. No other child and
+    /// not `n`'s own key can qualify, and once the subtree below the
+    /// prefix is done nothing past it does either, so the walk never has
+    /// to come back to `n`: with no level left it is complete. A path
+    /// that reaches the prefix goes on as [`Walker::inner`] does.
+    fn seek(
         &mut self,
         frame: usize,
         n: node::Inner,
         base: usize,
         ctx: Ctx,
-    ) -> std::result::Result<Step, Abort> {
+    ) -> std::result::Result<Seek, Abort> {
+        // Skipped or stopped: the prefix is not in the tree.
+        let (Verdict::Go(lo, pre), rollup) = self.enter_inner(frame, &n, base, ctx)? else {
+            return Ok(Seek::Here(Step::Done));
+        };
+        if pre == Pre::Before {
+            let at = self.path.len();
+            let Some(&b) = self.q.prefix.get(at) else {
+                return Err(self.frames.fail(frame, Corrupt("path past the prefix")));
+            };
+            let f = self.frames.frame(frame);
+            return match node::child_ptr(f, &n, b).map_err(|c| self.frames.fail(frame, c))? {
+                Some(c) => {
+                    self.path.push(b);
+                    Ok(Seek::Down(c, at, Ctx { lo, pre, rollup }))
+                }
+                None => Ok(Seek::Here(Step::Done)),
+            };
+        }
+        self.inner_below(frame, n, lo, pre, rollup).map(Seek::Here)
+    }
+
+    /// Appends inner node `n`'s compressed path (the path was `base` long
+    /// before its branch byte) and classifies the path.
+    #[inline]
+    fn enter_inner(
+        &mut self,
+        frame: usize,
+        n: &node::Inner,
+        base: usize,
+        ctx: Ctx,
+    ) -> std::result::Result<(Verdict, Option<usize>), Abort> {
         let f = self.frames.frame(frame);
         if n.prefix_len > 0 {
             f.read_into(n.prefix_at(), n.prefix_len, &mut self.path)
@@ -850,19 +919,43 @@ impl Walker<'_, '_, '_> {
         self.check_path(frame)?;
         // Past the bound and inside the prefix, with no delimiter to look
         // for (or rolled up already), the path classifies as before.
-        let (v, rollup) = if ctx.lo == Lo::Free
-            && ctx.pre == Pre::Within
-            && (ctx.rollup.is_some() || self.q.delimiter.is_none())
-        {
-            (Verdict::Go(Lo::Free, Pre::Within), ctx.rollup)
-        } else {
-            self.advance(&ctx, base)
-        };
-        let (lo, pre) = match v {
-            Verdict::Skip => return Ok(Step::Go),
-            Verdict::Stop => return Ok(Step::Done),
-            Verdict::Go(lo, pre) => (lo, pre),
-        };
+        Ok(
+            if ctx.lo == Lo::Free
+                && ctx.pre == Pre::Within
+                && (ctx.rollup.is_some() || self.q.delimiter.is_none())
+            {
+                (Verdict::Go(Lo::Free, Pre::Within), ctx.rollup)
+            } else {
+                self.advance(&ctx, base)
+            },
+        )
+    }
+
+    fn inner(
+        &mut self,
+        frame: usize,
+        n: node::Inner,
+        base: usize,
+        ctx: Ctx,
+    ) -> std::result::Result<Step, Abort> {
+        match self.enter_inner(frame, &n, base, ctx)? {
+            (Verdict::Skip, _) => Ok(Step::Go),
+            (Verdict::Stop, _) => Ok(Step::Done),
+            (Verdict::Go(lo, pre), rollup) => self.inner_below(frame, n, lo, pre, rollup),
+        }
+    }
+
+    /// The rest of a visit to inner node `n` once its path is classified:
+    /// its rollup or its own key, then a level for its children.
+    fn inner_below(
+        &mut self,
+        frame: usize,
+        n: node::Inner,
+        lo: Lo,
+        pre: Pre,
+        rollup: Option<usize>,
+    ) -> std::result::Result<Step, Abort> {
+        let f = self.frames.frame(frame);
         if rollup.is_some() && (n.count > 0 || n.value != 0) && self.rollup_now(frame, lo) {
             return self.emit(frame, rollup, None);
         }
@@ -1049,10 +1142,9 @@ impl Walker<'_, '_, '_> {
                     }
                     // What `visit` would do with this child, without the
                     // call and the general decode (the child is no link).
-                    // With no delimiter, the whole subtree qualifies.
-                    Some(Quick::Inner(n))
-                        if self.q.delimiter.is_none() && stream::sorted(n.kind) =>
-                    {
+                    // The whole subtree qualifies; with a delimiter, the
+                    // stream leaves a node that rolls up to `inner`.
+                    Some(Quick::Inner(n)) if stream::sorted(n.kind) => {
                         step = self.stream(frame, n, at, b)?;
                         continue;
                     }

@@ -1,8 +1,8 @@
 //! The walk's fast path through a subtree whose every key qualifies.
 //!
 //! Below a node whose path is past the lower bound and inside the prefix,
-//! with no delimiter to look for, every key qualifies: the walk only has
-//! to emit the subtree's entries in order. For a subtree of small sorted
+//! and holds no delimiter past the prefix, every key qualifies: the walk
+//! only has to emit the subtree's entries in order. For a subtree of small sorted
 //! nodes (`N4`/`N16`) and leaves in one frame, [`Walker::stream`] does
 //! that with a stack of open nodes that hold no
 //! copied child lists: each child is read from its node when its turn
@@ -15,11 +15,19 @@
 //! its neighbours: the stream reads it all the same, but first starts
 //! the next sibling's lines loading.
 //!
+//! With a delimiter (a listing), each entry still qualifies but may roll
+//! up: a leaf's key is searched for the delimiter from its branch byte on
+//! as it is copied (one holding it becomes its common prefix, which no
+//! other leaf shares: the branch byte or a byte after it differs), and a
+//! node whose path holds it (in its compressed prefix, or as its branch
+//! byte) is not opened.
+//!
 //! Everything else is handed back to the general walk exactly where the
 //! stream stands ([`Walker::hand_over`]): a link (the subtree goes on in
 //! another frame), a wide node (`N48`/`N256`, whose chunked child reads
-//! the general walk does) and anything malformed (the general visit
-//! reports it). The open nodes become general levels that resume
+//! the general walk does), a node that rolls up (the general walk emits
+//! its common prefix and skips it) and anything malformed (the general
+//! visit reports it). The open nodes become general levels that resume
 //! at the child the stream stopped at, so the entries and their order
 //! are those of the general walk.
 //!
@@ -82,6 +90,16 @@ pub(super) struct Open {
     last: i32,
 }
 
+/// How [`Walker::open`] left a node.
+enum Opened {
+    /// Opened: its children are next.
+    In,
+    /// The batch filled up with the node's own key.
+    Full,
+    /// Its path holds the delimiter: the general walk rolls it up.
+    Rolls,
+}
+
 /// Whether the stream opens a node of this kind itself.
 #[inline]
 pub(super) fn sorted(kind: u8) -> bool {
@@ -92,8 +110,8 @@ impl Walker<'_, '_, '_> {
     /// Emits the subtree of inner node `n` in `frame`, the child for
     /// byte `b` of a node whose path is `path[..at]`, every key below
     /// which qualifies (the caller checked that the path is past the
-    /// lower bound and inside the prefix, and that there is no
-    /// delimiter). Returns [`Step::Go`] when the subtree is done or
+    /// lower bound and inside the prefix, and holds no delimiter past
+    /// the prefix). Returns [`Step::Go`] when the subtree is done or
     /// handed back to the general walk (its levels then sit on top of
     /// the stack), [`Step::Full`] when the batch filled up.
     ///
@@ -101,7 +119,8 @@ impl Walker<'_, '_, '_> {
     /// opening a node can borrow the walker) and a leaf goes into the
     /// batch inline ([`super::Batch::push_under`]): per leaf, a key byte
     /// from a register, one pointer read, the leaf's two head words and
-    /// the copy.
+    /// the copy. A listing's leaves go through [`super::Batch::push_leaf`]
+    /// instead, which looks for the delimiter.
     pub(super) fn stream(
         &mut self,
         frame: usize,
@@ -110,13 +129,26 @@ impl Walker<'_, '_, '_> {
         b: u8,
     ) -> std::result::Result<Step, Abort> {
         self.opens.clear();
-        if let Step::Full = self.open(frame, n, at, b)? {
-            return Ok(Step::Full);
+        match self.open(frame, n, at, b)? {
+            Opened::In => {}
+            Opened::Full => return Ok(Step::Full),
+            Opened::Rolls => {
+                // The general visit of this node rolls it up.
+                self.path.truncate(at);
+                self.path.push(b);
+                let ctx = Ctx {
+                    lo: Lo::Free,
+                    pre: Pre::Within,
+                    rollup: None,
+                };
+                return self.inner(frame, n, at, ctx);
+            }
         }
         let blob = Arc::clone(self.frames.blob(frame));
         let f = &blob.frame;
         let ordered = f.ordered_to();
         let limit = self.q.limit;
+        let delim = self.q.delimiter;
         loop {
             let Some(top) = self.opens.last_mut() else {
                 return Ok(Step::Go);
@@ -148,20 +180,24 @@ impl Walker<'_, '_, '_> {
                 Some(Quick::Leaf(l)) => {
                     self.frames.tick(&mut self.visits)?;
                     let head = self.path.get(..at).unwrap_or_default();
-                    self.out
-                        .push_under(head, k, f, l)
-                        .map_err(|c| self.frames.fail(frame, c))?;
+                    match delim {
+                        None => self.out.push_under(head, k, f, l),
+                        // The path holds no delimiter past the prefix:
+                        // look for one from the branch byte on.
+                        Some(_) => self.out.push_leaf(head, Some(k), at, f, l, delim),
+                    }
+                    .map_err(|c| self.frames.fail(frame, c))?;
                     #[cfg(test)]
                     seen::LEAVES.with(|n| n.set(n.get() + 1));
                     if self.out.len() >= limit || !self.give()? {
                         return Ok(Step::Full);
                     }
                 }
-                Some(Quick::Inner(m)) if sorted(m.kind) => {
-                    if let Step::Full = self.open(frame, m, at, k)? {
-                        return Ok(Step::Full);
-                    }
-                }
+                Some(Quick::Inner(m)) if sorted(m.kind) => match self.open(frame, m, at, k)? {
+                    Opened::In => {}
+                    Opened::Full => return Ok(Step::Full),
+                    Opened::Rolls => return Ok(self.hand_over(frame, k)),
+                },
                 _ => return Ok(self.hand_over(frame, k)),
             }
         }
@@ -169,14 +205,15 @@ impl Walker<'_, '_, '_> {
 
     /// Enters inner node `n` (the child for byte `b` below `path[..at]`):
     /// its path, its own key if it holds a value, and an open node for
-    /// its children.
+    /// its children. A node whose path holds the delimiter from `at` on
+    /// rolls up: it is left unopened for the general walk.
     fn open(
         &mut self,
         frame: usize,
         n: node::Inner,
         at: usize,
         b: u8,
-    ) -> std::result::Result<Step, Abort> {
+    ) -> std::result::Result<Opened, Abort> {
         self.tick()?;
         let f = self.frames.frame(frame);
         let Some(kids) = node::sorted_kids(f, &n).map_err(|c| self.frames.fail(frame, c))? else {
@@ -189,13 +226,18 @@ impl Walker<'_, '_, '_> {
                 .map_err(|c| self.frames.fail(frame, c))?;
         }
         self.check_path(frame)?;
+        if let Some(d) = self.q.delimiter {
+            if self.path.get(at..).unwrap_or_default().contains(&d) {
+                return Ok(Opened::Rolls);
+            }
+        }
         if n.value != 0 {
             let l = node::decode_leaf(f, n.value).map_err(|c| self.frames.fail(frame, c))?;
             self.out
                 .push_key(&self.path, f, l.value_at(), l.value_len)
                 .map_err(|c| self.frames.fail(frame, c))?;
             if self.out.len() >= self.q.limit {
-                return Ok(Step::Full);
+                return Ok(Opened::Full);
             }
         }
         self.opens.push(Open {
@@ -205,7 +247,7 @@ impl Walker<'_, '_, '_> {
             next: 0,
             last: -1,
         });
-        Ok(Step::Go)
+        Ok(Opened::In)
     }
 
     /// Hands the rest of the stream to the general walk: each open node
