@@ -1025,8 +1025,8 @@ struct E1Frame<L> {
     /// is no pin, so the loom `Arc`s the model's threads hold (memory
     /// kept valid for them, as papaya's reclamation does) are not
     /// counted here. Updated like `Arc`'s count: `Arc::clone` adds
-    /// `Relaxed`, a drop subtracts `Release`, `strong_count` loads
-    /// `Relaxed` (the weakest any std uses).
+    /// `Relaxed`, a drop subtracts `Release`, and `strong_count` is read
+    /// `Relaxed` here, so no ordering is assumed from it.
     pins: AtomicUsize,
 }
 
@@ -1179,9 +1179,9 @@ impl<L: Latch, M: SeqMap> E1Cache<L, M> {
 /// look up, pin, `buffer::removal::lock_live` (the engine's), restart
 /// (reloading from the backend if `G` is gone) on an obsolete frame,
 /// store, mark dirty in the real `SeqMap` while latched, release, unpin.
-/// The reader (main) gets — after joining the writer if `get_after_put`,
-/// else racing it too (see the test for why that runs at bound 2) —:
-/// look up without pinning, optimistic version,
+/// The reader (main) gets (after joining the writer if `get_after_put`,
+/// else racing it too; the crate docs say why that run is capped at
+/// bound 2): look up without pinning, optimistic version,
 /// obsolete check, copy, validate, restarting from the table (reloading
 /// if gone) — modelled here, not included: the steps of
 /// `Core::descend_counting` and `BufferManager::lookup`, which are the
