@@ -26,3 +26,10 @@ pub(crate) const COW_SKIPPED: bool = false;
 /// The round's capture fills every page, also those a store already
 /// saved, overwriting their image as of the cut with the edited bytes.
 pub(crate) const CAPTURE_IGNORES_SAVED: bool = false;
+/// Eviction marks the removed frame obsolete only after releasing its
+/// latch, so a writer that pinned it meanwhile latches it, finds no mark
+/// and stores into a frame no longer in the table (breaks E1).
+pub(crate) const EVICT_MARKS_AFTER_UNLOCK: bool = false;
+/// A writer stores into the frame it latched without checking the
+/// obsolete mark, so a store can land in an evicted frame (breaks E1).
+pub(crate) const WRITER_SKIPS_LIVE_CHECK: bool = false;

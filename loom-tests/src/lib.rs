@@ -1,5 +1,6 @@
 //! loom model checks of holt's HybridLatch (DESIGN.md §6) and of the
-//! buffer manager's dirty map and eviction rule (DESIGN.md §5, I1/I3),
+//! buffer manager's dirty map, eviction rule and frame-table removal
+//! protocol (DESIGN.md §5, I1/I3, E1 in `buffer/frame_table.rs`),
 //! compiled from the engine's real source, with deliberately broken
 //! variants that loom must catch.
 //!
@@ -10,12 +11,13 @@
 //! LOOM_MAX_PREEMPTIONS=4 cargo test -p holt-loom-tests --release   # deeper
 //! ```
 //! Always build in release: loom re-runs each model once per explored
-//! execution. Every model defaults to preemption bound 3 (`tests.rs`); on
+//! execution. Every model defaults to preemption bound 3 (`tests.rs`),
+//! except model 8's racing get, capped at 2 (below); on
 //! two cores the whole suite takes about 2 s at 3, 4 s at 4 and 12 s at 5
 //! with `--test-threads=1` (model 1 is half of it). The mutation tests of
 //! model 4 and model 6's live-only control need bound 2 to find their
-//! bug, model 6's `EVICT_IGNORES_DIRTY` test and model 7's two mutation
-//! tests bound 1. loom's own
+//! bug, model 6's `EVICT_IGNORES_DIRTY` test and the mutation tests of
+//! models 7 and 8 bound 1. loom's own
 //! environment variables override the defaults:
 //! * `LOOM_MAX_PREEMPTIONS=N` — explore executions with up to `N` forced
 //!   thread switches. Cost grows steeply with `N`; add `--test-threads=1`
@@ -30,12 +32,16 @@
 //!   explain a failure (slow: narrow it down first).
 //!
 //! The latch models and model 7 have two threads, the dirty-map and
-//! eviction models (4, 6) three. Never let two threads spin on a latch a third holds:
+//! eviction models (4, 6, 8) three. Never let two threads spin on a latch a third holds:
 //! loom's scheduler may alternate the two spinners forever without
 //! spending a preemption (tokio-rs/loom#53), and such a model fails at the
 //! branch limit from bound 3 on even though the latch is fine. In models 4
 //! and 6 the seq map's mutex blocks (loom parks the waiter) and at most
-//! one thread spins on the latch at a time.
+//! one thread spins on the latch at a time. Model 8's evictor never waits
+//! (`try_lock_exclusive`), but while it holds the latch the writer and a
+//! get racing it may both wait: that run (`get_races_put`) is capped at
+//! bound 2 (`models::check_capped`; it fails at the branch limit at 3),
+//! and the run at bound 3 starts the get after joining the writer.
 //!
 //! # How the real code gets here
 //! `build.rs` sets `cfg(loom)` for this crate only. Each variant below is
@@ -44,23 +50,26 @@
 //! and `#[path = "latch.rs"] mod latch;` inside it are the engine's files
 //! (a `#[path]` inside an inline module is resolved against the directory
 //! the module's own `#[path]` names), `mod buffer { #[path = "dirty.rs"]
-//! mod dirty; #[path = "eviction.rs"] mod eviction; }` are
-//! `engine/src/buffer/dirty.rs` and `engine/src/buffer/eviction.rs` (a
-//! nested inline module adds its name to that directory), and `mod frame
+//! mod dirty; #[path = "eviction.rs"] mod eviction; #[path =
+//! "removal.rs"] mod removal; }` are `engine/src/buffer/dirty.rs`,
+//! `eviction.rs` and `removal.rs` (a nested inline module adds its name
+//! to that directory), and `mod frame
 //! { #[path = "capture.rs"] mod capture; }` is
 //! `engine/src/frame/capture.rs`, which refers only to
 //! `super::super::{latch, sync, mutation}`. Next to them
 //! sits a `mutation` module written here. `latch.rs` refers only to
 //! `super::sync` and `super::mutation`, `buffer/dirty.rs` only to
 //! `super::super::{sync, mutation}`, `buffer/eviction.rs` only to
-//! `super::super::mutation` and `super::dirty::SeqMap`, so in each variant
+//! `super::super::mutation` and `super::dirty::SeqMap`, `buffer/removal.rs`
+//! only to `super::super::{latch, mutation}`, so in each variant
 //! they bind to the included `sync.rs` — which under `cfg(loom)`
 //! re-exports loom's atomics, fences, `Mutex` and a `yield_now`, so every
 //! lock, spin and backoff step is a loom scheduling point — to the
 //! included `SeqMap`, and to this crate's switches. Nothing is copied: an
 //! edit to `engine/src/latch.rs`, `engine/src/frame/capture.rs`,
-//! `engine/src/buffer/dirty.rs` or `engine/src/buffer/eviction.rs` is what
-//! these models check on the next run.
+//! `engine/src/buffer/dirty.rs`, `engine/src/buffer/eviction.rs` or
+//! `engine/src/buffer/removal.rs` is what these models check on the next
+//! run.
 //!
 //! `engine/src/mutation.rs` defines deliberate-bug switches, all `false`
 //! there so the broken branches compile away. Each variant's `mutation`
@@ -76,17 +85,24 @@
 //! * [`dirty_restore_overwrites`] — `DIRTY_RESTORE_OVERWRITES`;
 //! * [`evict_ignores_dirty`] — `EVICT_IGNORES_DIRTY`;
 //! * [`cow_skipped`] — `COW_SKIPPED`;
-//! * [`capture_ignores_saved`] — `CAPTURE_IGNORES_SAVED`.
+//! * [`capture_ignores_saved`] — `CAPTURE_IGNORES_SAVED`;
+//! * [`evict_marks_after_unlock`] — `EVICT_MARKS_AFTER_UNLOCK`;
+//! * [`writer_skips_live_check`] — `WRITER_SKIPS_LIVE_CHECK`.
 //!
-//! `buffer/manager.rs` itself is not included (its `DashMap` is not
-//! loom-aware); it calls `buffer::eviction::evictable` for every eviction
-//! decision, and model 6 calls the same function, with a loom `RwLock`
-//! standing in for the map shard.
+//! `buffer/manager.rs` and `buffer/frame_table.rs` are not included (the
+//! `papaya` table is not loom-aware). The manager calls
+//! `buffer::eviction::evictable` for every eviction decision, inside
+//! `buffer::removal::remove_latched` (E1's latch-check-remove-mark), and
+//! a writer's `Core::lock_live` runs `buffer::removal::lock_live`; models
+//! 6 and 8 call the same functions around a modelled table: model 6's is
+//! a loom `RwLock` slot (pins only, no removal protocol), model 8's a
+//! one-entry table with papaya's semantics (see `models::E1Cache`).
 //!
-//! The models (`models.rs`) are generic over two small traits that each
+//! The models (`models.rs`) are generic over small traits that each
 //! variant implements by forwarding to its own code: `Latch` to
-//! `latch::HybridLatch` (the real guards and their `Drop`s, and the raw
-//! lock/unlock calls `FrameRead`/`FrameWrite` use), `SeqMap` to
+//! `latch::HybridLatch` (the real guards and their `Drop`s, the raw
+//! lock/unlock calls `FrameRead`/`FrameWrite` use, and
+//! `buffer::removal`'s two steps on that latch), `SeqMap` to
 //! `buffer::dirty::SeqMap` (and its `evictable` to
 //! `buffer::eviction::evictable`, which takes that `SeqMap`). `tests.rs` runs every model against `correct`,
 //! and each model against the variants whose bug it documents, requiring
@@ -107,6 +123,7 @@
 //! | 5 `capture_vs_writer` | a checkpoint capture under the shared latch is all-before or all-after a write | `LATCH_SHARED_IGNORES_WRITER` |
 //! | 6 `evict_vs_dirty` (complete / restore) | the real eviction rule (`buffer::eviction::evictable`) never drops a frame marked dirty, live or in flight (I1) | `EVICT_IGNORES_DIRTY` (complete); a live-only evictor (control, written here) |
 //! | 7 `cow_vs_capture` | a writer's page-wise copy-on-write (`CaptureSlot::save`, as `AtomicFrame`'s stores call it) vs the round's capture (`capture::capture_shared`) of an armed frame: every page filled exactly once, and the image is the pre-write frame | `COW_SKIPPED`, `CAPTURE_IGNORES_SAVED` |
+//! | 8 `evict_vs_readers_writers` (get after put / get races put) | E1: eviction (`removal::remove_latched` around `eviction::evictable`) vs an unpinned optimistic reader and a pinning writer (`removal::lock_live`), both restarting and reloading: a get after the put sees it, no store lands in an evicted frame, no newer frame is evicted | `EVICT_MARKS_AFTER_UNLOCK`, `WRITER_SKIPS_LIVE_CHECK` (get after put) |
 //!
 //! # loom and `SeqCst`
 //! loom 0.7 treats `SeqCst` loads, stores and read-modify-writes as
@@ -191,6 +208,8 @@ macro_rules! variant {
                 pub(crate) mod dirty;
                 #[path = "eviction.rs"]
                 pub(crate) mod eviction;
+                #[path = "removal.rs"]
+                pub(crate) mod removal;
             }
 
             /// `engine/src/frame/capture.rs` at the same depth as in the
@@ -211,6 +230,8 @@ macro_rules! variant {
                     EVICT_IGNORES_DIRTY,
                     COW_SKIPPED,
                     CAPTURE_IGNORES_SAVED,
+                    EVICT_MARKS_AFTER_UNLOCK,
+                    WRITER_SKIPS_LIVE_CHECK,
                 );
             }
 
@@ -248,6 +269,16 @@ macro_rules! variant {
                 }
                 fn unlock_shared_raw(&self) {
                     latch::HybridLatch::unlock_shared_raw(self)
+                }
+                fn remove_latched(
+                    &self,
+                    remove: impl FnOnce() -> bool,
+                    mark_obsolete: impl FnOnce(),
+                ) -> bool {
+                    buffer::removal::remove_latched(self, remove, mark_obsolete)
+                }
+                fn lock_live(&self, is_obsolete: impl FnOnce() -> bool) -> Option<u64> {
+                    buffer::removal::lock_live(self, is_obsolete)
                 }
             }
 
@@ -386,6 +417,17 @@ variant!(
     /// `CAPTURE_IGNORES_SAVED`: the round's capture refills the pages a
     /// store already saved, with their edited bytes.
     capture_ignores_saved: [CAPTURE_IGNORES_SAVED]
+);
+
+variant!(
+    /// `EVICT_MARKS_AFTER_UNLOCK`: eviction marks the removed frame
+    /// obsolete only after releasing its latch.
+    evict_marks_after_unlock: [EVICT_MARKS_AFTER_UNLOCK]
+);
+variant!(
+    /// `WRITER_SKIPS_LIVE_CHECK`: a writer stores into the frame it
+    /// latched without checking the obsolete mark.
+    writer_skips_live_check: [WRITER_SKIPS_LIVE_CHECK]
 );
 
 #[cfg(test)]

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use loom::model::Builder;
 use loom::sync::atomic::{
-    self, AtomicU64,
+    self, AtomicBool, AtomicU64, AtomicUsize,
     Ordering::{Acquire, Relaxed, Release, SeqCst},
 };
-use loom::sync::{Arc, RwLock};
+use loom::sync::{Arc, Mutex, RwLock};
 use loom::thread;
 
 /// What the models need from a latch: the real `HybridLatch` API of one
@@ -44,6 +44,12 @@ pub(crate) trait Latch: Send + Sync + Sized + 'static {
     fn lock_shared_raw(&self);
     /// `HybridLatch::unlock_shared_raw` (`FrameRead`'s `Drop`).
     fn unlock_shared_raw(&self);
+    /// `buffer::removal::remove_latched` on this latch (E1's removal,
+    /// as `BufferManager::evict_one` runs it).
+    fn remove_latched(&self, remove: impl FnOnce() -> bool, mark_obsolete: impl FnOnce()) -> bool;
+    /// `buffer::removal::lock_live` on this latch (E1's writer step, as
+    /// `FrameWrite::lock_live` runs it for `Core::lock_live`).
+    fn lock_live(&self, is_obsolete: impl FnOnce() -> bool) -> Option<u64>;
 }
 
 /// A frame name, as in `engine/src/buffer/dirty.rs`.
@@ -146,6 +152,20 @@ fn run(b: &Builder, model: fn()) -> (std::thread::Result<()>, usize, Duration) {
 /// loom's report if any interleaving fails.
 pub(crate) fn check(name: &str, default_preemptions: usize, model: fn()) {
     let b = builder(default_preemptions);
+    let (result, runs, elapsed) = run(&b, model);
+    if let Err(payload) = result {
+        eprintln!("loom model {name}: failed after {runs} executions");
+        panic::resume_unwind(payload);
+    }
+    report(name, &b, "passed", runs, elapsed);
+}
+
+/// [`check`] at preemption bound `max` or below: `LOOM_MAX_PREEMPTIONS`
+/// may lower the bound, not raise it. For a model with two threads that
+/// can wait on a latch a third holds (see the crate docs).
+pub(crate) fn check_capped(name: &str, max: usize, model: fn()) {
+    let mut b = builder(max);
+    b.preemption_bound = b.preemption_bound.map(|n| n.min(max));
     let (result, runs, elapsed) = run(&b, model);
     if let Err(payload) = result {
         eprintln!("loom model {name}: failed after {runs} executions");
@@ -731,12 +751,15 @@ pub(crate) enum EvictRule {
     LiveOnly,
 }
 
-/// One DashMap shard holding `G`, the two seq maps, and the backend's
+/// A frame-table slot holding `G`, the two seq maps, and the backend's
 /// copy of `G`.
 struct Cache<L, M> {
-    /// Stands in for the `DashMap` shard: pins clone the `Arc` under its
-    /// read lock, eviction decides and removes under its write lock
-    /// (`remove_if`).
+    /// Stands in for the frame table: pins clone the `Arc` under its read
+    /// lock, eviction decides and removes under its write lock. That makes
+    /// "look up and pin" atomic against eviction, which the `papaya` table
+    /// does not (a pin is an `Arc::clone` after the lookup): this model
+    /// checks the eviction *rule* against dirty marks and a round only;
+    /// the removal protocol that covers the gap, E1, is model 8's.
     shard: RwLock<Option<Arc<Cached<L>>>>,
     dirty: M,
     pending_deletes: M,
@@ -803,8 +826,8 @@ impl<L: Latch, M: SeqMap> Cache<L, M> {
 /// With [`EvictRule::Engine`] the evictor runs the engine's real rule,
 /// `buffer::eviction::evictable` (engine/src/buffer/eviction.rs, which
 /// `BufferManager::evictable` calls with the map's reference subtracted
-/// from the `Arc` count, as [`Cache::evictable`] does here; the `DashMap`
-/// around it is not loom-aware, so the shard is a loom `RwLock`).
+/// from the `Arc` count, as [`Cache::evictable`] does here; the `papaya`
+/// table around it is not loom-aware, so the slot is a loom `RwLock`).
 ///
 /// Fails with `EVICT_IGNORES_DIRTY`: once the writer has unpinned, the
 /// evictor drops `G` although it is marked dirty (live, or in flight
@@ -986,4 +1009,252 @@ pub(crate) fn cow_vs_capture<C: Capture>() {
         "the round's image is not the frame as of the cut"
     );
     assert!(f.c.disarm().is_none(), "the slot outlived its round");
+}
+
+// ===== model 8: E1, frame-table removal vs unpinned readers and pinning writers =====
+
+/// Model 8's frame: its latch, one word standing for the key's value, the
+/// obsolete mark (`CachedBlob::obsolete`, with its orderings) and the
+/// pins.
+struct E1Frame<L> {
+    latch: L,
+    value: AtomicU64,
+    obsolete: AtomicBool,
+    /// `Arc::strong_count` minus the table's own reference: the pins.
+    /// A papaya lookup hands out a plain reference under a guard, which
+    /// is no pin, so the loom `Arc`s the model's threads hold (memory
+    /// kept valid for them, as papaya's reclamation does) are not
+    /// counted here. Updated like `Arc`'s count: `Arc::clone` adds
+    /// `Relaxed`, a drop subtracts `Release`, and `strong_count` is read
+    /// `Relaxed` here, so no ordering is assumed from it.
+    pins: AtomicUsize,
+}
+
+impl<L: Latch> E1Frame<L> {
+    fn new(value: u64) -> Self {
+        Self {
+            latch: L::new(),
+            value: AtomicU64::new(value),
+            obsolete: AtomicBool::new(false),
+            pins: AtomicUsize::new(0),
+        }
+    }
+
+    /// `CachedBlob::is_obsolete`.
+    fn is_obsolete(&self) -> bool {
+        self.obsolete.load(Acquire)
+    }
+
+    /// `CachedBlob::mark_obsolete`.
+    fn mark_obsolete(&self) {
+        self.obsolete.store(true, Release);
+    }
+}
+
+/// Model 8's buffer manager for the one frame `G`: a one-entry frame
+/// table, the backend's copy of `G`, and the real seq maps the eviction
+/// rule reads.
+struct E1Cache<L, M> {
+    /// The frame table's entry for `G` with papaya's semantics: a lookup
+    /// returns the entry current at one instant, removal compares and
+    /// removes, insertion adds only if absent. The mutex is only what
+    /// makes each of those one atomic step.
+    entry: Mutex<Option<Arc<E1Frame<L>>>>,
+    /// What a load reads (no checkpoint runs here, so it stays the
+    /// initial value: a write only survives in a cached frame).
+    backend: AtomicU64,
+    dirty: M,
+    pending_deletes: M,
+    /// Set (`Release`) once the writer's put has returned.
+    put_done: AtomicBool,
+}
+
+impl<L: Latch, M: SeqMap> E1Cache<L, M> {
+    /// `FrameTable::get`: the entry now, as a reference (not a pin).
+    fn get(&self) -> Option<Arc<E1Frame<L>>> {
+        self.entry.lock().unwrap().as_ref().map(Arc::clone)
+    }
+
+    /// `BufferManager::lookup` on a miss (`load`, `install`): reads the
+    /// backend and inserts the frame unless another load got there first,
+    /// whose frame it then uses. (`install`'s latch and write-back epoch
+    /// check are left out: no write-back runs in this model.)
+    fn lookup(&self) -> Arc<E1Frame<L>> {
+        if let Some(f) = self.get() {
+            return f;
+        }
+        let fresh = Arc::new(E1Frame::new(self.backend.load(Acquire)));
+        let mut entry = self.entry.lock().unwrap();
+        Arc::clone(entry.get_or_insert(fresh))
+    }
+
+    /// `FrameTable::remove_exact`: removes the entry if it is `f`.
+    fn remove_exact(&self, f: &Arc<E1Frame<L>>) -> bool {
+        let mut entry = self.entry.lock().unwrap();
+        if entry.as_ref().is_some_and(|e| Arc::ptr_eq(e, f)) {
+            *entry = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// `BufferManager::evict_one` for `G`: the real E1 removal
+    /// (`removal::remove_latched`) around the real eviction rule
+    /// (`eviction::evictable`, via [`SeqMap::evictable`]) and the
+    /// table's compare-and-remove. Before removing it checks that the
+    /// frame it drops holds the backend's value (I1).
+    fn evict(&self) -> bool {
+        // The victim scan's reference (`for_each_upto`).
+        let Some(f) = self.get() else {
+            return false;
+        };
+        f.latch.remove_latched(
+            || {
+                let other_refs = f.pins.load(Relaxed);
+                if !M::evictable(other_refs, &G, &self.dirty, &self.pending_deletes) {
+                    return false;
+                }
+                assert_eq!(
+                    f.value.load(Relaxed),
+                    self.backend.load(Relaxed),
+                    "evicted a frame whose value is newer than the backend's (I1)"
+                );
+                self.remove_exact(&f)
+            },
+            || f.mark_obsolete(),
+        )
+    }
+
+    /// A put of `value` (`Core::put`): find the frame (loading it if it
+    /// is gone), pin it (`Arc::clone` of the reference, as
+    /// `Core::locate` does), latch it and check the mark with the real
+    /// `removal::lock_live` (`Core::lock_live`), starting over on an
+    /// obsolete frame; store, mark dirty while latched, release, unpin.
+    /// Returns the frame it stored into.
+    fn put(&self, value: u64) -> Arc<E1Frame<L>> {
+        loop {
+            let f = self.lookup();
+            f.pins.fetch_add(1, Relaxed);
+            let Some(v) = f.latch.lock_live(|| f.is_obsolete()) else {
+                f.pins.fetch_sub(1, Release);
+                continue;
+            };
+            f.value.store(value, Relaxed);
+            self.dirty.mark(G, 1);
+            f.latch.unlock_exclusive_raw(v);
+            f.pins.fetch_sub(1, Release);
+            return f;
+        }
+    }
+
+    /// A get (`Core::get`, `descend_counting` for a key in `G`): find the
+    /// frame without pinning it (loading it if it is gone), take an
+    /// optimistic version, restart on the obsolete mark, copy the value,
+    /// validate, restart from the table on failure.
+    fn get_value(&self) -> u64 {
+        loop {
+            let f = self.lookup();
+            let v = f.latch.optimistic();
+            if f.is_obsolete() {
+                continue;
+            }
+            let value = f.value.load(Relaxed);
+            if f.latch.validate(v) {
+                return value;
+            }
+        }
+    }
+}
+
+/// Model 8 — protocol E1: frame-table removal vs unpinned readers and
+/// pinning writers.
+///
+/// One frame `G`, cached and clean, value 0 (the backend's too). The
+/// evictor (spawned) makes one eviction attempt: `BufferManager::
+/// evict_one`'s latch-check-remove-mark sequence, which is the engine's
+/// own `buffer::removal::remove_latched` around the engine's own
+/// `buffer::eviction::evictable` (the victim scan's unlatched pre-check
+/// is left out: the latched check decides). The writer (spawned) puts 1:
+/// look up, pin, `buffer::removal::lock_live` (the engine's), restart
+/// (reloading from the backend if `G` is gone) on an obsolete frame,
+/// store, mark dirty in the real `SeqMap` while latched, release, unpin.
+/// The reader (main) gets (after joining the writer if `get_after_put`,
+/// else racing it too; the crate docs say why that run is capped at
+/// bound 2): look up without pinning, optimistic version,
+/// obsolete check, copy, validate, restarting from the table (reloading
+/// if gone) — modelled here, not included: the steps of
+/// `Core::descend_counting` and `BufferManager::lookup`, which are the
+/// read hot path and stay inline there. The frame table is modelled
+/// ([`E1Cache`]), with papaya's semantics. Checks:
+/// * a get that starts after the put returned sees its value, and no
+///   get reads a value nobody wrote (linearisability);
+/// * eviction never drops a frame newer than the backend (I1);
+/// * at the end the put's frame is the cached one (no store lands in a
+///   frame that left the table) and it holds the value.
+///
+/// Fails with `EVICT_MARKS_AFTER_UNLOCK` and with
+/// `WRITER_SKIPS_LIVE_CHECK`: the writer looks `G` up, the evictor finds
+/// it unpinned and clean and removes it, the writer pins and latches it
+/// after the evictor's release and, finding no mark (not set yet, or not
+/// checked), stores into the removed frame; a later load reads the
+/// backend's 0, which the get after the put returns (bound 1).
+///
+/// Not a switch here: a reader that ignores the mark (tried: the model
+/// still passes). An evicted frame is clean and nobody stores into it
+/// afterwards, so what a reader reads there is the value at its own
+/// lookup, a linearisable get of one key; the reader's mark check guards
+/// what a stale frame *links to* (frames that a later change of its
+/// reloaded copy retired), which a one-frame model cannot show.
+pub(crate) fn evict_vs_readers_writers<L: Latch, M: SeqMap>(get_after_put: bool) {
+    let cache = Arc::new(E1Cache {
+        entry: Mutex::new(Some(Arc::new(E1Frame::<L>::new(0)))),
+        backend: AtomicU64::new(0),
+        dirty: M::new(),
+        pending_deletes: M::new(),
+        put_done: AtomicBool::new(false),
+    });
+    let evictor = {
+        let cache = Arc::clone(&cache);
+        thread::spawn(move || {
+            cache.evict();
+        })
+    };
+    let writer = {
+        let cache = Arc::clone(&cache);
+        thread::spawn(move || {
+            let f = cache.put(1);
+            cache.put_done.store(true, Release);
+            f
+        })
+    };
+    let (after_put, seen, stored_into) = if get_after_put {
+        let stored_into = writer.join().unwrap();
+        (true, cache.get_value(), stored_into)
+    } else {
+        let after_put = cache.put_done.load(Acquire);
+        let seen = cache.get_value();
+        (after_put, seen, writer.join().unwrap())
+    };
+    assert!(seen <= 1, "a get read a value nobody wrote: {seen}");
+    if after_put {
+        assert_eq!(
+            seen, 1,
+            "a get that started after the put returned missed it"
+        );
+    }
+    evictor.join().unwrap();
+
+    let cached = cache.get();
+    assert!(
+        cached
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, &stored_into)),
+        "the put's store landed in a frame that left the table"
+    );
+    assert_eq!(
+        cache.get_value(),
+        1,
+        "the put's value is neither cached nor in the backend"
+    );
 }

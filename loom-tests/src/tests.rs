@@ -2,16 +2,21 @@
 //! variants whose deliberate bug it must catch. Every model defaults to
 //! preemption bound 3; `LOOM_MAX_PREEMPTIONS` overrides them all.
 
-use crate::models::{self, check, check_finds_bug, EvictRule};
+use crate::models::{self, check, check_capped, check_finds_bug, EvictRule};
 use crate::{
     capture_ignores_saved, correct, cow_skipped, dirty_restore_overwrites, evict_ignores_dirty,
-    shared_ignores_writer, skip_version_bump, weak_validate,
+    evict_marks_after_unlock, shared_ignores_writer, skip_version_bump, weak_validate,
+    writer_skips_live_check,
 };
 
 type Correct = correct::latch::HybridLatch;
 type SkipVersionBump = skip_version_bump::latch::HybridLatch;
 type WeakValidate = weak_validate::latch::HybridLatch;
 type SharedIgnoresWriter = shared_ignores_writer::latch::HybridLatch;
+/// Its `Latch::remove_latched` runs that variant's `buffer::removal`.
+type EvictMarksAfterUnlock = evict_marks_after_unlock::latch::HybridLatch;
+/// Its `Latch::lock_live` runs that variant's `buffer::removal`.
+type WriterSkipsLiveCheck = writer_skips_live_check::latch::HybridLatch;
 
 type CorrectSeqMap = correct::buffer::dirty::SeqMap;
 type RestoreOverwrites = dirty_restore_overwrites::buffer::dirty::SeqMap;
@@ -329,5 +334,57 @@ fn cow_vs_capture_catches_capture_ignores_saved() {
         3,
         models::cow_vs_capture::<CaptureIgnoresSaved>,
         "filled 2 times",
+    );
+}
+
+// ===== model 8: E1, frame-table removal vs readers and writers =====
+
+/// Model 8 with the real latch, E1 steps (`buffer::removal`), eviction
+/// rule and `SeqMap`: a get after a put sees it, eviction drops no newer
+/// frame, and the put's store lands in the cached frame. Broken by
+/// `EVICT_MARKS_AFTER_UNLOCK` and `WRITER_SKIPS_LIVE_CHECK` (tests below).
+#[test]
+fn evict_vs_readers_writers() {
+    check("evict_vs_readers_writers/get_after_put", 3, || {
+        models::evict_vs_readers_writers::<Correct, CorrectSeqMap>(true)
+    });
+}
+
+/// Model 8 with the get racing the put as well as the eviction, at
+/// preemption bound 2 at most (`LOOM_MAX_PREEMPTIONS` can only lower
+/// it): while the evictor holds the latch both the reader and the writer
+/// may wait on it, and from bound 3 on loom can alternate the two waiters
+/// forever (tokio-rs/loom#53) and fails at its branch limit.
+#[test]
+fn evict_vs_readers_writers_get_races_put() {
+    check_capped("evict_vs_readers_writers/get_races_put", 2, || {
+        models::evict_vs_readers_writers::<Correct, CorrectSeqMap>(false)
+    });
+}
+
+/// `EVICT_MARKS_AFTER_UNLOCK` must make model 8 fail: the evictor removes
+/// the unpinned frame and releases its latch before marking it; the
+/// writer, which looked the frame up before the removal, pins and latches
+/// it in that window, finds no mark and stores into the removed frame.
+#[test]
+fn evict_vs_readers_writers_catches_evict_marks_after_unlock() {
+    check_finds_bug(
+        "evict_vs_readers_writers/evict_marks_after_unlock",
+        1,
+        || models::evict_vs_readers_writers::<EvictMarksAfterUnlock, CorrectSeqMap>(true),
+        "a get that started after the put returned missed it",
+    );
+}
+
+/// `WRITER_SKIPS_LIVE_CHECK` must make model 8 fail: the writer pins and
+/// latches a frame the evictor has removed and marked, does not check
+/// the mark, and stores into the removed frame.
+#[test]
+fn evict_vs_readers_writers_catches_writer_skips_live_check() {
+    check_finds_bug(
+        "evict_vs_readers_writers/writer_skips_live_check",
+        1,
+        || models::evict_vs_readers_writers::<WriterSkipsLiveCheck, CorrectSeqMap>(true),
+        "a get that started after the put returned missed it",
     );
 }

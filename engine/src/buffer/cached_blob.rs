@@ -73,12 +73,23 @@ pub(crate) struct FrameWrite {
 }
 
 impl FrameWrite {
+    /// Latches `blob` exclusively, live or not (writers use
+    /// [`FrameWrite::lock_live`]).
+    #[cfg(test)]
     pub(crate) fn lock(blob: Arc<CachedBlob>) -> Self {
         let version = blob.latch.lock_exclusive_raw();
         Self { blob, version }
     }
 
-    /// [`FrameWrite::lock`] without waiting: `None` while anyone holds
+    /// Latches `blob` exclusively for a writer that pinned it from the
+    /// table: `None` (latch released) if the frame is obsolete, so the
+    /// writer starts over (E1, `removal::lock_live`).
+    pub(crate) fn lock_live(blob: Arc<CachedBlob>) -> Option<Self> {
+        let version = super::removal::lock_live(&blob.latch, || blob.is_obsolete())?;
+        Some(Self { blob, version })
+    }
+
+    /// Latches `blob` exclusively without waiting: `None` while anyone holds
     /// the latch in any mode. For a writer that already holds a frame
     /// below this one and must not wait against the top-down order.
     pub(crate) fn try_lock(blob: Arc<CachedBlob>) -> Option<Self> {

@@ -14,7 +14,8 @@
 //! the latch. An optimistic reader therefore either fails validation (the
 //! removal overlapped it) or sees the obsolete mark when it enters the
 //! frame, and restarts from the root. Writers check the mark after taking
-//! the exclusive latch (`Core::lock_live`).
+//! the exclusive latch (`Core::lock_live`). The remover's and the
+//! writer's latched steps are `removal`'s (model-checked by loom).
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;

@@ -14,6 +14,7 @@ use super::eviction;
 use super::frame_table::{FrameTable, Guard};
 use super::image_pool::ImagePool;
 use super::image_writer::ImageWriter;
+use super::removal;
 use super::round::{capture_batch, pooled_images};
 use crate::api::errors::{Error, Result};
 use crate::frame::image::{CaptureImage, PagePool};
@@ -452,17 +453,15 @@ impl BufferManager {
         let Some((_, b)) = victim else {
             return false;
         };
-        // E1: remove and mark obsolete under the exclusive latch, taken
-        // without waiting (a frame somebody holds is not cold anyway).
-        // Dirty marks are made under that latch, so the check is stable.
-        let Some(v) = b.latch.try_lock_exclusive() else {
-            return false;
-        };
-        let gone = self.evictable(&b, 1) && self.map.remove_exact(&b);
-        if gone {
-            b.mark_obsolete();
-        }
-        b.latch.unlock_exclusive_raw(v);
+        // E1 (`removal`): remove and mark obsolete under the exclusive
+        // latch, taken without waiting (a frame somebody holds is not cold
+        // anyway). Dirty marks are made under that latch, so the check is
+        // stable.
+        let gone = removal::remove_latched(
+            &b.latch,
+            || self.evictable(&b, 1) && self.map.remove_exact(&b),
+            || b.mark_obsolete(),
+        );
         if gone {
             self.counters.evictions.add(1);
             #[cfg(feature = "tracing")]

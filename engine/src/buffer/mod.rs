@@ -30,6 +30,7 @@ pub(crate) mod frame_table;
 pub(crate) mod image_pool;
 pub(crate) mod image_writer;
 pub(crate) mod manager;
+pub(crate) mod removal;
 pub(crate) mod round;
 
 pub(crate) use cached_blob::{CachedBlob, FrameWrite};

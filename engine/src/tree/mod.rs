@@ -68,9 +68,9 @@ impl Core {
         Ok(Self { bm, root })
     }
 
-    /// Latches `blob` exclusively unless it has been merged away.
+    /// Latches `blob` exclusively unless it has been merged away or
+    /// evicted (E1).
     pub(crate) fn lock_live(&self, blob: Arc<CachedBlob>) -> Option<FrameWrite> {
-        let w = FrameWrite::lock(blob);
-        (!w.blob().is_obsolete()).then_some(w)
+        FrameWrite::lock_live(blob)
     }
 }
