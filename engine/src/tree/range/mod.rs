@@ -974,9 +974,8 @@ impl Walker<'_, '_, '_> {
         // Where the children start.
         let len = self.path.len();
         let mut next = 0usize;
-        if pre == Pre::Before {
-            next = usize::from(self.q.prefix[len]);
-        }
+        // Paths above the prefix go through `Walker::seek`, never here.
+        debug_assert!(pre != Pre::Before, "inner_below above the prefix");
         if lo == Lo::Tight {
             match self.q.lower.bytes().get(len) {
                 Some(&x) => next = next.max(usize::from(x)),
