@@ -334,12 +334,20 @@ struct Ctx {
 }
 
 impl Ctx {
-    /// Whether the walk reads this node's children one at a time: above
-    /// the prefix only the child on the prefix's path can qualify (a
-    /// greater byte ends the walk), and in a rolled-up subtree only its
-    /// first key is wanted.
+    /// A subtree past the lower bound and inside the prefix, not rolled
+    /// up: every key below qualifies (in a listing, possibly rolling up
+    /// further down).
+    const QUALIFIES: Ctx = Ctx {
+        lo: Lo::Free,
+        pre: Pre::Within,
+        rollup: None,
+    };
+
+    /// Whether the walk reads this node's children one at a time: in a
+    /// rolled-up subtree only its first key is wanted. (Nodes above the
+    /// prefix keep no level: `Walker::seek`.)
     fn one_child(&self) -> bool {
-        self.pre == Pre::Before || self.rollup.is_some()
+        self.rollup.is_some()
     }
 }
 
@@ -978,7 +986,7 @@ impl Walker<'_, '_, '_> {
         debug_assert!(pre != Pre::Before, "inner_below above the prefix");
         if lo == Lo::Tight {
             match self.q.lower.bytes().get(len) {
-                Some(&x) => next = next.max(usize::from(x)),
+                Some(&x) => next = usize::from(x),
                 None => {
                     if matches!(self.q.lower, Lower::ExcludePrefix(_)) {
                         return Ok(Step::Go);
@@ -1042,10 +1050,8 @@ impl Walker<'_, '_, '_> {
     /// are only instructions spent. A node past the mark sits at the tail
     /// in allocation order, a cache miss away from its neighbours.
     ///
-    /// With `one` the walk wants a single child at a time: on the way
-    /// down to the prefix (only the child on the prefix's path can
-    /// qualify), or in a rolled-up subtree, where it only looks for the
-    /// first key to emit the common prefix and drop the subtree (the next
+    /// With `one` the walk wants a single child at a time: in a
+    /// rolled-up subtree it only looks for the first key to emit the common prefix and drop the subtree (the next
     /// child is read only if that one held no qualifying key). Reading or
     /// prefetching more would be wasted.
     #[inline]

@@ -44,7 +44,7 @@
 //! it collects counts only once every frame of the batch validates
 //! (`Core::range_batch`).
 
-use super::{Abort, Ctx, Level, Lo, Pre, Step, Walker};
+use super::{Abort, Ctx, Level, Step, Walker};
 use std::sync::Arc;
 
 use crate::frame::node::{self, Quick, SortedKids};
@@ -136,12 +136,7 @@ impl Walker<'_, '_, '_> {
                 // The general visit of this node rolls it up.
                 self.path.truncate(at);
                 self.path.push(b);
-                let ctx = Ctx {
-                    lo: Lo::Free,
-                    pre: Pre::Within,
-                    rollup: None,
-                };
-                return self.inner(frame, n, at, ctx);
+                return self.inner(frame, n, at, Ctx::QUALIFIES);
             }
         }
         let blob = Arc::clone(self.frames.blob(frame));
@@ -259,11 +254,7 @@ impl Walker<'_, '_, '_> {
         #[cfg(test)]
         seen::HANDED.with(|n| n.set(n.get() + 1));
         let depth = self.opens.len();
-        let ctx = Ctx {
-            lo: Lo::Free,
-            pre: Pre::Within,
-            rollup: None,
-        };
+        let ctx = Ctx::QUALIFIES;
         let first = self.kids.len();
         for (j, o) in self.opens.drain(..).enumerate() {
             let resume = if j + 1 == depth {
